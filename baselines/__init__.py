@@ -1,0 +1,1 @@
+"""Baselines: single-task learning, hard sharing, cross-stitch, MGDA / MGDA-UB."""

@@ -1,0 +1,97 @@
+"""Command line: `mtlbench train`, `mtlbench list`, `mtlbench tracking init`.
+
+User mistakes end in one `error:` line and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mtlbench.errors import MtlbenchError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mtlbench", description="Benchmark suite for deep multi-task learning")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one (dataset, method, seed) and write DIR/record.json")
+    t.add_argument("--dataset", required=True)
+    t.add_argument("--method", required=True, help="a registered name or package.module:Name")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--data-seed", type=int, default=0, help="seed of the data split/pairing (independent)")
+    t.add_argument("--out", type=Path, default=None, help="run directory (default results/runs/D/M/seedS)")
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="typed override, e.g. train.lr=0.01 or rule.lam=0.1 (repeatable)")
+    t.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+    sub.add_parser("list", help="list registered datasets and methods")
+
+    tr = sub.add_parser("tracking", help="MLflow tracking store")
+    tr_sub = tr.add_subparsers(dest="tracking_command", required=True)
+    init = tr_sub.add_parser("init", help="create the tracking database before parallel runs")
+    init.add_argument("--uri", default=None)
+    init.add_argument("--experiment", default=None)
+    return p
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mtlbench.config import parse_overrides, resolve_config
+    from mtlbench.training import train
+
+    overrides: dict[str, object] = dict(parse_overrides(args.sets))
+    if args.epochs is not None:
+        overrides["train.epochs"] = args.epochs
+    if args.no_tracking:
+        overrides["tracking.enabled"] = False
+    cfg = resolve_config(args.dataset, args.method, args.seed, overrides, data_seed=args.data_seed)
+    if args.print_config:
+        print(json.dumps(cfg, indent=2))
+        return 0
+    out = args.out or Path("results/runs") / args.dataset / args.method.replace(":", "_") / f"seed{args.seed}"
+    record = train(cfg, out)
+    summary = {task: {m: round(v, 4) for m, v in ms.items()} for task, ms in record["metrics"]["test"].items()}
+    print(f"{record['status']}: {out / 'record.json'}  selected epoch {record['selected_epoch']}  test {summary}")
+    return 0 if record["status"] == "ok" else 3
+
+
+def cmd_list(_: argparse.Namespace) -> int:
+    from mtlbench.registry import DATASETS, METHODS
+
+    for title, registry in (("datasets", DATASETS), ("methods", METHODS)):
+        print(f"{title}:")
+        for entry in registry.entries():
+            print(f"  {entry.name:<22} {entry.description}")
+    return 0
+
+
+def cmd_tracking(args: argparse.Namespace) -> int:
+    from mtlbench.config import TrackingConfig
+    from mtlbench.tracking import init_store
+
+    cfg = TrackingConfig()
+    if args.uri:
+        cfg.uri = args.uri
+    if args.experiment:
+        cfg.experiment = args.experiment
+    experiment_id = init_store(cfg)
+    print(f"tracking store ready: {cfg.uri} (experiment {cfg.experiment!r}, id {experiment_id})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"train": cmd_train, "list": cmd_list, "tracking": cmd_tracking}[args.command]
+    try:
+        return handler(args)
+    except MtlbenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Named methods: a registered combination of an architecture and an update rule with its paper defaults."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+from mtlbench.errors import MtlbenchError
+from mtlbench.registry import METHODS
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """`dataset_overrides` holds a method's per-dataset paper defaults as dotted keys ("rule.lam": 1.0)."""
+
+    name: str
+    description: str
+    architecture: str
+    update_rule: str = "equal_weights"
+    arch_params: dict[str, Any] = field(default_factory=dict)
+    rule_params: dict[str, Any] = field(default_factory=dict)
+    train_params: dict[str, Any] = field(default_factory=dict)
+    dataset_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def register_method(spec: MethodSpec) -> MethodSpec:
+    METHODS.add(spec.name, spec, spec.description)
+    return spec
+
+
+def get_method(name: str) -> MethodSpec:
+    """A registered name, or ``package.module:Name`` naming a MethodSpec, an update-rule class (trained on
+    hard sharing) or an architecture class (trained with equal weights)."""
+    from mtlbench.architectures import MTLArchitecture
+    from mtlbench.registry import ARCHITECTURES, UPDATE_RULES
+    from mtlbench.update_rules import UpdateRule
+
+    obj = METHODS.get(name)
+    if isinstance(obj, MethodSpec):
+        return obj
+    if callable(obj) and not inspect.isclass(obj):
+        obj = obj()
+        if isinstance(obj, MethodSpec):
+            return obj
+    if inspect.isclass(obj) and issubclass(obj, UpdateRule):
+        UPDATE_RULES.add(name, obj)
+        return MethodSpec(name, obj.__doc__ or name, "hps", name)
+    if inspect.isclass(obj) and issubclass(obj, MTLArchitecture):
+        ARCHITECTURES.add(name, obj)
+        return MethodSpec(name, obj.__doc__ or name, name)
+    raise MtlbenchError(f"{name!r} is neither a MethodSpec, an UpdateRule class nor an MTLArchitecture class")

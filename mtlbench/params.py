@@ -1,0 +1,103 @@
+"""Typed hyperparameters read from constructor signatures.
+
+A component's hyperparameters are its constructor's keyword arguments with type hints and defaults (TorchJD
+style). The config layer reads them from here to fill defaults, to check `--set key=value` overrides and to
+build the JSON schema, so a parameter is declared once, in the component's own file.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal, Union
+
+import yaml
+
+from mtlbench.errors import MtlbenchError
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    annotation: Any
+    default: Any
+
+    def type_name(self) -> str:
+        return describe_type(self.annotation)
+
+
+def signature_params(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Param]:
+    """The keyword parameters (with defaults) of a class's ``__init__`` or of a function."""
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    hints = typing.get_type_hints(target)
+    params: dict[str, Param] = {}
+    for name, p in inspect.signature(target).parameters.items():
+        if name in ("self", *skip) or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.default is inspect.Parameter.empty:
+            continue
+        params[name] = Param(name, hints.get(name, type(p.default)), p.default)
+    return params
+
+
+def describe_type(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(describe_type(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        return f"list of {describe_type(args[0])}" if args else "list"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def conforms(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin is Literal:
+        return value in typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        return any(conforms(value, a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        return isinstance(value, list | tuple) and all(conforms(v, args[0]) for v in value) if args else \
+            isinstance(value, list | tuple)
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True
+
+
+def coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check a value (a string from the command line is parsed as YAML) against its declared type."""
+    if isinstance(value, str) and not _is_str_type(tp):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            pass
+    if not conforms(value, tp):
+        raise MtlbenchError(f"{key}: expected {describe_type(tp)}, got {value!r}")
+    if tp is float and isinstance(value, int):
+        value = float(value)
+    if typing.get_origin(tp) in (list, tuple):
+        value = list(value)
+    return value
+
+
+def _is_str_type(tp: Any) -> bool:
+    if tp is str:
+        return True
+    if typing.get_origin(tp) is Literal:
+        return all(isinstance(a, str) for a in typing.get_args(tp))
+    return False

@@ -1,0 +1,104 @@
+"""Name -> object registries (timm style): datasets, architectures, update rules and named methods.
+
+Each component registers itself in its own file with a decorator, so adding one touches one file. A name of
+the form ``package.module:Name`` is imported on demand, so a user's own method needs no edit of the suite.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from mtlbench.errors import MtlbenchError, UnknownNameError
+
+T = TypeVar("T")
+
+# Modules whose import registers the built-in components.
+BUILTIN_MODULES = (
+    "mtlbench.data.synthetic",
+    "mtlbench.data.multimnist",
+    "mtlbench.architectures",
+    "mtlbench.update_rules",
+    "baselines.stl",
+    "baselines.hard_sharing",
+)
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    name: str
+    obj: T
+    description: str
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(self, name: str, description: str | None = None) -> Callable[[T], T]:
+        def decorator(obj: T) -> T:
+            self.add(name, obj, description)
+            return obj
+
+        return decorator
+
+    def add(self, name: str, obj: T, description: str | None = None) -> None:
+        if name in self._entries and self._entries[name].obj is not obj:
+            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        doc = description or (getattr(obj, "__doc__", None) or "").strip().splitlines()[0:1]
+        desc = doc if isinstance(doc, str) else (doc[0] if doc else "")
+        self._entries[name] = Entry(name, obj, desc)
+
+    def names(self) -> list[str]:
+        load_builtins()
+        return sorted(self._entries)
+
+    def entries(self) -> list[Entry[T]]:
+        load_builtins()
+        return [self._entries[n] for n in sorted(self._entries)]
+
+    def get(self, name: str) -> T:
+        load_builtins()
+        if name in self._entries:
+            return self._entries[name].obj
+        if ":" in name:
+            return import_object(name, self.kind)
+        raise UnknownNameError(self.kind, name, list(self._entries))
+
+    def __contains__(self, name: str) -> bool:
+        load_builtins()
+        return name in self._entries
+
+
+def import_object(path: str, kind: str) -> Any:
+    """Import ``package.module:Name`` with one clear message for each way it can fail."""
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise MtlbenchError(f"cannot import module {module_name!r} for {kind} {path!r}: {exc}") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise MtlbenchError(f"module {module_name!r} has no {attr!r} (named as {kind} {path!r})") from None
+
+
+_loaded = False
+
+
+def load_builtins() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+DATASETS: Registry[Any] = Registry("dataset")
+ARCHITECTURES: Registry[Any] = Registry("architecture")
+UPDATE_RULES: Registry[Any] = Registry("update rule")
+METHODS: Registry[Any] = Registry("method")

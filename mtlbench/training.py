@@ -1,0 +1,289 @@
+"""The one training loop every method uses.
+
+Seeding (same seed => identical metrics on CPU), model selection on validation only, test metrics of the
+selected epoch, a checkpoint every epoch and exact resume, a NaN/inf guard that ends the run as `diverged`,
+`device: auto`, timing, parameter counts, peak memory and MLflow logging all live here, once.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from mtlbench.architectures import MTLArchitecture
+from mtlbench.config import TrackingConfig, TrainConfig, component_kwargs, config_hash, train_config
+from mtlbench.data import DatasetBundle, iterate_batches
+from mtlbench.errors import MtlbenchError
+from mtlbench.method import get_method
+from mtlbench.record import git_commit, versions, write_json_atomic
+from mtlbench.registry import ARCHITECTURES, DATASETS, UPDATE_RULES
+from mtlbench.tasks import TaskSpec
+from mtlbench.tracking import flatten, make_tracker
+from mtlbench.update_rules import UpdateRule, task_losses
+
+CHECKPOINT = "checkpoint.pt"
+RECORD = "record.json"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MtlbenchError(f"train.device={name!r} but no CUDA device is available; use train.device=auto or cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build(cfg: dict[str, Any]) -> tuple[DatasetBundle, MTLArchitecture, UpdateRule]:
+    """Dataset, model and update rule of a resolved config; the model's initialisation depends on `seed` only."""
+    get_method(cfg["method"])  # registers user components named as package.module:Name
+    provider = DATASETS.get(cfg["dataset"]["name"])(**component_kwargs(cfg["dataset"]))
+    bundle = provider.load(cfg["data_seed"])
+    seed_everything(cfg["seed"])
+    arch_cls = ARCHITECTURES.get(cfg["arch"]["name"])
+    model = arch_cls(bundle.tasks, bundle.network, **component_kwargs(cfg["arch"]))
+    rule = UPDATE_RULES.get(cfg["rule"]["name"])(**component_kwargs(cfg["rule"]))
+    rule.bind(model, bundle.tasks)
+    return bundle, model, rule
+
+
+def make_optimizer(params: list[torch.nn.Parameter], tc: TrainConfig) -> torch.optim.Optimizer:
+    if tc.optimizer == "adam":
+        return torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    return torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+
+
+@torch.no_grad()
+def evaluate(model: MTLArchitecture, data: Any, tasks: list[TaskSpec], batch_size: int,
+             device: torch.device) -> tuple[dict[str, dict[str, float]], list[float]]:
+    """Exact split metrics per task, and the mean loss per task (weighted by labelled-batch size)."""
+    model.eval()
+    evaluators = [t.evaluator() for t in tasks]
+    loss_sums = [0.0] * len(tasks)
+    count = 0
+    for x, targets in iterate_batches(data, max(batch_size, 0) or 1024, False, None, device):
+        outputs = model(x)
+        losses = task_losses(outputs, targets, tasks)
+        for i, (ev, out, tgt) in enumerate(zip(evaluators, outputs, targets, strict=True)):
+            ev.update(out, tgt)
+            loss_sums[i] += float(losses[i]) * len(x)
+        count += len(x)
+    model.train()
+    return {t.name: ev.compute() for t, ev in zip(tasks, evaluators, strict=True)}, [s / count for s in loss_sums]
+
+
+def selection_score(tc: TrainConfig, metrics: dict[str, dict[str, float]], losses: list[float],
+                    tasks: list[TaskSpec]) -> float:
+    """Lower is better. `loss`: summed validation loss; `metric`: mean signed primary metric."""
+    if tc.selection == "loss":
+        return float(sum(losses))
+    signed = [(-1 if t.primary_metric.higher_is_better else 1) * metrics[t.name][t.primary_metric.name]
+              for t in tasks]
+    return float(sum(signed) / len(signed))
+
+
+def _finite(values: list[float]) -> bool:
+    return all(math.isfinite(v) for v in values)
+
+
+def peak_memory(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_max_rss"
+
+
+class Trainer:
+    def __init__(self, cfg: dict[str, Any], out: Path, tracking: TrackingConfig | None = None):
+        self.cfg, self.out = cfg, Path(out)
+        self.tc = train_config(cfg)
+        self.tracking = tracking or TrackingConfig(**cfg["tracking"])
+        self.hash = config_hash(cfg)
+
+    # --- checkpoints ------------------------------------------------------------------------------------
+    def _load_checkpoint(self) -> dict[str, Any] | None:
+        path = self.out / CHECKPOINT
+        if not (self.tc.checkpoint and path.exists()):
+            return None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state["config_hash"] != self.hash:
+            raise MtlbenchError(
+                f"{path} belongs to a run with another config (hash {state['config_hash']}, this one {self.hash}); "
+                f"delete it to start over, or choose another --out"
+            )
+        return state
+
+    def _save_checkpoint(self, state: dict[str, Any]) -> None:
+        if not self.tc.checkpoint:
+            return
+        path = self.out / CHECKPOINT
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+    # --- the loop ---------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        cfg, tc = self.cfg, self.tc
+        self.out.mkdir(parents=True, exist_ok=True)
+        device = resolve_device(tc.device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        bundle, model, rule = build(cfg)
+        tasks = bundle.tasks
+        model.to(device)
+        train_data = bundle.train.to(device) if hasattr(bundle.train, "to") else bundle.train
+        optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], tc)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, tc.lr_step, tc.lr_gamma) if tc.lr_step > 0 else None
+
+        state = self._load_checkpoint()
+        history: list[dict[str, Any]] = []
+        best: dict[str, Any] = {"epoch": -1, "score": math.inf, "model": None, "val": None}
+        timing = {"train_seconds": 0.0, "step_seconds": 0.0, "steps": 0, "epoch_seconds": []}
+        start_epoch, status, run_id = 0, "ok", None
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            rule.load_state_dict(state["rule"])
+            history, best, timing = state["history"], state["best"], state["timing"]
+            start_epoch, status, run_id = state["epoch"], state["status"], state["mlflow_run_id"]
+            torch.set_rng_state(state["rng"])
+
+        run_name = f"{cfg['dataset']['name']}/{cfg['method']}/seed{cfg['seed']}"
+        tracker = make_tracker(self.tracking, run_name, run_id)
+        if run_id is None:
+            tracker.log_params({**flatten({k: v for k, v in cfg.items() if k != "tracking"}),
+                                "config_hash": self.hash})
+            tracker.set_tags({"dataset": cfg["dataset"]["name"], "method": cfg["method"],
+                              "seed": str(cfg["seed"])})
+
+        show = tc.progress == "on" or (tc.progress == "auto" and sys.stderr.isatty())
+        bar = tqdm(range(start_epoch, tc.epochs), desc=run_name, disable=not show, initial=start_epoch,
+                   total=tc.epochs)
+        for epoch in bar:
+            if status != "ok":
+                break
+            rule.on_epoch_start(epoch)
+            model.train()
+            generator = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + epoch)
+            loss_sum = torch.zeros(len(tasks), device=device)
+            n_batches = 0
+            epoch_start = time.perf_counter()
+            for x, targets in iterate_batches(train_data, tc.batch_size, True, generator, device):
+                step_start = time.perf_counter()
+                optimizer.zero_grad(set_to_none=True)
+                losses = rule.backward(x, targets)
+                optimizer.step()
+                rule.after_step()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                timing["step_seconds"] += time.perf_counter() - step_start
+                timing["steps"] += 1
+                loss_sum += losses
+                n_batches += 1
+            if scheduler is not None:
+                scheduler.step()
+            epoch_seconds = time.perf_counter() - epoch_start
+            timing["epoch_seconds"].append(epoch_seconds)
+            timing["train_seconds"] += epoch_seconds
+            train_losses = (loss_sum / max(n_batches, 1)).tolist()
+            val, val_losses = evaluate(model, bundle.val, tasks, tc.batch_size, device)
+            entry = {"epoch": epoch, "train_loss": train_losses, "val": val, "val_loss": val_losses,
+                     **({"rule": rule.epoch_log()} if rule.epoch_log() else {})}
+            history.append(entry)
+            if not (_finite(train_losses) and _finite(val_losses)):
+                status = "diverged"
+            else:
+                score = selection_score(tc, val, val_losses, tasks)
+                if score < best["score"]:
+                    best = {"epoch": epoch, "score": score, "model": copy.deepcopy(model.state_dict()), "val": val}
+            tracker.log_metrics(
+                {**{f"train_loss.{t.name}": v for t, v in zip(tasks, train_losses, strict=True)},
+                 **{f"val.{k}": v for k, v in flatten(val).items()},
+                 **{f"rule.{k}": v for k, v in rule.epoch_log().items()},
+                 "epoch_seconds": epoch_seconds},
+                step=epoch,
+            )
+            self._save_checkpoint({
+                "config_hash": self.hash, "epoch": epoch + 1, "status": status,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "rule": rule.state_dict(), "history": history, "best": best, "timing": timing,
+                "rng": torch.get_rng_state(), "mlflow_run_id": tracker.run_id,
+            })
+        bar.close()
+
+        record = self._record(bundle, model, rule, device, status, history, best, timing, tracker.run_id)
+        write_json_atomic(self.out / "record.json", record)
+        tracker.log_metrics({f"test.{k}": v for k, v in flatten(record["metrics"]["test"]).items()
+                             if isinstance(v, float)}, step=tc.epochs)
+        tracker.log_artifact(self.out / "record.json")
+        tracker.finish("FINISHED" if status == "ok" else "FAILED")
+        return record
+
+    def _record(self, bundle: DatasetBundle, model: MTLArchitecture, rule: UpdateRule, device: torch.device,
+                status: str, history: list[dict[str, Any]], best: dict[str, Any], timing: dict[str, Any],
+                run_id: str | None) -> dict[str, Any]:
+        tasks, tc = bundle.tasks, self.tc
+        metrics: dict[str, Any] = {"val": {}, "test": {}, "test_last": {}}
+        method_state = {**model.method_state(), **rule.method_state()}
+        if status == "ok" and best["model"] is not None:
+            metrics["test_last"], _ = evaluate(model, bundle.test, tasks, tc.batch_size, device)
+            model.load_state_dict(best["model"])
+            metrics["val"] = best["val"]
+            metrics["test"], _ = evaluate(model, bundle.test, tasks, tc.batch_size, device)
+            method_state = {**model.method_state(), **rule.method_state()}
+        epochs_done = len(timing["epoch_seconds"])
+        memory, memory_kind = peak_memory(device)
+        n_params = sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in rule.parameters())
+        return {
+            "dataset": self.cfg["dataset"]["name"],
+            "method": self.cfg["method"],
+            "seed": self.cfg["seed"],
+            "data_seed": self.cfg["data_seed"],
+            "config": self.cfg,
+            "config_hash": self.hash,
+            "status": status,
+            "selected_epoch": best["epoch"] if status == "ok" else None,
+            "epochs_completed": len(history),
+            "metrics": metrics,
+            "directions": {t.name: t.directions() for t in tasks},
+            "timing": {
+                "train_seconds": timing["train_seconds"],
+                "seconds_per_epoch": timing["train_seconds"] / epochs_done if epochs_done else None,
+                "seconds_per_step": timing["step_seconds"] / timing["steps"] if timing["steps"] else None,
+                "steps": timing["steps"],
+            },
+            "params": {"total": n_params, "inference": model.inference_parameter_count()},
+            "peak_memory_mb": memory,
+            "peak_memory_kind": memory_kind,
+            "versions": versions(),
+            "git_commit": git_commit(),
+            "device": str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
+            "method_state": method_state,
+            "history": history,
+            "task_info": bundle.info,
+            "mlflow_run_id": run_id,
+        }
+
+
+def train(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
+    return Trainer(cfg, out).run()

@@ -1,0 +1,98 @@
+"""How per-task losses become one parameter update: the update-rule half of a method.
+
+The training loop calls `backward` once per mini-batch: it computes the per-task losses, leaves gradients
+in `.grad` of the model's parameters and returns the losses (detached). Rules that learn parameters of their
+own (SRDML's relation weights) update them in `after_step`. A rule checks in `bind` that the architecture
+offers what it needs and refuses a combination that makes no sense with one clear message.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from mtlbench.architectures import MTLArchitecture
+from mtlbench.errors import MtlbenchError
+from mtlbench.registry import UPDATE_RULES
+from mtlbench.tasks import TaskSpec
+
+
+def task_losses(outputs: list[torch.Tensor], targets: list[torch.Tensor], tasks: list[TaskSpec]) -> torch.Tensor:
+    """(T,) tensor of the tasks' mean losses on the batch."""
+    return torch.stack([t.loss(o, y) for t, o, y in zip(tasks, outputs, targets, strict=True)])
+
+
+class UpdateRule:
+    requires_shared_parameters: ClassVar[bool] = False
+    requires_shared_representation: ClassVar[bool] = False
+    name: ClassVar[str] = "update rule"
+
+    def bind(self, model: MTLArchitecture, tasks: list[TaskSpec]) -> None:
+        arch = type(model).__name__
+        if self.requires_shared_representation and not model.has_shared_representation:
+            raise MtlbenchError(
+                f"update rule {self.name!r} needs one shared representation feeding every head, "
+                f"which architecture {arch} does not have; use it with hard sharing (arch.name=hps)"
+            )
+        if self.requires_shared_parameters and not model.shared_parameters():
+            raise MtlbenchError(
+                f"update rule {self.name!r} combines task gradients of shared parameters, "
+                f"and architecture {arch} shares none; use it with an architecture that has a shared trunk"
+            )
+        self.model, self.tasks = model, tasks
+
+    def backward(self, x: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def parameters(self) -> list[nn.Parameter]:
+        """The rule's own learnable parameters (counted in the run record's parameter total)."""
+        return []
+
+    def after_step(self) -> None:
+        """Called after the optimiser's step of the network's parameters."""
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called before each training epoch (0-based); schedules such as warm-ups act here."""
+
+    def epoch_log(self) -> dict[str, float]:
+        """Scalars logged to MLflow after each epoch."""
+        return {}
+
+    def method_state(self) -> dict[str, Any]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_")
+                         and k not in ("model", "tasks"))
+        return f"{type(self).__name__}({args})"
+
+
+@UPDATE_RULES.register("equal_weights", "Sum of the task losses with fixed weights (unitary scalarisation)")
+class EqualWeights(UpdateRule):
+    name = "equal_weights"
+
+    def __init__(self, weights: list[float] | None = None):
+        self.weights = weights
+
+    def bind(self, model: MTLArchitecture, tasks: list[TaskSpec]) -> None:
+        super().bind(model, tasks)
+        if self.weights is not None and len(self.weights) != len(tasks):
+            raise MtlbenchError(f"rule.weights has {len(self.weights)} entries but the dataset has {len(tasks)} tasks")
+
+    def combine(self, losses: torch.Tensor) -> torch.Tensor:
+        if self.weights is None:
+            return losses.sum()
+        return (losses * torch.tensor(self.weights, dtype=losses.dtype, device=losses.device)).sum()
+
+    def backward(self, x: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
+        losses = task_losses(self.model(x), targets, self.tasks)
+        self.combine(losses).backward()
+        return losses.detach()

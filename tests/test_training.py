@@ -1,0 +1,114 @@
+"""The training loop: record schema, determinism, exact resume after a kill, divergence guard, accuracy."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from mtlbench.config import resolve_config
+from mtlbench.record import RECORD_KEYS
+from mtlbench.training import CHECKPOINT, train
+from tests.conftest import ROOT, TINY_MULTIMNIST
+
+
+def _train(tmp_path, name, dataset="multimnist", method="hps", seed=0, **overrides):
+    base = TINY_MULTIMNIST if dataset == "multimnist" else {"train.epochs": 20, "tracking.enabled": False}
+    cfg = resolve_config(dataset, method, seed, {**base, **overrides})
+    return train(cfg, tmp_path / name)
+
+
+def test_record_schema(tmp_path):
+    record = _train(tmp_path, "a")
+    on_disk = json.loads((tmp_path / "a" / "record.json").read_text())
+    assert on_disk == json.loads(json.dumps(record))
+    for key in RECORD_KEYS:
+        assert key in record, key
+    assert record["status"] == "ok" and record["dataset"] == "multimnist" and record["method"] == "hps"
+    assert set(record["metrics"]["test"]) == {"left", "right"}
+    assert set(record["metrics"]["val"]["left"]) == {"accuracy"}
+    assert record["directions"] == {"left": {"accuracy": True}, "right": {"accuracy": True}}
+    assert 0 <= record["selected_epoch"] < 2
+    assert record["timing"]["seconds_per_step"] > 0 and record["timing"]["seconds_per_epoch"] > 0
+    assert record["params"]["total"] == record["params"]["inference"] > 0
+    assert record["peak_memory_mb"] > 0
+    assert set(record["versions"]) == {"python", "torch", "mtlbench"}
+    assert record["config"]["train"]["epochs"] == 2 and len(record["config_hash"]) == 16
+    assert record["device"] == "cpu"
+
+
+def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path):
+    a, b, c = (_train(tmp_path, n, seed=s) for n, s in (("a", 0), ("b", 0), ("c", 1)))
+    assert a["metrics"] == b["metrics"] and a["history"] == b["history"]
+    assert a["metrics"] != c["metrics"]
+
+
+def test_selection_uses_validation_only(tmp_path):
+    record = _train(tmp_path, "a", **{"train.epochs": 3})
+    val_losses = [sum(h["val_loss"]) for h in record["history"]]
+    assert record["selected_epoch"] == min(range(3), key=val_losses.__getitem__)
+    assert record["metrics"]["val"] == record["history"][record["selected_epoch"]]["val"]
+
+
+def test_diverged_run_is_recorded_as_diverged(tmp_path):
+    record = _train(tmp_path, "a", dataset="synthetic_relations", **{"train.lr": 1e6})
+    assert record["status"] == "diverged"
+    assert record["metrics"]["test"] == {} and record["selected_epoch"] is None
+    assert record["epochs_completed"] < 20
+
+
+def test_stl_is_independent_networks(tmp_path):
+    record = _train(tmp_path, "a", method="stl")
+    hps = _train(tmp_path, "b", method="hps")
+    assert record["status"] == "ok"
+    # two full encoders vs one: the shared encoder's parameters are counted once in hps
+    assert record["params"]["total"] > hps["params"]["total"]
+
+
+def _train_cmd(out, epochs):
+    sets = {**TINY_MULTIMNIST, "train.epochs": epochs, "dataset.n_train": 2048}
+    args = [sys.executable, "-m", "mtlbench", "train", "--dataset", "multimnist", "--method", "hps",
+            "--seed", "3", "--out", str(out)]
+    for k, v in sets.items():
+        args += ["--set", f"{k}={v}"]
+    return args
+
+
+def test_killed_run_resumes_to_identical_metrics(tmp_path):
+    epochs = 5
+    reference = subprocess.run(_train_cmd(tmp_path / "ref", epochs), capture_output=True, text=True, cwd=ROOT)
+    assert reference.returncode == 0, reference.stderr
+
+    proc = subprocess.Popen(_train_cmd(tmp_path / "cut", epochs), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "cut" / CHECKPOINT
+    deadline = time.time() + 300
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_after = torch.load(ckpt, weights_only=True)["epoch"]
+    assert 1 <= killed_after < epochs, "the run must be cut between epochs"
+    assert not (tmp_path / "cut" / "record.json").exists()
+
+    resumed = subprocess.run(_train_cmd(tmp_path / "cut", epochs), capture_output=True, text=True, cwd=ROOT)
+    assert resumed.returncode == 0, resumed.stderr
+    ref = json.loads((tmp_path / "ref" / "record.json").read_text())
+    cut = json.loads((tmp_path / "cut" / "record.json").read_text())
+    assert cut["metrics"] == ref["metrics"]
+    assert cut["history"] == ref["history"]
+    assert cut["selected_epoch"] == ref["selected_epoch"]
+
+
+@pytest.mark.slow
+def test_default_multimnist_hard_sharing_reaches_the_accuracy_target(tmp_path):
+    """The README's main job: the default config, accuracy >= 0.85 on both tasks."""
+    cfg = resolve_config("multimnist", "hps", 0, {"tracking.enabled": False})
+    record = train(cfg, tmp_path / "default")
+    for task in ("left", "right"):
+        assert record["metrics"]["test"][task]["accuracy"] >= 0.85
