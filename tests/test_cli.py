@@ -1,0 +1,65 @@
+"""The command line as a user meets it: listings, overrides, and one clear message per mistake."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+def _error(result) -> str:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_list_names_every_dataset_and_method():
+    result = run_cli("list")
+    assert result.returncode == 0
+    for name in ("multimnist", "synthetic_relations", "stl", "hps"):
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--dataset", "mnistt", "--method", "hps"], ["unknown dataset 'mnistt'", "multimnist", "synthetic_relations"]),
+        (["--dataset", "multimnist", "--method", "hsp"], ["unknown method 'hsp'", "hps", "stl"]),
+        (["--dataset", "multimnist", "--method", "hps", "--set", "train.epoch=3"],
+         ["unknown config key 'train.epoch'", "train.epochs", "train.lr"]),
+        (["--dataset", "multimnist", "--method", "hps", "--set", "bogus=1"], ["unknown config key 'bogus'", "seed"]),
+        (["--dataset", "multimnist", "--method", "hps", "--set", "train.epochs=three"],
+         ["train.epochs", "expected int", "'three'"]),
+        (["--dataset", "multimnist", "--method", "hps", "--set", "train.optimizer=rmsprop"],
+         ["train.optimizer", "'adam'", "'sgd'"]),
+        (["--dataset", "multimnist", "--method", "hps", "--set", "dataset.source=torchvision",
+          "--set", "dataset.root=/nonexistent/mnist", "--no-tracking"],
+         ["/nonexistent/mnist/MNIST/raw", "train-images-idx3-ubyte"]),
+        (["--dataset", "multimnist", "--method", "nosuchpkg.mod:Thing"], ["cannot import module 'nosuchpkg.mod'"]),
+    ],
+)
+def test_user_mistakes_get_one_clear_message(args, expected):
+    message = _error(run_cli("train", *args))
+    for fragment in expected:
+        assert fragment in message
+
+
+def test_set_overrides_are_typed_and_reach_the_config():
+    result = run_cli("train", "--dataset", "multimnist", "--method", "hps", "--print-config",
+                     "--set", "train.lr=0.01", "--set", "train.epochs=4", "--set", "dataset.n_train=100")
+    assert result.returncode == 0, result.stderr
+    cfg = json.loads(result.stdout)
+    assert cfg["train"]["lr"] == 0.01 and cfg["train"]["epochs"] == 4 and cfg["dataset"]["n_train"] == 100
+    assert isinstance(cfg["train"]["lr"], float)
+
+
+def test_train_writes_a_record(tmp_path):
+    result = run_cli("train", "--dataset", "synthetic_relations", "--method", "stl", "--seed", "1",
+                     "--out", str(tmp_path / "run"), "--epochs", "5", "--no-tracking")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert record["seed"] == 1 and record["config"]["train"]["epochs"] == 5
