@@ -32,6 +32,10 @@ class MTLArchitecture(nn.Module):
         """Parameters that every task's loss depends on (empty when nothing is shared)."""
         return []
 
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Optimiser parameter groups; architectures with parts that want another lr override this."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"{type(self).__name__} has no single shared representation")
 

@@ -14,10 +14,23 @@ from mtlbench.tasks import TaskSpec
 
 @dataclass(frozen=True)
 class Network:
-    """How a dataset's networks are built: encoder stages, and one head per task."""
+    """How a dataset's networks are built: encoder stages, and one head per task. `input_shape` (without the
+    batch dimension) lets architectures size per-stage parts (channel-wise mixing units) by a dry run."""
 
     make_encoder: Callable[[], nn.Sequential]
     make_head: Callable[[TaskSpec], nn.Module]
+    input_shape: tuple[int, ...]
+
+    def stage_shapes(self) -> list[tuple[int, ...]]:
+        """Output shape of every encoder stage (without the batch dimension)."""
+        encoder = self.make_encoder().eval()
+        x = torch.zeros(2, *self.input_shape)
+        shapes = []
+        with torch.no_grad():
+            for stage in encoder:
+                x = stage(x)
+                shapes.append(tuple(x.shape[1:]))
+        return shapes
 
 
 # --- vectors (synthetic tasks) -------------------------------------------------------------------------
@@ -35,7 +48,7 @@ def vector_network(dim: int, trunk: str, hidden: int) -> Network:
         )
 
     rep = dim if trunk == "identity" else hidden
-    return Network(make_encoder, lambda task: nn.Linear(rep, task.num_outputs))
+    return Network(make_encoder, lambda task: nn.Linear(rep, task.num_outputs), (dim,))
 
 
 # --- MultiLeNet (Sener & Koltun 2018, MultiMNIST) -------------------------------------------------------
@@ -59,4 +72,4 @@ def multilenet_head(task: TaskSpec) -> nn.Module:
     return nn.Sequential(nn.Linear(50, 50), nn.ReLU(), nn.Dropout(0.5), nn.Linear(50, task.num_outputs))
 
 
-MULTILENET = Network(multilenet_encoder, multilenet_head)
+MULTILENET = Network(multilenet_encoder, multilenet_head, (1, 28, 28))

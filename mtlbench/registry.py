@@ -23,6 +23,8 @@ BUILTIN_MODULES = (
     "mtlbench.update_rules",
     "baselines.stl",
     "baselines.hard_sharing",
+    "baselines.mgda",
+    "baselines.cross_stitch",
 )
 
 

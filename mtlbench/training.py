@@ -65,7 +65,7 @@ def build(cfg: dict[str, Any]) -> tuple[DatasetBundle, MTLArchitecture, UpdateRu
     return bundle, model, rule
 
 
-def make_optimizer(params: list[torch.nn.Parameter], tc: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params: list[dict[str, Any]], tc: TrainConfig) -> torch.optim.Optimizer:
     if tc.optimizer == "adam":
         return torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay)
     return torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
@@ -149,7 +149,7 @@ class Trainer:
         tasks = bundle.tasks
         model.to(device)
         train_data = bundle.train.to(device) if hasattr(bundle.train, "to") else bundle.train
-        optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], tc)
+        optimizer = make_optimizer(model.param_groups(tc.lr), tc)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, tc.lr_step, tc.lr_gamma) if tc.lr_step > 0 else None
 
         state = self._load_checkpoint()

@@ -1,0 +1,236 @@
+"""MGDA and MGDA-UB (Sener & Koltun, "Multi-Task Learning as Multi-Objective Optimization", NeurIPS 2018).
+
+Each step finds weights alpha on the simplex minimising ||sum_t alpha_t g_t||^2 (the min-norm point of the
+convex hull of the task gradients g_t, Eq. 3 of the paper) and descends along sum_t alpha_t L_t.
+MGDA takes g_t w.r.t. all shared parameters (T backward passes); MGDA-UB takes g_t w.r.t. the shared
+representation A (heads only, then one trunk backward), which upper-bounds the same objective.
+
+The min-norm problem is solved on the T x T Gram matrix. Default: Wolfe's exact min-norm-point (active-set)
+algorithm, which terminates with the optimum. The paper's Frank-Wolfe solver is kept as `solver=frank_wolfe`
+for fidelity; it converges slowly when gradients share a large common component.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+
+from mtlbench.method import MethodSpec, register_method
+from mtlbench.registry import UPDATE_RULES
+from mtlbench.update_rules import UpdateRule, task_losses
+
+Solver = Literal["active_set", "frank_wolfe"]
+
+
+def _pair_weight(g11: torch.Tensor, g12: torch.Tensor, g22: torch.Tensor) -> torch.Tensor:
+    """Weight a on the first vector minimising ||a v1 + (1 - a) v2||^2, from their Gram entries."""
+    denom = g11 + g22 - 2 * g12
+    if float(denom) <= 0:  # identical vectors: any weight is optimal
+        return torch.ones_like(g11) * 0.5
+    return ((g22 - g12) / denom).clamp(0.0, 1.0)
+
+
+def _best_pair(gram: torch.Tensor) -> torch.Tensor:
+    """The optimum restricted to the best pair of tasks (the paper's Frank-Wolfe start)."""
+    t = gram.shape[0]
+    i, j = torch.triu_indices(t, t, offset=1, device=gram.device)
+    g11, g12, g22 = gram[i, i], gram[i, j], gram[j, j]
+    denom = (g11 + g22 - 2 * g12).clamp_min(torch.finfo(gram.dtype).tiny)
+    a = ((g22 - g12) / denom).clamp(0.0, 1.0)
+    values = a * a * g11 + 2 * a * (1 - a) * g12 + (1 - a) ** 2 * g22
+    k = int(torch.argmin(values))
+    alpha = torch.zeros(t, dtype=gram.dtype, device=gram.device)
+    alpha[i[k]], alpha[j[k]] = a[k], 1 - a[k]
+    return alpha
+
+
+def _affine_minimiser(gram_s: torch.Tensor) -> torch.Tensor:
+    """argmin_w w^T G_S w subject to sum(w) = 1 (no sign constraint), via the KKT system."""
+    k = gram_s.shape[0]
+    kkt = torch.zeros(k + 1, k + 1, dtype=gram_s.dtype, device=gram_s.device)
+    kkt[:k, :k] = gram_s
+    kkt[:k, k] = 1.0
+    kkt[k, :k] = 1.0
+    rhs = torch.zeros(k + 1, dtype=gram_s.dtype, device=gram_s.device)
+    rhs[k] = 1.0
+    solution = torch.linalg.lstsq(kkt, rhs[:, None]).solution[:, 0]
+    return solution[:k]
+
+
+def active_set_min_norm(gram: torch.Tensor, tol: float = 1e-10, max_iter: int = 1000) -> torch.Tensor:
+    """Wolfe's min-norm-point algorithm on a Gram matrix: exact in finitely many steps.
+
+    Major cycle: add the task whose gradient most violates the optimality condition <d, g_t> >= ||d||^2.
+    Minor cycle: move to the affine minimiser of the current support, dropping tasks whose weight hits zero.
+    """
+    t = gram.shape[0]
+    scale = float(gram.diagonal().max().clamp_min(torch.finfo(gram.dtype).tiny))
+    first = int(torch.argmin(gram.diagonal()))
+    support = [first]
+    alpha = torch.zeros(t, dtype=gram.dtype, device=gram.device)
+    alpha[first] = 1.0
+    steps = 0
+    while steps < max_iter:
+        steps += 1
+        g_alpha = gram @ alpha
+        norm_sq = alpha @ g_alpha
+        j = int(torch.argmin(g_alpha))
+        if float(g_alpha[j] - norm_sq) >= -tol * scale or j in support:
+            return alpha
+        support.append(j)
+        while steps < max_iter:  # minor cycle
+            steps += 1
+            idx = torch.tensor(support, device=gram.device)
+            w = _affine_minimiser(gram[idx][:, idx])
+            if bool((w > tol).all()):
+                alpha = torch.zeros_like(alpha)
+                alpha[idx] = w
+                break
+            lam = alpha[idx]
+            shrinking = w <= tol
+            theta = torch.min(lam[shrinking] / (lam[shrinking] - w[shrinking]).clamp_min(1e-300)).clamp(0.0, 1.0)
+            lam = (lam + theta * (w - lam)).clamp_min(0.0)
+            support = [s for s, v in zip(support, lam.tolist(), strict=True) if v > tol]
+            alpha = torch.zeros_like(alpha)
+            alpha[idx] = torch.where(lam > tol, lam, torch.zeros_like(lam))
+            alpha = alpha / alpha.sum()
+    return alpha
+
+
+def frank_wolfe_min_norm(gram: torch.Tensor, tol: float = 1e-5, max_iter: int = 250) -> torch.Tensor:
+    """The paper's Algorithm 2: start from the best pair, exact line search towards the best vertex; stops
+    when the weights move less than `tol` or after `max_iter` iterations (both enforced)."""
+    alpha = _best_pair(gram)
+    for _ in range(max_iter):
+        g_alpha = gram @ alpha
+        j = int(torch.argmin(g_alpha))
+        v1v1, v1v2, v2v2 = alpha @ g_alpha, g_alpha[j], gram[j, j]
+        gamma = _pair_weight(v1v1, v1v2, v2v2)  # weight kept on the current point
+        new = gamma * alpha
+        new[j] += 1 - gamma
+        change = float((new - alpha).abs().sum())
+        alpha = new
+        if change < tol:
+            break
+    return alpha
+
+
+def min_norm_weights(grads: torch.Tensor, solver: Solver = "active_set", tol: float | None = None,
+                     max_iter: int | None = None) -> torch.Tensor:
+    """Weights alpha (T,) on the simplex minimising ||alpha^T grads||, for `grads` of shape (T, D).
+
+    Works on the T x T Gram matrix in float64 on the gradients' device; the gradients never leave it.
+    """
+    if grads.dim() != 2:
+        raise ValueError(f"grads must be (T, D), got shape {tuple(grads.shape)}")
+    g = grads.to(torch.float64)
+    gram = g @ g.T
+    t = gram.shape[0]
+    if t == 1:
+        return torch.ones(1, dtype=grads.dtype, device=grads.device)
+    if t == 2:
+        a = _pair_weight(gram[0, 0], gram[0, 1], gram[1, 1])
+        return torch.stack([a, 1 - a]).to(grads.dtype)
+    if solver == "active_set":
+        alpha = active_set_min_norm(gram, tol=1e-10 if tol is None else tol, max_iter=max_iter or 1000)
+    else:
+        alpha = frank_wolfe_min_norm(gram, tol=1e-5 if tol is None else tol, max_iter=max_iter or 250)
+    return alpha.to(grads.dtype)
+
+
+Normalization = Literal["none", "l2", "loss", "loss+"]
+
+
+def normalize_grads(grads: torch.Tensor, losses: torch.Tensor, how: Normalization) -> torch.Tensor:
+    """The official code's gradient normalisations: none, l2 (unit norm), loss (divide by the loss),
+    loss+ (divide by loss times norm)."""
+    if how == "none":
+        return grads
+    norms = grads.norm(dim=1).clamp_min(1e-12)
+    if how == "l2":
+        return grads / norms[:, None]
+    if how == "loss":
+        return grads / losses.clamp_min(1e-12)[:, None]
+    return grads / (losses.clamp_min(1e-12) * norms)[:, None]
+
+
+class _MinNormRule(UpdateRule):
+    """Shared machinery of MGDA and MGDA-UB: solve, log the weights, descend along sum alpha_t L_t."""
+
+    requires_shared_parameters = True
+
+    def __init__(self, normalization: Normalization = "none", solver: Solver = "active_set",
+                 max_iter: int = 250, tol: float = 1e-5):
+        self.normalization, self.solver, self.max_iter, self.tol = normalization, solver, max_iter, tol
+        self._sum: torch.Tensor | None = None
+        self._count = 0
+        self._last: list[float] = []
+
+    def weights(self, grads: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
+        grads = normalize_grads(grads, losses.detach(), self.normalization)
+        fw = self.solver == "frank_wolfe"
+        alpha = min_norm_weights(grads, self.solver, self.tol if fw else None, self.max_iter if fw else None)
+        alpha = self.last_alpha = alpha.detach()
+        self._sum = alpha if self._sum is None else self._sum + alpha
+        self._count += 1
+        return alpha
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self._sum, self._count = None, 0
+
+    def _mean(self) -> list[float]:
+        if self._sum is not None:
+            self._last = (self._sum / self._count).tolist()
+        return self._last
+
+    def epoch_log(self) -> dict[str, float]:
+        return {f"alpha.{t.name}": v for t, v in zip(self.tasks, self._mean(), strict=True)}
+
+    def method_state(self) -> dict[str, Any]:
+        return {"task_weights": {t.name: v for t, v in zip(self.tasks, self._mean(), strict=True)}}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last": self._mean()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._last = list(state.get("last", []))
+
+
+@UPDATE_RULES.register("mgda", "MGDA: min-norm weights of the task gradients w.r.t. all shared parameters")
+class MGDA(_MinNormRule):
+    name = "mgda"
+
+    def backward(self, x: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
+        shared = self.model.shared_parameters()
+        losses = task_losses(self.model(x), targets, self.tasks)
+        per_task = [torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True) for loss in losses]
+        grads = torch.stack([
+            torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(gs, shared,
+                                                                                                   strict=True)])
+            for gs in per_task
+        ])
+        alpha = self.weights(grads, losses)
+        (alpha * losses).sum().backward()
+        return losses.detach()
+
+
+@UPDATE_RULES.register("mgda_ub", "MGDA-UB: min-norm weights of the task gradients w.r.t. the shared representation")
+class MGDAUB(_MinNormRule):
+    name = "mgda_ub"
+    requires_shared_representation = True
+
+    def backward(self, x: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
+        rep = self.model.encode(x)
+        rep_leaf = rep.detach().requires_grad_(True)
+        losses = task_losses(self.model.decode(rep_leaf), targets, self.tasks)
+        grads = torch.stack([torch.autograd.grad(loss, rep_leaf, retain_graph=True)[0].reshape(-1)
+                             for loss in losses])
+        alpha = self.weights(grads, losses)
+        (alpha * losses).sum().backward()  # heads, and d(sum alpha L)/dA into rep_leaf.grad
+        rep.backward(rep_leaf.grad)  # one backward through the trunk
+        return losses.detach()
+
+
+register_method(MethodSpec("mgda", "MGDA (Sener & Koltun 2018) on hard sharing", "hps", "mgda"))
+register_method(MethodSpec("mgda_ub", "MGDA-UB (Sener & Koltun 2018) on hard sharing", "hps", "mgda_ub"))
