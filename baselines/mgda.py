@@ -18,7 +18,7 @@ import torch
 
 from mtlbench.method import MethodSpec, register_method
 from mtlbench.registry import UPDATE_RULES
-from mtlbench.update_rules import UpdateRule, task_losses
+from mtlbench.update_rules import UpdateRule, flat_task_gradients, task_losses
 
 Solver = Literal["active_set", "frank_wolfe"]
 
@@ -176,8 +176,9 @@ class _MinNormRule(UpdateRule):
         self._count += 1
         return alpha
 
-    def on_epoch_start(self, epoch: int) -> None:
+    def on_epoch_start(self, epoch: int) -> bool:
         self._sum, self._count = None, 0
+        return False
 
     def _mean(self) -> list[float]:
         if self._sum is not None:
@@ -204,12 +205,7 @@ class MGDA(_MinNormRule):
     def backward(self, x: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
         shared = self.model.shared_parameters()
         losses = task_losses(self.model(x), targets, self.tasks)
-        per_task = [torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True) for loss in losses]
-        grads = torch.stack([
-            torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(gs, shared,
-                                                                                                   strict=True)])
-            for gs in per_task
-        ])
+        grads = flat_task_gradients(losses, shared)
         alpha = self.weights(grads, losses)
         (alpha * losses).sum().backward()
         return losses.detach()

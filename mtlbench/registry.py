@@ -25,6 +25,9 @@ BUILTIN_MODULES = (
     "baselines.hard_sharing",
     "baselines.mgda",
     "baselines.cross_stitch",
+    "baselines.pcgrad",
+    "methods.srdml",
+    "methods.dsmtl",
 )
 
 

@@ -148,9 +148,13 @@ class Trainer:
         bundle, model, rule = build(cfg)
         tasks = bundle.tasks
         model.to(device)
-        train_data = bundle.train.to(device) if hasattr(bundle.train, "to") else bundle.train
-        optimizer = make_optimizer(model.param_groups(tc.lr), tc)
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, tc.lr_step, tc.lr_gamma) if tc.lr_step > 0 else None
+        train_data = rule.prepare(bundle.train.to(device) if hasattr(bundle.train, "to") else bundle.train)
+
+        def fresh_optimizer():
+            opt = make_optimizer(model.param_groups(tc.lr), tc)
+            return opt, torch.optim.lr_scheduler.StepLR(opt, tc.lr_step, tc.lr_gamma) if tc.lr_step > 0 else None
+
+        optimizer, scheduler = fresh_optimizer()
 
         state = self._load_checkpoint()
         history: list[dict[str, Any]] = []
@@ -181,7 +185,8 @@ class Trainer:
         for epoch in bar:
             if status != "ok":
                 break
-            rule.on_epoch_start(epoch)
+            if rule.on_epoch_start(epoch):
+                optimizer, scheduler = fresh_optimizer()
             model.train()
             generator = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + epoch)
             loss_sum = torch.zeros(len(tasks), device=device)
@@ -213,7 +218,7 @@ class Trainer:
                 status = "diverged"
             else:
                 score = selection_score(tc, val, val_losses, tasks)
-                if score < best["score"]:
+                if rule.selectable(epoch) and score < best["score"]:
                     best = {"epoch": epoch, "score": score, "model": copy.deepcopy(model.state_dict()), "val": val}
             tracker.log_metrics(
                 {**{f"train_loss.{t.name}": v for t, v in zip(tasks, train_losses, strict=True)},

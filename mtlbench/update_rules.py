@@ -24,6 +24,25 @@ def task_losses(outputs: list[torch.Tensor], targets: list[torch.Tensor], tasks:
     return torch.stack([t.loss(o, y) for t, o, y in zip(tasks, outputs, targets, strict=True)])
 
 
+def flat_task_gradients(losses: torch.Tensor, params: list[nn.Parameter]) -> torch.Tensor:
+    """(T, D): each task's loss gradient w.r.t. `params`, flattened (one backward pass per task)."""
+    rows = []
+    for loss in losses:
+        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                               for g, p in zip(grads, params, strict=True)]))
+    return torch.stack(rows)
+
+
+def assign_flat_gradient(params: list[nn.Parameter], flat: torch.Tensor) -> None:
+    """Write a flattened gradient into `.grad` (adding to what is there)."""
+    offset = 0
+    for p in params:
+        piece = flat[offset : offset + p.numel()].view_as(p)
+        p.grad = piece.clone() if p.grad is None else p.grad + piece
+        offset += p.numel()
+
+
 class UpdateRule:
     requires_shared_parameters: ClassVar[bool] = False
     requires_shared_representation: ClassVar[bool] = False
@@ -53,8 +72,19 @@ class UpdateRule:
     def after_step(self) -> None:
         """Called after the optimiser's step of the network's parameters."""
 
-    def on_epoch_start(self, epoch: int) -> None:
-        """Called before each training epoch (0-based); schedules such as warm-ups act here."""
+    def prepare(self, train: Any) -> Any:
+        """Called once before training with the training split; returns the data the loop trains on.
+        Rules that learn something on held-out data (gates searched on validation) carve it here."""
+        return train
+
+    def on_epoch_start(self, epoch: int) -> bool:
+        """Called before each training epoch (0-based); schedules such as warm-ups act here. Returns True when
+        the network was re-initialised, so the loop starts a fresh optimiser."""
+        return False
+
+    def selectable(self, epoch: int) -> bool:
+        """Whether the model after `epoch` may be selected (staged methods exclude their earlier stages)."""
+        return True
 
     def epoch_log(self) -> dict[str, float]:
         """Scalars logged to MLflow after each epoch."""
