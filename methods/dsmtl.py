@@ -28,6 +28,7 @@ from torch import nn
 from torch.func import functional_call
 
 from mtlbench.architectures import MTLArchitecture
+from mtlbench.errors import MtlbenchError
 from mtlbench.holdout import HoldoutBatches, split_holdout
 from mtlbench.method import MethodSpec, register_method
 from mtlbench.nets import Network
@@ -99,11 +100,12 @@ class DSMTL(MTLArchitecture):
         if bool(self.public_only):
             return [head(shared) for head in self.heads]
         pub, priv = self.gates()
+        pub_value, priv_value = pub.detach().tolist(), priv.detach().tolist()
         outputs = []
         for t, head in enumerate(self.heads):
-            if not self.training and float(priv[t]) == 0.0:  # a lite gate that chose public: skip E_t
+            if not self.training and priv_value[t] == 0.0:  # a lite gate that chose public: skip E_t
                 z = shared
-            elif not self.training and float(pub[t]) == 0.0:
+            elif not self.training and pub_value[t] == 0.0:
                 z = self.private[t](x)
             else:
                 z = pub[t] * shared + priv[t] * self.private[t](x)
@@ -213,8 +215,6 @@ class _GatesOnHoldout(EqualWeights):
     def bind(self, model, tasks) -> None:
         super().bind(model, tasks)
         if not hasattr(model, "gate_parameters"):
-            from mtlbench.errors import MtlbenchError
-
             raise MtlbenchError(f"update rule {self.name!r} needs a gated DSMTL architecture (dsmtl or dsmtl_al)")
         self._step = 0
         self._batch_size = 256
@@ -282,8 +282,6 @@ class IndividualLearning(EqualWeights):
     def bind(self, model, tasks) -> None:
         super().bind(model, tasks)
         if not isinstance(model, DSMTL):
-            from mtlbench.errors import MtlbenchError
-
             raise MtlbenchError("update rule 'dsmtl_il' needs the dsmtl architecture (arch.name=dsmtl)")
 
     def on_epoch_start(self, epoch: int) -> bool:
@@ -310,8 +308,6 @@ class ArchitectureLearning(_GatesOnHoldout):
     def bind(self, model, tasks) -> None:
         super().bind(model, tasks)
         if not isinstance(model, DSMTLArchitectureLearning):
-            from mtlbench.errors import MtlbenchError
-
             raise MtlbenchError("update rule 'dsmtl_al' needs the dsmtl_al architecture (arch.name=dsmtl_al)")
         self._batch_size = self.holdout_batch_size
         self._initial = copy.deepcopy(model.state_dict())

@@ -1,0 +1,149 @@
+"""DSMTL: the STL fall-back, IL's frozen public encoder, lite gates, AL's compact model, JL's unrolled gates."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.func import functional_call
+
+from methods.dsmtl import DSMTL, DSMTLArchitectureLearning, Gates, IndividualLearning, JointLearning
+from mtlbench.architectures import IndependentNetworks
+from mtlbench.nets import MULTILENET, vector_network
+from mtlbench.tasks import TaskSpec
+from mtlbench.update_rules import task_losses
+
+TASKS = [TaskSpec("left", "classification", 10), TaskSpec("right", "classification", 10)]
+
+
+def _batch(n=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 1, 28, 28, generator=g), [torch.randint(0, 10, (n,), generator=g) for _ in TASKS]
+
+
+def test_private_gates_give_exactly_the_stl_networks():
+    torch.manual_seed(0)
+    model = DSMTL(TASKS, MULTILENET, force_gate="private", private_init="independent").eval()
+    stl = IndependentNetworks(TASKS, MULTILENET).eval()
+    stl.load_state_dict({"encoders." + k[len("private."):]: v for k, v in model.state_dict().items()
+                         if k.startswith("private.")} | {k: v for k, v in model.state_dict().items()
+                                                          if k.startswith("heads.")})
+    x, _ = _batch()
+    for a, b in zip(model(x), stl(x), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_gate_kinds_start_at_an_even_mix():
+    for kind in ("softmax", "sigmoid"):
+        pub, priv = Gates((3,), kind, 0.1)()
+        assert torch.allclose(pub, torch.full((3,), 0.5)) and torch.allclose(priv, torch.full((3,), 0.5))
+
+
+def test_lite_gates_are_exactly_zero_or_one_at_test_and_hard_in_training():
+    gates = Gates((5,), "lite", 0.1)
+    with torch.no_grad():
+        gates.logits.copy_(torch.randn(5, 2))
+    pub, priv = gates.eval()()
+    assert set(pub.tolist()) <= {0.0, 1.0} and torch.equal(pub + priv, torch.ones(5))
+    expected = (gates.logits.softmax(-1)[:, 0] > 0.5).float()
+    assert torch.equal(pub, expected)
+    pub, priv = gates.train()()
+    assert set(pub.detach().tolist()) <= {0.0, 1.0}
+    (pub * torch.arange(5.0)).sum().backward()  # straight-through: gradients reach the logits
+    assert gates.logits.grad is not None and gates.logits.grad.abs().sum() > 0
+
+
+def test_lite_model_stores_only_the_chosen_encoders():
+    model = DSMTL(TASKS, MULTILENET, gate="lite")
+    with torch.no_grad():
+        model.gates.logits.copy_(torch.tensor([[5.0, -5.0], [5.0, -5.0]]))  # both tasks choose public
+    encoder = sum(p.numel() for p in model.public.parameters())
+    full = sum(p.numel() for p in model.parameters())
+    assert model.inference_parameter_count() == full - 2 * encoder - model.gates.logits.numel()
+
+
+def test_individual_learning_stage_two_leaves_the_public_encoder_bit_identical():
+    torch.manual_seed(0)
+    model = DSMTL(TASKS, MULTILENET)
+    rule = IndividualLearning(stage1_epochs=1)
+    rule.bind(model, TASKS)
+    optimizer = torch.optim.Adam(model.param_groups(1e-3)[0]["params"], lr=1e-2, weight_decay=1e-5)
+    rule.on_epoch_start(0)  # stage 1: hard sharing through the public encoder, private parts untouched
+    private_before = [p.detach().clone() for p in model.private.parameters()]
+    for seed in range(2):
+        optimizer.zero_grad()
+        rule.backward(*_batch(seed=seed))
+        optimizer.step()
+    assert all(torch.equal(a, b) for a, b in zip(private_before, model.private.parameters(), strict=True))
+    rule.on_epoch_start(1)  # stage 2
+    public_before = {k: v.clone() for k, v in model.public.state_dict().items()}
+    gates_before = model.gates.logits.detach().clone()
+    for seed in range(3):
+        optimizer.zero_grad()
+        rule.backward(*_batch(seed=10 + seed))
+        optimizer.step()
+    assert all(torch.equal(public_before[k], v) for k, v in model.public.state_dict().items())
+    assert not torch.equal(gates_before, model.gates.logits.detach())
+    assert not rule.selectable(0) and rule.selectable(1)
+
+
+def test_individual_learning_stage_two_is_separable_by_task():
+    """Task 0's private parts get the gradient of task 0's loss alone."""
+    torch.manual_seed(0)
+    model = DSMTL(TASKS, MULTILENET).eval()
+    rule = IndividualLearning(stage1_epochs=0)
+    rule.bind(model, TASKS)
+    rule.on_epoch_start(0)
+    x, y = _batch()
+    rule.backward(x, y)
+    summed = [p.grad.clone() for p in model.private[0].parameters()]
+    model.zero_grad()
+    task_losses(model(x), y, TASKS)[0].backward()
+    assert all(torch.allclose(a, p.grad) for a, p in zip(summed, model.private[0].parameters(), strict=True))
+
+
+def test_derived_compact_model_has_fewer_inference_parameters_than_full_dsmtl():
+    torch.manual_seed(0)
+    al = DSMTLArchitectureLearning(TASKS, MULTILENET)
+    full = DSMTL(TASKS, MULTILENET)
+    with torch.no_grad():  # shared bottom, private top: the typical outcome
+        al.gates.logits.copy_(torch.tensor([[[3.0, 0.0], [3.0, 0.0], [0.0, 3.0]]] * 2))
+    al.derive()
+    assert al.method_state()["architecture"] == {t.name: ["public", "public", "private"] for t in TASKS}
+    assert al.inference_parameter_count() < full.inference_parameter_count()
+    stl = sum(p.numel() for p in IndependentNetworks(TASKS, MULTILENET).parameters())
+    assert al.inference_parameter_count() < stl
+    x, _ = _batch()
+    assert [tuple(o.shape) for o in al.eval()(x)] == [(6, 10), (6, 10)]
+
+
+def test_unrolled_gate_gradient_matches_finite_differences():
+    torch.manual_seed(0)
+    tasks = [TaskSpec(f"t{i}", "regression") for i in range(3)]
+    model = DSMTL(tasks, vector_network(4, "mlp", 5)).double().eval()  # eval: no dropout, softmax gates
+    rule = JointLearning(gate_on_val=True, unroll_lr=0.1)
+    rule.bind(model, tasks)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(8, 4, generator=g, dtype=torch.float64), [torch.randn(8, generator=g, dtype=torch.float64)
+                                                                 for _ in tasks]
+    xv, yv = torch.randn(8, 4, generator=g, dtype=torch.float64), [torch.randn(8, generator=g, dtype=torch.float64)
+                                                                   for _ in tasks]
+    (analytic,) = rule.unrolled_gate_gradient(x, y, (xv, yv))
+
+    named = dict(model.named_parameters())
+    weights = {k: p.detach() for k, p in named.items() if k != "gates.logits"}
+
+    def outer(logits):
+        w = {k: v.clone().requires_grad_(True) for k, v in weights.items()}
+        loss = task_losses(functional_call(model, {**w, "gates.logits": logits}, (x,)), y, tasks).sum()
+        grads = torch.autograd.grad(loss, list(w.values()), allow_unused=True)
+        unrolled = {k: v - 0.1 * (gr if gr is not None else 0) for (k, v), gr in zip(w.items(), grads, strict=True)}
+        out = functional_call(model, {**unrolled, "gates.logits": logits}, (xv,))
+        return float(task_losses(out, yv, tasks).sum())
+
+    base = named["gates.logits"].detach().clone()
+    eps = 1e-6
+    for idx in [(0, 0), (1, 1), (2, 0)]:
+        bump = torch.zeros_like(base)
+        bump[idx] = eps
+        fd = (outer(base + bump) - outer(base - bump)) / (2 * eps)
+        assert fd == pytest.approx(float(analytic[idx]), rel=1e-5, abs=1e-8)
