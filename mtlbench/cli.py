@@ -31,6 +31,29 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="list registered datasets and methods")
 
+    agg = sub.add_parser("aggregate", help="run records -> metrics.csv, delta_m.csv, summary.{csv,md,tex}")
+    agg.add_argument("records", nargs="+", type=Path)
+    agg.add_argument("--out", type=Path, required=True)
+    agg.add_argument("--reference", default="stl", help="method Delta_m is measured against")
+
+    sta = sub.add_parser("stats", help="metrics.csv -> significance, safeness, ranking tables")
+    sta.add_argument("--metrics", type=Path, required=True)
+    sta.add_argument("--out", type=Path, required=True)
+    sta.add_argument("--baselines", nargs="+", default=["hps", "stl"])
+    sta.add_argument("--reference", default="stl")
+    sta.add_argument("--alpha", type=float, default=0.05)
+
+    eff = sub.add_parser("efficiency", help="run records -> efficiency.csv (ratios to hard sharing)")
+    eff.add_argument("records", nargs="+", type=Path)
+    eff.add_argument("--out", type=Path, required=True)
+    eff.add_argument("--benchmark", type=Path, default=None, help="pytest-benchmark JSON, used when it exists")
+    eff.add_argument("--reference", default="hps")
+
+    fig = sub.add_parser("figures", help="run records and tables -> figures")
+    fig.add_argument("records", nargs="+", type=Path)
+    fig.add_argument("--tables", type=Path, required=True)
+    fig.add_argument("--out", type=Path, required=True)
+
     tr = sub.add_parser("tracking", help="MLflow tracking store")
     tr_sub = tr.add_subparsers(dest="tracking_command", required=True)
     init = tr_sub.add_parser("init", help="create the tracking database before parallel runs")
@@ -83,9 +106,25 @@ def cmd_tracking(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pipeline_stage(args: argparse.Namespace) -> int:
+    from mtlbench import pipeline
+
+    if args.command == "aggregate":
+        pipeline.aggregate(args.records, args.out, args.reference)
+    elif args.command == "stats":
+        pipeline.statistics(args.metrics, args.out, tuple(args.baselines), args.reference, args.alpha)
+    elif args.command == "efficiency":
+        pipeline.efficiency(args.records, args.out, args.benchmark, args.reference)
+    else:
+        pipeline.draw_figures(args.records, args.tables, args.out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"train": cmd_train, "list": cmd_list, "tracking": cmd_tracking}[args.command]
+    handler = {"train": cmd_train, "list": cmd_list, "tracking": cmd_tracking, "aggregate": cmd_pipeline_stage,
+               "stats": cmd_pipeline_stage, "efficiency": cmd_pipeline_stage,
+               "figures": cmd_pipeline_stage}[args.command]
     try:
         return handler(args)
     except MtlbenchError as exc:

@@ -1,0 +1,129 @@
+"""Figures for the report, drawn from the tables and run records (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _placeholder(path: Path, text: str) -> None:
+    fig, ax = plt.subplots(figsize=(5, 2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    _save(fig, path)
+
+
+def metrics_with_ci(summary: pd.DataFrame, path: Path) -> None:
+    """Per dataset and task, each method's primary test metric with its 95% CI."""
+    data = summary[summary.metric.notna() & (summary.task != "all")]
+    primary = data.groupby(["dataset", "task"]).metric.first().reset_index()
+    data = data.merge(primary, on=["dataset", "task", "metric"])
+    panels = list(data.groupby(["dataset", "task"]))
+    if not panels:
+        return _placeholder(path, "no successful runs")
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
+    for ax, ((dataset, task), grp) in zip(axes.flat, panels, strict=False):
+        grp = grp.sort_values("method")
+        err = np.vstack([grp["mean"] - grp.ci95_low, grp.ci95_high - grp["mean"]])
+        ax.errorbar(range(len(grp)), grp["mean"], yerr=np.nan_to_num(err), fmt="o", capsize=3)
+        ax.set_xticks(range(len(grp)), grp.method, rotation=60, ha="right", fontsize=7)
+        ax.set_title(f"{dataset}: {task}", fontsize=8)
+        ax.set_ylabel(grp.metric.iloc[0], fontsize=8)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    _save(fig, path)
+
+
+def relation_matrices(records: list[dict], path: Path) -> None:
+    """SRDML's learned relation matrix (mean over seeds) beside the ground truth, where one is known."""
+    panels = []
+    for dataset in sorted({r["dataset"] for r in records}):
+        runs = [r for r in records
+                if r["dataset"] == dataset and r["status"] == "ok" and "relation" in r["method_state"]]
+        if not runs:
+            continue
+        for method in sorted({r["method"] for r in runs}):
+            mats = [np.array(r["method_state"]["relation"]) for r in runs if r["method"] == method]
+            panels.append((f"{dataset}: {method} (mean of {len(mats)})", np.mean(mats, axis=0)))
+        truth = runs[0].get("task_info", {}).get("ground_truth_relation")
+        if truth is not None:
+            panels.append((f"{dataset}: ground truth", np.array(truth)))
+    if not panels:
+        return _placeholder(path, "no SRDML runs")
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
+    for ax, (title, mat) in zip(axes.flat, panels, strict=True):
+        im = ax.imshow(mat, cmap="viridis")
+        ax.set_title(title, fontsize=8)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    _save(fig, path)
+
+
+def gate_values(records: list[dict], path: Path) -> None:
+    """DSMTL's public-encoder weight per task (mean over seeds; per stage for DSMTL-AL)."""
+    rows = []
+    for r in records:
+        gates = r["method_state"].get("gates") if r["status"] == "ok" else None
+        for task, value in (gates or {}).items():
+            values = [value["public"]] if isinstance(value, dict) else list(value)
+            for stage, v in enumerate(values):
+                label = r["method"] if len(values) == 1 else f"{r['method']} stage {stage + 1}"
+                rows.append({"dataset": r["dataset"], "label": label, "task": task, "public": v})
+    if not rows:
+        return _placeholder(path, "no DSMTL runs")
+    data = pd.DataFrame(rows).groupby(["dataset", "label", "task"], as_index=False).public.mean()
+    datasets = sorted(data.dataset.unique())
+    fig, axes = plt.subplots(len(datasets), 1, figsize=(9, 2.8 * len(datasets)), squeeze=False)
+    for ax, dataset in zip(axes.flat, datasets, strict=True):
+        pivot = data[data.dataset == dataset].pivot(index="task", columns="label", values="public")
+        pivot.plot.bar(ax=ax, width=0.8, fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.axhline(0.5, color="grey", lw=0.5)
+        ax.set_ylabel("public weight a_t")
+        ax.set_title(dataset, fontsize=9)
+        ax.legend(fontsize=6, ncol=3)
+    _save(fig, path)
+
+
+def critical_difference(ranking: dict, path: Path) -> None:
+    import scikit_posthocs as sp
+
+    if not ranking.get("mean_ranks") or ranking.get("nemenyi") is None:
+        return _placeholder(path, ranking.get("note") or "not enough methods or blocks for a CD diagram")
+    fig, ax = plt.subplots(figsize=(8, 2.8))
+    sp.critical_difference_diagram(pd.Series(ranking["mean_ranks"]), ranking["nemenyi"], ax=ax)
+    ax.set_title(f"mean ranks over {ranking['n_blocks']} dataset/task blocks; Friedman p = {ranking['p']:.3g}, "
+                 f"CD = {ranking['critical_difference']:.2f}", fontsize=8)
+    _save(fig, path)
+
+
+def time_vs_delta_m(efficiency: pd.DataFrame, summary: pd.DataFrame, path: Path) -> None:
+    dm = summary[summary.metric == "delta_m"][["dataset", "method", "mean"]]
+    data = efficiency.merge(dm, on=["dataset", "method"])
+    if data.empty:
+        return _placeholder(path, "no delta_m (needs STL runs)")
+    datasets = sorted(data.dataset.unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.4), squeeze=False)
+    for ax, dataset in zip(axes.flat, datasets, strict=True):
+        d = data[data.dataset == dataset]
+        ax.scatter(d.seconds_per_step * 1e3, d["mean"])
+        for row in d.itertuples():
+            ax.annotate(row.method, (row.seconds_per_step * 1e3, row.mean), fontsize=7)
+        ax.set_xlabel("ms per training step")
+        ax.set_ylabel("delta_m % (lower is better)")
+        ax.set_title(dataset, fontsize=9)
+    _save(fig, path)

@@ -1,0 +1,63 @@
+"""The pipeline's stages as plain functions of paths; Snakemake rules call them through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from mtlbench import figures
+from mtlbench.aggregate import delta_m, load_records, summarize, tidy_metrics, with_delta_m
+from mtlbench.efficiency import efficiency_table
+from mtlbench.stats import friedman_nemenyi, safeness, significance
+from mtlbench.tables import write_summary_tables
+
+
+def aggregate(records: list[Path], out_dir: Path, reference: str = "stl") -> None:
+    """metrics.csv (tidy, Delta_m rows included), delta_m.csv (per run) and summary.{csv,md,tex}."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tidy = tidy_metrics(load_records(records))
+    full = with_delta_m(tidy, reference)
+    full.to_csv(out_dir / "metrics.csv", index=False)
+    delta_m(tidy, reference).to_csv(out_dir / "delta_m.csv", index=False)
+    write_summary_tables(summarize(full), out_dir)
+
+
+def statistics(metrics_csv: Path, out_dir: Path, baselines: tuple[str, ...] = ("hps", "stl"),
+               reference: str = "stl", alpha: float = 0.05) -> None:
+    """significance.csv, safeness.csv, ranking.csv (Friedman, mean ranks, CD) and nemenyi.csv."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tidy = pd.read_csv(metrics_csv)
+    sig = significance(tidy, baselines, alpha)
+    sig.to_csv(out_dir / "significance.csv", index=False)
+    safeness(sig, reference).to_csv(out_dir / "safeness.csv", index=False)
+    rank = friedman_nemenyi(tidy[tidy.metric != "delta_m"], alpha)
+    pd.DataFrame([{"method": m, "mean_rank": r, "friedman_statistic": rank["statistic"], "friedman_p": rank["p"],
+                   "critical_difference": rank["critical_difference"], "n_blocks": rank["n_blocks"],
+                   "n_methods": rank["n_methods"], "note": rank["note"]}
+                  for m, r in (rank["mean_ranks"] or {"": float("nan")}).items()]).to_csv(out_dir / "ranking.csv",
+                                                                                            index=False)
+    nemenyi = rank["nemenyi"] if rank["nemenyi"] is not None else pd.DataFrame()
+    nemenyi.to_csv(out_dir / "nemenyi.csv")
+
+
+def efficiency(records: list[Path], out_csv: Path, benchmark_json: Path | None = None,
+               reference: str = "hps") -> None:
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    efficiency_table(load_records(records), reference, benchmark_json).to_csv(out_csv, index=False)
+
+
+def draw_figures(records: list[Path], tables: Path, out_dir: Path, alpha: float = 0.05) -> None:
+    runs = load_records(records)
+    summary = pd.read_csv(tables / "summary.csv")
+    figures.metrics_with_ci(summary, out_dir / "metrics_ci.png")
+    figures.relation_matrices(runs, out_dir / "relations.png")
+    figures.gate_values(runs, out_dir / "gates.png")
+    tidy = pd.read_csv(tables / "metrics.csv")
+    figures.critical_difference(friedman_nemenyi(tidy[tidy.metric != "delta_m"], alpha), out_dir / "cd_diagram.png")
+    figures.time_vs_delta_m(pd.read_csv(tables / "efficiency.csv"), summary, out_dir / "time_vs_delta_m.png")
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())

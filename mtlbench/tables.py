@@ -1,0 +1,75 @@
+"""Report tables from the summary: CSV, Markdown and LaTeX (booktabs, best per column in bold).
+
+Every number comes from the run records through `aggregate.summarize`; nothing is typed in by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def _fmt(mean: float, std: float, digits: int) -> str:
+    if np.isnan(mean):
+        return "—"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if not np.isnan(std) else f"{mean:.{digits}f}"
+
+
+def wide_table(summary: pd.DataFrame, dataset: str, digits: int = 4) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Methods x (task/metric) cells "mean ± std" for one dataset, and the best method per column.
+    Each task's primary metric and Delta_m only; summary.csv keeps every metric."""
+    data = summary[(summary.dataset == dataset) & summary.metric.notna() & (summary.primary == True)]  # noqa: E712
+    cells: dict[str, dict[str, str]] = {}
+    best: dict[str, str] = {}
+    for (task, metric), grp in data.groupby(["task", "metric"], sort=False):
+        column = "delta_m %" if metric == "delta_m" else f"{task} {metric}"
+        higher = bool(grp.higher_is_better.iloc[0])
+        ranked = grp.sort_values("mean", ascending=not higher)
+        best[column] = ranked.method.iloc[0]
+        for row in grp.itertuples():
+            cells.setdefault(row.method, {})[column] = _fmt(row.mean, row.std, digits)
+    table = pd.DataFrame.from_dict(cells, orient="index")
+    diverged = summary[summary.dataset == dataset].groupby("method").n_diverged.max()
+    if diverged.any():
+        table["diverged runs"] = diverged.reindex(table.index).fillna(0).astype(int).astype(str)
+        for method in diverged[diverged > 0].index.difference(table.index):
+            table.loc[method] = "—"
+            table.loc[method, "diverged runs"] = str(diverged[method])
+    table.index.name = "method"
+    return table.sort_index(), best
+
+
+def write_summary_tables(summary: pd.DataFrame, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary.to_csv(out_dir / "summary.csv", index=False)
+    md, tex = [], []
+    for dataset in sorted(summary.dataset.dropna().unique()):
+        table, best = wide_table(summary, dataset)
+        marked = table.copy()
+        for column, method in best.items():
+            if method in marked.index:
+                marked.loc[method, column] = f"**{marked.loc[method, column]}**"
+        md += [f"## {dataset}", "", "Test metrics, mean ± std over seeds (best per column in bold; "
+               "delta_m: lower is better, STL = 0).", "", marked.to_markdown(), ""]
+        tex.append(_latex(table, best, dataset))
+    (out_dir / "summary.md").write_text("\n".join(md) + "\n")
+    (out_dir / "summary.tex").write_text("\n\n".join(tex) + "\n")
+
+
+def _latex(table: pd.DataFrame, best: dict[str, str], dataset: str) -> str:
+    def escape(s: str) -> str:
+        return s.replace("_", r"\_").replace("±", r"$\pm$").replace("%", r"\%")
+
+    cols = list(table.columns)
+    lines = [r"\begin{table}[t]", r"\centering", f"\\caption{{Test metrics on {escape(dataset)} "
+             r"(mean $\pm$ std over seeds; best in bold).}}", r"\begin{tabular}{l" + "r" * len(cols) + "}",
+             r"\toprule", "method & " + " & ".join(escape(c) for c in cols) + r" \\", r"\midrule"]
+    for method, row in table.iterrows():
+        cells = []
+        for c in cols:
+            cell = escape(str(row[c]))
+            cells.append(rf"\textbf{{{cell}}}" if best.get(c) == method else cell)
+        lines.append(escape(str(method)) + " & " + " & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines)

@@ -1,0 +1,97 @@
+# Every decision of the workflow lives here: config validation, wildcard constraints, input functions.
+import shlex
+
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+
+def check_config():
+    """Names and override keys checked once, with the suite's own messages (valid names listed)."""
+    from mtlbench.config import resolve_config
+    from mtlbench.errors import MtlbenchError
+
+    try:
+        for dataset in config["datasets"]:
+            for method in config["methods"]:
+                resolve_config(dataset, method, 0, get_overrides_for(dataset, method), config["data_seed"])
+    except MtlbenchError as exc:
+        raise WorkflowError(f"config error: {exc}") from None
+
+
+def get_overrides_for(dataset, method):
+    """Typed overrides for one run: common < per dataset < per method < per (dataset, method)."""
+    ov = config["overrides"]
+    merged = {}
+    merged.update(ov.get("common") or {})
+    merged.update((ov.get("datasets") or {}).get(dataset) or {})
+    merged.update((ov.get("methods") or {}).get(method) or {})
+    merged.update((ov.get("runs") or {}).get(f"{dataset}/{method}") or {})
+    merged.update({f"tracking.{k}": v for k, v in config["tracking"].items()})
+    return merged
+
+
+check_config()
+
+RESULTS = config["results"]
+DATASETS = config["datasets"]
+METHODS = config["methods"]
+SEEDS = config["seeds"]
+TABLES = f"{RESULTS}/tables"
+FIGURES = f"{RESULTS}/figures"
+
+
+def method_dir(method):
+    """A user method named package.module:Name gets a path-safe directory name."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in method)
+
+
+METHOD_BY_DIR = {method_dir(m): m for m in METHODS}
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    method="|".join(METHOD_BY_DIR),
+    seed=r"\d+",
+
+
+def is_tracking():
+    return bool(config["tracking"]["enabled"])
+
+
+def get_record(dataset, method, seed):
+    return f"{RESULTS}/runs/{dataset}/{method_dir(method)}/seed{seed}/record.json"
+
+
+def get_records(wildcards=None):
+    return [get_record(d, m, s) for d in DATASETS for m in METHODS for s in SEEDS]
+
+
+def get_set_args(wildcards):
+    method = METHOD_BY_DIR[wildcards.method]
+    pairs = get_overrides_for(wildcards.dataset, method)
+    return " ".join(f"--set {shlex.quote(f'{k}={_yaml_value(v)}')}" for k, v in pairs.items())
+
+
+def _yaml_value(value):
+    import json
+
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def get_tables():
+    names = ["metrics.csv", "delta_m.csv", "summary.csv", "summary.md", "summary.tex", "significance.csv",
+             "safeness.csv", "ranking.csv", "nemenyi.csv", "efficiency.csv"]
+    return [f"{TABLES}/{n}" for n in names]
+
+
+FIGURE_NAMES = ["metrics_ci", "relations", "gates", "cd_diagram", "time_vs_delta_m"]
+
+
+def get_figures():
+    return [f"{FIGURES}/{n}.png" for n in FIGURE_NAMES]
+
+
+def get_final_output():
+    return get_tables() + get_figures()

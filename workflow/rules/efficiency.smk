@@ -1,0 +1,13 @@
+rule efficiency_table:
+    input:
+        records=get_records(),
+    output:
+        efficiency=report(f"{TABLES}/efficiency.csv", caption="../report/efficiency.rst", category="Efficiency"),
+    params:
+        benchmark=config["efficiency"]["benchmark_json"],
+    log:
+        "logs/efficiency_table.log",
+    localrule: True
+    shell:
+        "mtlbench efficiency {input.records:q} --out {output.efficiency:q} --benchmark {params.benchmark:q} "
+        "> {log} 2>&1"

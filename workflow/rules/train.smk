@@ -1,0 +1,25 @@
+# One job per (dataset, method, seed): the unit for a cluster, for resuming and for caching.
+# An interrupted job resumes from its checkpoint.pt when rerun (the profile sets --rerun-incomplete).
+
+
+rule train_run:
+    input:
+        tracking=rules.data_tracking_store.output,
+    output:
+        record=f"{RESULTS}/runs/{{dataset}}/{{method}}/seed{{seed}}/record.json",
+    params:
+        method=lambda wc: METHOD_BY_DIR[wc.method],
+        sets=get_set_args,
+        data_seed=config["data_seed"],
+        out=lambda wc, output: os.path.dirname(output.record),
+    log:
+        "logs/train_run/{dataset}/{method}/seed{seed}.log",
+    threads: config["resources"]["train"]["threads"]
+    resources:
+        mem_mb=config["resources"]["train"]["mem_mb"],
+        runtime=config["resources"]["train"]["runtime"],
+        gpu=config["resources"]["train"]["gpu"],
+    shell:
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} mtlbench train --dataset {wildcards.dataset} "
+        "--method {params.method:q} --seed {wildcards.seed} --data-seed {params.data_seed} "
+        "--out {params.out:q} {params.sets} > {log} 2>&1 || [ $? -eq 3 ]"
