@@ -65,7 +65,12 @@ def _experiment_id(client: Any, cfg: TrackingConfig) -> str:
 
 
 class Tracker:
-    """One MLflow run. `run_id` lets a resumed training continue the run it started."""
+    """One MLflow run. `run_id` lets a resumed training continue the run it started.
+
+    Per-epoch metrics are buffered and written in batches (every `flush_seconds`, and at the end): one
+    SQLite transaction per epoch would cost more than a tier-0 epoch itself."""
+
+    flush_seconds = 10.0
 
     def __init__(self, cfg: TrackingConfig, run_name: str, run_id: str | None = None):
         from mlflow.tracking import MlflowClient
@@ -73,6 +78,8 @@ class Tracker:
         init_store(cfg)
         self.client = _retry(lambda: MlflowClient(tracking_uri=cfg.uri))
         experiment = _experiment_id(self.client, cfg)
+        self._pending: list[Any] = []
+        self._last_flush = time.monotonic()
         if run_id is not None:
             self.run_id = run_id
         else:
@@ -90,9 +97,15 @@ class Tracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        if items:
-            _retry(lambda: self.client.log_batch(self.run_id, metrics=items))
+        self._pending += [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        if time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        while self._pending:
+            chunk, self._pending = self._pending[:1000], self._pending[1000:]
+            _retry(lambda c=chunk: self.client.log_batch(self.run_id, metrics=c))
+        self._last_flush = time.monotonic()
 
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
@@ -103,6 +116,7 @@ class Tracker:
         _retry(lambda: self.client.log_artifact(self.run_id, str(path)))
 
     def finish(self, status: str) -> None:
+        self.flush()
         _retry(lambda: self.client.set_terminated(self.run_id, status))
 
 
@@ -113,6 +127,7 @@ class NullTracker:
 
     def log_params(self, params: dict[str, Any]) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+    def flush(self) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def log_artifact(self, path: Path) -> None: ...
     def finish(self, status: str) -> None: ...

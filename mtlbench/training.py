@@ -8,6 +8,7 @@ selected epoch, a checkpoint every epoch and exact resume, a NaN/inf guard that 
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import resource
@@ -167,7 +168,8 @@ class Trainer:
             if scheduler is not None:
                 scheduler.load_state_dict(state["scheduler"])
             rule.load_state_dict(state["rule"])
-            history, best, timing = state["history"], state["best"], state["timing"]
+            history, best = json.loads(state["history"]), state["best"]
+            timing = json.loads(state["timing"])
             start_epoch, status, run_id = state["epoch"], state["status"], state["mlflow_run_id"]
             torch.set_rng_state(state["rng"])
 
@@ -231,7 +233,9 @@ class Trainer:
                 "config_hash": self.hash, "epoch": epoch + 1, "status": status,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "rule": rule.state_dict(), "history": history, "best": best, "timing": timing,
+                # plain data as JSON text: one string pickles far faster than thousands of small objects
+                "rule": rule.state_dict(), "history": json.dumps(history), "best": best,
+                "timing": json.dumps(timing),
                 "rng": torch.get_rng_state(), "mlflow_run_id": tracker.run_id,
             })
         bar.close()

@@ -1,0 +1,171 @@
+"""The real `snakemake` command line on tiny configs, in temporary directories."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+TINY = {
+    "datasets": ["synthetic_relations", "multimnist"],
+    "methods": ["stl", "hps"],
+    "seeds": [0, 1],
+    "overrides": {
+        "common": {"train.epochs": 1},
+        "datasets": {"multimnist": {"dataset.n_train": 256, "dataset.n_val": 64, "dataset.n_test": 64,
+                                    "train.batch_size": 64}},
+    },
+}
+
+
+def snakemake(workdir: Path, *args: str, config: dict | None = None, timeout: float = 900,
+              env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
+    if config is not None:
+        path = workdir / "config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        cmd += ["--configfile", str(path)]
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, cwd=workdir,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("pipeline")
+    result = snakemake(workdir, config=TINY)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir
+
+
+def test_tables_have_a_row_per_method_and_seed(tiny_run):
+    tables = tiny_run / "results" / "tables"
+    metrics = pd.read_csv(tables / "metrics.csv")
+    assert list(metrics.columns)[:8] == ["dataset", "method", "seed", "split", "task", "metric", "value",
+                                         "higher_is_better"]
+    runs = metrics[["dataset", "method", "seed"]].drop_duplicates()
+    assert len(runs) == 2 * 2 * 2
+    dm = metrics[metrics.metric == "delta_m"]
+    assert (dm[dm.method == "stl"].value == 0).all() and len(dm) == 8
+    sig = pd.read_csv(tables / "significance.csv")
+    for column in ("t_p", "wilcoxon_p", "t_p_holm", "wilcoxon_p_holm"):
+        values = sig[column].dropna()
+        assert values.between(0, 1).all()
+    assert sig.wilcoxon_note.str.contains("cannot reach").all()  # n = 2 seeds
+    summary = pd.read_csv(tables / "summary.csv")
+    assert (summary.n == 2).all()
+    assert {"dataset", "method", "n_worse"} <= set(pd.read_csv(tables / "safeness.csv").columns)
+    eff = pd.read_csv(tables / "efficiency.csv")
+    assert (eff[eff.method == "hps"].params_total_ratio == 1).all()
+    assert "\\toprule" in (tables / "summary.tex").read_text()
+    for name in ("metrics_ci", "relations", "gates", "cd_diagram", "time_vs_delta_m"):
+        assert (tiny_run / "results" / "figures" / f"{name}.png").stat().st_size > 1000
+
+
+def test_every_run_is_in_one_mlflow_database(tiny_run):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tiny_run / 'results' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("mtlbench")
+    assert len(client.search_runs([experiment.experiment_id])) == 8
+
+
+def test_report_collects_tables_and_figures(tiny_run):
+    result = snakemake(tiny_run, "--report", "results/report.html", config=TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tiny_run / "results" / "report.html").stat().st_size > 10_000
+
+
+def test_deleting_one_record_retrains_only_that_job(tiny_run):
+    runs = sorted((tiny_run / "results" / "runs").rglob("record.json"))
+    target = runs[0]
+    before = {p: p.stat().st_mtime_ns for p in runs if p != target}
+    target.unlink()
+    dry = snakemake(tiny_run, "-n", config=TINY)
+    assert re.search(r"train_run\s+1\b", dry.stdout), dry.stdout[-3000:]
+    result = snakemake(tiny_run, config=TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert target.exists()
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+
+
+def test_interrupted_pipeline_completes_when_rerun(tmp_path):
+    config = {**TINY, "datasets": ["multimnist"], "methods": ["hps"], "seeds": [0],
+              "overrides": {"common": {"train.epochs": 6},
+                            "datasets": {"multimnist": {"dataset.n_train": 1024, "train.batch_size": 64}}}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--cores", "2",
+           "--configfile", str(tmp_path / "config.yaml")]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    ckpt = tmp_path / "results" / "runs" / "multimnist" / "hps" / "seed0" / "checkpoint.pt"
+    deadline = time.time() + 300
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches snakemake and its job, as in a terminal
+    proc.wait(timeout=120)
+    assert not (ckpt.parent / "record.json").exists(), "the job must have been interrupted"
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (ckpt.parent / "record.json").exists()
+    assert (tmp_path / "results" / "tables" / "summary.csv").exists()
+
+
+def test_lint_reports_only_environment_hints():
+    result = subprocess.run([*SNAKEMAKE, "--lint"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    bullets = [line.strip() for line in (result.stdout + result.stderr).splitlines() if line.strip().startswith("* ")]
+    assert bullets, "lint printed nothing we could check"
+    assert all("conda environment or container" in b for b in bullets), bullets
+
+
+def test_slurm_profile_dry_run(tmp_path):
+    result = subprocess.run([*SNAKEMAKE, "-n", "--workflow-profile", "workflow/profiles/slurm"], capture_output=True,
+                            text=True, cwd=ROOT, timeout=300,
+                            env={**os.environ, "MTLBENCH_SLURM_PARTITION": "debug"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "train_run" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("config", "fragment"),
+    [
+        ({"seeds": "five"}, "seeds"),
+        ({"methods": ["hps", "hsp"]}, "unknown method 'hsp'"),
+        ({"overrides": {"common": {"train.epoch": 3}}}, "unknown config key 'train.epoch'"),
+        ({"statistics": {"alpha": 2}}, "alpha"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path, config, fragment):
+    result = snakemake(tmp_path, "-n", config=config)
+    assert result.returncode != 0
+    assert fragment in result.stderr + result.stdout
+
+
+def _doc_code(path: Path) -> str:
+    text = path.read_text()
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)[0]
+
+
+def test_the_documented_user_method_runs_through_the_pipeline(tmp_path):
+    package = tmp_path / "mymethods"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "uncertainty.py").write_text(_doc_code(ROOT / "docs" / "adding-a-method.md"))
+    config = {**TINY, "datasets": ["synthetic_relations"],
+              "methods": ["stl", "hps", "mymethods.uncertainty:UNCERTAINTY"]}
+    result = snakemake(tmp_path, config=config, env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-4000:]
+    sig = pd.read_csv(tmp_path / "results" / "tables" / "significance.csv")
+    assert "mymethods.uncertainty:UNCERTAINTY" in set(sig.method)
+    assert (tmp_path / "results" / "runs" / "synthetic_relations" / "mymethods.uncertainty_UNCERTAINTY" / "seed1"
+            / "record.json").exists()
