@@ -38,6 +38,9 @@ class TrackingConfig:
     uri: str = "sqlite:///results/mlflow.db"
     artifacts: str = "results/mlartifacts"
     experiment: str = "mtlbench"
+    # per-epoch metrics every k epochs; 0 = automatic, at most ~50 points per metric (long tier-0 runs of
+    # tiny epochs would otherwise spend more time writing SQLite rows than training)
+    log_every: int = 0
 
 
 # Keys that change how a run is executed or observed, not what it computes: left out of the hash.

@@ -222,13 +222,15 @@ class Trainer:
                 score = selection_score(tc, val, val_losses, tasks)
                 if rule.selectable(epoch) and score < best["score"]:
                     best = {"epoch": epoch, "score": score, "model": copy.deepcopy(model.state_dict()), "val": val}
-            tracker.log_metrics(
-                {**{f"train_loss.{t.name}": v for t, v in zip(tasks, train_losses, strict=True)},
-                 **{f"val.{k}": v for k, v in flatten(val).items()},
-                 **{f"rule.{k}": v for k, v in rule.epoch_log().items()},
-                 "epoch_seconds": epoch_seconds},
-                step=epoch,
-            )
+            log_every = self.tracking.log_every or max(1, tc.epochs // 50)
+            if epoch % log_every == 0 or epoch == tc.epochs - 1 or status != "ok":
+                tracker.log_metrics(
+                    {**{f"train_loss.{t.name}": v for t, v in zip(tasks, train_losses, strict=True)},
+                     **{f"val.{k}": v for k, v in flatten(val).items()},
+                     **{f"rule.{k}": v for k, v in rule.epoch_log().items()},
+                     "epoch_seconds": epoch_seconds},
+                    step=epoch,
+                )
             self._save_checkpoint({
                 "config_hash": self.hash, "epoch": epoch + 1, "status": status,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
