@@ -58,7 +58,7 @@ class CrossStitch(MTLArchitecture):
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         alphas = {id(p) for p in self.units.parameters()}
-        rest = [p for p in self.parameters() if id(p) not in alphas and p.requires_grad]
+        rest = [p for p in self.parameters() if id(p) not in alphas]
         return [{"params": rest, "lr": lr}, {"params": list(self.units.parameters()), "lr": lr * self.alpha_lr_mult}]
 
     def method_state(self) -> dict[str, Any]:

@@ -33,8 +33,11 @@ class MTLArchitecture(nn.Module):
         return []
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
-        """Optimiser parameter groups; architectures with parts that want another lr override this."""
-        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+        """Optimiser parameter groups; architectures with parts that want another lr override this.
+
+        Frozen parameters stay in the groups (they get no gradient, so the optimiser skips them): the groups
+        are then the same whichever stage a staged method is in, and a checkpoint's optimiser state fits."""
+        return [{"params": list(self.parameters()), "lr": lr}]
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"{type(self).__name__} has no single shared representation")

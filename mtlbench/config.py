@@ -30,6 +30,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     progress: Literal["auto", "on", "off"] = "auto"
     checkpoint: bool = True
+    checkpoint_every_s: float = 0.0  # 0: after every epoch; else at most one per this many seconds (and the last)
 
 
 @dataclass
@@ -44,7 +45,7 @@ class TrackingConfig:
 
 
 # Keys that change how a run is executed or observed, not what it computes: left out of the hash.
-UNHASHED = {("train", "device"), ("train", "progress"), ("train", "checkpoint")}
+UNHASHED = {("train", "device"), ("train", "progress"), ("train", "checkpoint"), ("train", "checkpoint_every_s")}
 
 
 def dataclass_params(cls: type) -> dict[str, Param]:

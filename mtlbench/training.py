@@ -134,6 +134,11 @@ class Trainer:
     def _save_checkpoint(self, state: dict[str, Any]) -> None:
         if not self.tc.checkpoint:
             return
+        last = state["epoch"] >= self.tc.epochs or state["status"] != "ok"
+        now = time.monotonic()
+        if not last and now - getattr(self, "_last_save", -math.inf) < self.tc.checkpoint_every_s:
+            return
+        self._last_save = now
         path = self.out / CHECKPOINT
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)

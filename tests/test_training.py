@@ -112,3 +112,32 @@ def test_default_multimnist_hard_sharing_reaches_the_accuracy_target(tmp_path):
     record = train(cfg, tmp_path / "default")
     for task in ("left", "right"):
         assert record["metrics"]["test"][task]["accuracy"] >= 0.85
+
+
+STAGED = [("dsmtl_al", "rule.search_epochs"), ("dsmtl_il", "rule.stage1_epochs"), ("srdml", "rule.warmup_epochs"),
+          ("mgda", None)]
+
+
+@pytest.mark.parametrize(("method", "stage_key"), STAGED)
+def test_staged_methods_resume_exactly_across_their_stages(tmp_path, monkeypatch, method, stage_key):
+    """Interrupt after each epoch in turn, before and after a stage switch; the resumed run equals the whole."""
+    from mtlbench.training import Trainer
+
+    overrides = {"train.epochs": 6, "tracking.enabled": False, **({stage_key: 3} if stage_key else {})}
+    cfg = resolve_config("synthetic_relations", method, 0, overrides)
+    whole = train(cfg, tmp_path / "whole")
+    original = Trainer._save_checkpoint
+
+    for stop_after in (2, 4):
+        def interrupting(self, state, stop_after=stop_after):
+            original(self, state)
+            if state["epoch"] == stop_after:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(Trainer, "_save_checkpoint", interrupting)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, tmp_path / f"cut{stop_after}")
+        monkeypatch.setattr(Trainer, "_save_checkpoint", original)
+        resumed = train(cfg, tmp_path / f"cut{stop_after}")
+        assert resumed["metrics"] == whole["metrics"] and resumed["history"] == whole["history"]
+        assert resumed["method_state"] == whole["method_state"]

@@ -94,4 +94,5 @@ def get_figures():
 
 
 def get_final_output():
-    return get_tables() + get_figures()
+    """Every run record too: a deleted record is retrained (and the tables follow), not ignored."""
+    return get_records() + get_tables() + get_figures()
