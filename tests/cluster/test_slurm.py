@@ -35,6 +35,7 @@ def test_tiny_pipeline_runs_through_slurm(tmp_path):
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
            "--configfile", str(tmp_path / "config.yaml"), "--workflow-profile", str(ROOT / "workflow/profiles/slurm"),
            "--jobs", "2", "--slurm-init-seconds-before-status-checks", "2",
+           "--set-resources", "train_run:gpu=0",  # the CI node has no GPU; the profile asks for one
            "--default-resources", "slurm_partition=debug", "mem_mb=1000", "runtime=10"]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=1200,
                             env={**os.environ, "MTLBENCH_SLURM_PARTITION": "debug"})
