@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     except MtlbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

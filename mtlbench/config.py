@@ -125,6 +125,7 @@ def resolve_config(
                 _switch_component(cfg, key, value)
             else:
                 set_key(cfg, key, value)
+    check_train_values(cfg["train"])
     return cfg
 
 
@@ -136,6 +137,14 @@ def _switch_component(cfg: dict[str, Any], key: str, name: Any) -> None:
     registry = ARCHITECTURES if section == "arch" else UPDATE_RULES
     cls = registry.get(str(name))
     cfg[section] = {"name": name, **{k: p.default for k, p in signature_params(cls, ("tasks", "network")).items()}}
+
+
+def check_train_values(train: dict[str, Any]) -> None:
+    """Values that type-check but cannot train: one clear message instead of an empty or broken run."""
+    if train["epochs"] < 1:
+        raise MtlbenchError(f"train.epochs must be >= 1, got {train['epochs']}")
+    if train["lr"] <= 0:
+        raise MtlbenchError(f"train.lr must be > 0, got {train['lr']}")
 
 
 def component_kwargs(section: dict[str, Any]) -> dict[str, Any]:

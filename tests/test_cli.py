@@ -40,6 +40,9 @@ def test_list_names_every_dataset_and_method():
           "--set", "dataset.root=/nonexistent/mnist", "--no-tracking"],
          ["/nonexistent/mnist/MNIST/raw", "train-images-idx3-ubyte"]),
         (["--dataset", "multimnist", "--method", "nosuchpkg.mod:Thing"], ["cannot import module 'nosuchpkg.mod'"]),
+        (["--dataset", "multimnist", "--method", "hps", "--epochs", "0"], ["train.epochs must be >= 1"]),
+        (["--dataset", "multimnist", "--method", "mgda", "--set", "arch.name=cross_stitch", "--no-tracking",
+          "--set", "dataset.n_train=16"], ["update rule 'mgda'", "shares none"]),
     ],
 )
 def test_user_mistakes_get_one_clear_message(args, expected):

@@ -12,6 +12,9 @@ rule aggregate_tables:
         reference=config["statistics"]["reference"],
     log:
         "logs/aggregate_tables.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
     localrule: True
     shell:
         "mtlbench aggregate {input.records:q} --out {params.out:q} --reference {params.reference} > {log} 2>&1"

@@ -11,6 +11,9 @@ rule data_tracking_store:
         enabled=is_tracking(),
     log:
         "logs/data_tracking_store.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
     localrule: True
     shell:
         "if [ {params.enabled} = True ]; then "

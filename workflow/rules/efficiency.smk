@@ -7,6 +7,9 @@ rule efficiency_table:
         benchmark=config["efficiency"]["benchmark_json"],
     log:
         "logs/efficiency_table.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
     localrule: True
     shell:
         "mtlbench efficiency {input.records:q} --out {output.efficiency:q} --benchmark {params.benchmark:q} "

@@ -16,6 +16,9 @@ rule report_figures:
         out=lambda wc, output: os.path.dirname(output.metrics_ci),
     log:
         "logs/report_figures.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
     localrule: True
     shell:
         "MPLBACKEND=Agg mtlbench figures {input.records:q} --tables {params.tables:q} --out {params.out:q} > {log} 2>&1"

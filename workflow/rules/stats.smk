@@ -14,6 +14,9 @@ rule stats_tests:
         alpha=config["statistics"]["alpha"],
     log:
         "logs/stats_tests.log",
+    resources:
+        mem_mb=2000,
+        runtime=10,
     localrule: True
     shell:
         "mtlbench stats --metrics {input.metrics:q} --out {params.out:q} --baselines {params.baselines} "
