@@ -55,7 +55,7 @@ def relation_matrices(records: list[dict], path: Path) -> None:
     for dataset in sorted({r["dataset"] for r in records}):
         runs = [r for r in records
                 if r["dataset"] == dataset and r["status"] == "ok" and "relation" in r["method_state"]]
-        if not runs:
+        if not runs or len(runs[0]["method_state"]["relation"]) < 3:  # with two tasks omega is trivially 1
             continue
         for method in sorted({r["method"] for r in runs}):
             mats = [np.array(r["method_state"]["relation"]) for r in runs if r["method"] == method]

@@ -138,7 +138,7 @@ def test_unrolled_gate_gradient_matches_finite_differences():
         grads = torch.autograd.grad(loss, list(w.values()), allow_unused=True)
         unrolled = {k: v - 0.1 * (gr if gr is not None else 0) for (k, v), gr in zip(w.items(), grads, strict=True)}
         out = functional_call(model, {**unrolled, "gates.logits": logits}, (xv,))
-        return float(task_losses(out, yv, tasks).sum())
+        return float(task_losses(out, yv, tasks).sum().detach())
 
     base = named["gates.logits"].detach().clone()
     eps = 1e-6

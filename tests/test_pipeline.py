@@ -101,8 +101,9 @@ def test_deleting_one_record_retrains_only_that_job(tiny_run):
 
 def test_interrupted_pipeline_completes_when_rerun(tmp_path):
     config = {**TINY, "datasets": ["multimnist"], "methods": ["hps"], "seeds": [0],
-              "overrides": {"common": {"train.epochs": 6},
-                            "datasets": {"multimnist": {"dataset.n_train": 1024, "train.batch_size": 64}}}}
+              # long enough that the job is still running when Ctrl-C arrives; a checkpoint after every epoch
+              "overrides": {"common": {"train.epochs": 40, "train.checkpoint_every_s": 0},
+                            "datasets": {"multimnist": {"dataset.n_train": 512, "train.batch_size": 64}}}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--cores", "2",
            "--configfile", str(tmp_path / "config.yaml")]
