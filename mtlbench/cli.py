@@ -31,6 +31,14 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="list registered datasets and methods")
 
+    data = sub.add_parser("data", help="datasets on disk")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    check = data_sub.add_parser("check", help="verify a copy of a dataset: files, layout, shapes, label ranges")
+    check.add_argument("--dataset", required=True)
+    check.add_argument("--root", required=True)
+    check.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                       help="other dataset.* settings, e.g. dataset.source=torchvision")
+
     agg = sub.add_parser("aggregate", help="run records -> metrics.csv, delta_m.csv, summary.{csv,md,tex}")
     agg.add_argument("records", nargs="+", type=Path)
     agg.add_argument("--out", type=Path, required=True)
@@ -106,6 +114,31 @@ def cmd_tracking(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from mtlbench.config import parse_overrides
+    from mtlbench.params import coerce, signature_params
+    from mtlbench.registry import DATASETS
+
+    cls = DATASETS.get(args.dataset)
+    params = signature_params(cls)
+    kwargs = {}
+    for key, value in {"dataset.root": args.root, **parse_overrides(args.sets)}.items():
+        name = key.removeprefix("dataset.")
+        if name not in params:
+            raise MtlbenchError(f"dataset {args.dataset!r} has no setting {name!r}; valid: {', '.join(sorted(params))}")
+        kwargs[name] = coerce(key, value, params[name].annotation)
+    problems, warnings = cls(**kwargs).check()
+    for line in warnings:
+        print(f"warning: {line}")
+    for line in problems:
+        print(f"problem: {line}")
+    if problems:
+        print(f"{args.dataset} at {args.root}: {len(problems)} problem(s)")
+        return 1
+    print(f"{args.dataset} at {args.root}: ok")
+    return 0
+
+
 def cmd_pipeline_stage(args: argparse.Namespace) -> int:
     from mtlbench import pipeline
 
@@ -122,7 +155,8 @@ def cmd_pipeline_stage(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"train": cmd_train, "list": cmd_list, "tracking": cmd_tracking, "aggregate": cmd_pipeline_stage,
+    handler = {"train": cmd_train, "list": cmd_list, "tracking": cmd_tracking, "data": cmd_data,
+               "aggregate": cmd_pipeline_stage,
                "stats": cmd_pipeline_stage, "efficiency": cmd_pipeline_stage,
                "figures": cmd_pipeline_stage}[args.command]
     try:

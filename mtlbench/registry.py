@@ -19,6 +19,7 @@ T = TypeVar("T")
 BUILTIN_MODULES = (
     "mtlbench.data.synthetic",
     "mtlbench.data.multimnist",
+    "mtlbench.data.dense",
     "mtlbench.architectures",
     "mtlbench.update_rules",
     "baselines.stl",

@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-TaskKind = Literal["classification", "binary", "regression"]
+TaskKind = Literal["classification", "binary", "regression", "segmentation", "depth", "normals"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,17 @@ _KIND_METRICS: dict[str, tuple[MetricSpec, ...]] = {
         MetricSpec("recall", True),
     ),
     "regression": (MetricSpec("mse", False), MetricSpec("mae", False)),
+    "segmentation": (MetricSpec("miou", True), MetricSpec("pixel_acc", True)),
+    "depth": (MetricSpec("abs_err", False), MetricSpec("rel_err", False)),
+    "normals": (
+        MetricSpec("mean_angle", False),
+        MetricSpec("median_angle", False),
+        MetricSpec("within_11.25", True),
+        MetricSpec("within_22.5", True),
+        MetricSpec("within_30", True),
+    ),
 }
+DENSE_KINDS = ("segmentation", "depth", "normals")
 
 
 @dataclass(frozen=True)
@@ -50,8 +61,10 @@ class TaskSpec:
 
     @property
     def num_outputs(self) -> int:
-        """Width of the head's last layer."""
-        return self.num_classes if self.kind == "classification" else 1
+        """Width (channels) of the head's last layer."""
+        if self.kind in ("classification", "segmentation"):
+            return self.num_classes
+        return 3 if self.kind == "normals" else 1
 
     @property
     def primary_metric(self) -> MetricSpec:
@@ -62,11 +75,13 @@ class TaskSpec:
 
     def squeeze(self, output: torch.Tensor) -> torch.Tensor:
         """Heads of single-output tasks return (B, 1); losses and saliencies want (B,)."""
-        return output if self.kind == "classification" else output.squeeze(-1)
+        return output if self.kind in ("classification", *DENSE_KINDS) else output.squeeze(-1)
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean loss over the labelled samples of the batch (0 when none is labelled)."""
         output = self.squeeze(output)
+        if self.kind in DENSE_KINDS:
+            return dense_loss(self.kind, output, target)
         if self.kind == "classification":
             if bool((target >= 0).any()):
                 return F.cross_entropy(output, target, ignore_index=-1)
@@ -78,8 +93,8 @@ class TaskSpec:
         mask = ~torch.isnan(target)
         return F.mse_loss(output[mask], target[mask]) if mask.any() else output.sum() * 0.0
 
-    def evaluator(self) -> Evaluator:
-        return Evaluator(self)
+    def evaluator(self) -> Evaluator | DenseEvaluator:
+        return DenseEvaluator(self) if self.kind in DENSE_KINDS else Evaluator(self)
 
 
 class Evaluator:
@@ -125,3 +140,73 @@ def binary_metrics(logits: torch.Tensor, target: torch.Tensor) -> dict[str, floa
         "precision": precision,
         "recall": recall,
     }
+
+
+# --- dense prediction (NYUv2, Cityscapes): labels -1 / depth 0 / normal (0, 0, 0) mark invalid pixels --------
+def _depth_mask(target: torch.Tensor) -> torch.Tensor:
+    return target > 0
+
+
+def _normal_mask(target: torch.Tensor) -> torch.Tensor:
+    return target.abs().sum(1) > 0
+
+
+def dense_loss(kind: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Segmentation: pixel cross-entropy; depth: L1 on valid pixels; normals: 1 - cosine on valid pixels."""
+    if kind == "segmentation":
+        if bool((target >= 0).any()):
+            return F.cross_entropy(output, target.long(), ignore_index=-1)
+        return output.sum() * 0.0
+    if kind == "depth":
+        target = target.reshape(output.shape)
+        mask = _depth_mask(target)
+        return (output[mask] - target[mask]).abs().mean() if mask.any() else output.sum() * 0.0
+    mask = _normal_mask(target)
+    cos = F.cosine_similarity(F.normalize(output, dim=1), target, dim=1)
+    return (1 - cos[mask]).mean() if mask.any() else output.sum() * 0.0
+
+
+class DenseEvaluator:
+    """Streaming, exact split metrics for dense tasks: a confusion matrix for segmentation, error sums for
+    depth, and every valid pixel's angle for normals (the median needs them all)."""
+
+    def __init__(self, task: TaskSpec):
+        self.task = task
+        self.confusion = torch.zeros(task.num_classes, task.num_classes, dtype=torch.long)
+        self.abs_sum = self.rel_sum = 0.0
+        self.count = 0
+        self.angles: list[torch.Tensor] = []
+
+    def update(self, output: torch.Tensor, target: torch.Tensor) -> None:
+        output, target = output.detach().float().cpu(), target.detach().cpu()
+        if self.task.kind == "segmentation":
+            pred = output.argmax(1)
+            valid = target >= 0
+            c = self.task.num_classes
+            idx = target[valid].long() * c + pred[valid]
+            self.confusion += torch.bincount(idx, minlength=c * c).view(c, c)
+        elif self.task.kind == "depth":
+            target = target.float().reshape(output.shape)
+            mask = _depth_mask(target)
+            err = (output[mask] - target[mask]).abs()
+            self.abs_sum += float(err.sum())
+            self.rel_sum += float((err / target[mask]).sum())
+            self.count += int(mask.sum())
+        else:
+            mask = _normal_mask(target)
+            cos = F.cosine_similarity(F.normalize(output, dim=1), target.float(), dim=1).clamp(-1, 1)
+            self.angles.append(torch.rad2deg(torch.acos(cos[mask])))
+
+    def compute(self) -> dict[str, float]:
+        if self.task.kind == "segmentation":
+            conf = self.confusion.double()
+            inter = conf.diag()
+            union = conf.sum(0) + conf.sum(1) - inter
+            present = union > 0  # classes that occur in the split (as truth or prediction)
+            return {"miou": float((inter[present] / union[present]).mean()),
+                    "pixel_acc": float(inter.sum() / conf.sum())}
+        if self.task.kind == "depth":
+            return {"abs_err": self.abs_sum / self.count, "rel_err": self.rel_sum / self.count}
+        angles = torch.cat(self.angles).double()
+        return {"mean_angle": float(angles.mean()), "median_angle": float(np.median(angles.numpy())),
+                **{f"within_{t}": float((angles < float(t)).double().mean()) for t in ("11.25", "22.5", "30")}}

@@ -88,6 +88,8 @@ def test_torchvision_source_reads_real_idx_files(tmp_path):
     assert (len(tr[0]), len(va[0]), len(te[0])) == (54, 6, 20)
     bundle = provider.load(0)
     assert bundle.train.x.shape == (40, 1, 28, 28)
+    problems, warnings = provider.check()  # the fixture's bytes are not the published ones: warnings only
+    assert problems == [] and len(warnings) == 4 and all("checksum" in w for w in warnings)
 
 
 def test_torchvision_source_missing_files_names_the_expected_path(tmp_path):

@@ -56,7 +56,10 @@ def iterate_batches(
             idx = order[start : start + size]
             yield data.x[idx].to(device), [t[idx].to(device) for t in data.targets]
         return
-    loader = DataLoader(data, batch_size=size, shuffle=shuffle, generator=generator, num_workers=0)
+    # a last training batch of one sample breaks BatchNorm layers in training mode: drop it
+    drop_last = shuffle and size > 1 and n % size == 1
+    loader = DataLoader(data, batch_size=size, shuffle=shuffle, generator=generator, num_workers=0,
+                        drop_last=drop_last)
     for x, targets in loader:
         yield x.to(device), [t.to(device) for t in targets]
 
@@ -80,3 +83,7 @@ class DatasetProvider:
 
     def load(self, data_seed: int) -> DatasetBundle:
         raise NotImplementedError
+
+    def check(self) -> tuple[list[str], list[str]]:
+        """(problems, warnings) of the user's copy of the data; tier-0 data has nothing to check."""
+        return [], []

@@ -111,6 +111,27 @@ class MultiMNIST(DatasetProvider):
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.n_train, self.n_val, self.n_test = n_train, n_val, n_test
 
+    def check(self) -> tuple[list[str], list[str]]:
+        """The IDX files torchvision reads; a checksum other than the published one is only a warning."""
+        if self.source != "torchvision":
+            return [], []
+        import hashlib
+
+        from torchvision import datasets
+
+        cls = datasets.MNIST if self.flavour == "mnist" else datasets.FashionMNIST
+        raw = self.root / cls.__name__ / "raw"
+        problems, warnings = [], []
+        for name, md5 in cls.resources:
+            gz, plain = raw / name, raw / name.removesuffix(".gz")
+            if not gz.exists() and not plain.exists():
+                problems.append(f"missing {plain}[.gz]")
+            elif gz.exists() and hashlib.md5(gz.read_bytes()).hexdigest() != md5:
+                warnings.append(f"{gz}: checksum differs from the published one (a re-encoded copy?)")
+        if problems:
+            problems.append(f"expected {torchvision_layout(self.root, self.flavour)}")
+        return problems, warnings
+
     def digit_splits(self, g: torch.Generator):
         """Three disjoint sets of digit images (train, val, test)."""
         if self.source == "torchvision":
