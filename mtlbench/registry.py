@@ -20,6 +20,8 @@ BUILTIN_MODULES = (
     "mtlbench.data.synthetic",
     "mtlbench.data.multimnist",
     "mtlbench.data.dense",
+    "mtlbench.data.cifar_mtl",
+    "mtlbench.data.celeba",
     "mtlbench.architectures",
     "mtlbench.update_rules",
     "baselines.stl",
