@@ -22,6 +22,7 @@ BUILTIN_MODULES = (
     "mtlbench.data.dense",
     "mtlbench.data.cifar_mtl",
     "mtlbench.data.celeba",
+    "mtlbench.data.office",
     "mtlbench.architectures",
     "mtlbench.update_rules",
     "baselines.stl",

@@ -13,6 +13,7 @@ from PIL import Image
 from mtlbench.cli import main
 from mtlbench.config import resolve_config
 from mtlbench.data import iterate_batches
+from mtlbench.data.office import Office31
 from mtlbench.errors import MtlbenchError
 from mtlbench.training import build, evaluate, make_optimizer, train_config
 from tests.test_data import _write_idx
@@ -76,7 +77,8 @@ def write_celeba(root, n=9, seed=0):
     (folder / "img_align_celeba").mkdir(parents=True)
     names = [f"{i + 1:06d}.jpg" for i in range(n)]
     for name in names:
-        Image.fromarray(rng.integers(0, 256, size=(24, 20, 3), dtype=np.uint8)).save(folder / "img_align_celeba" / name)
+        pixels = rng.integers(0, 256, size=(24, 20, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / "img_align_celeba" / name)
     attrs = rng.choice([-1, 1], size=(n, 40))
     (folder / "list_attr_celeba.txt").write_text(
         f"{n}\n" + " ".join(ATTRS) + " \n" + "".join(f"{m} " + " ".join(f"{v:2d}" for v in row) + "\n"
@@ -121,3 +123,44 @@ def test_multifashion_from_fashion_mnist_idx_files(tmp_path):
                                                     "tracking.enabled": False})
     metrics, bundle = _one_step(cfg)
     assert set(metrics) == {"left", "right"} and bundle.train.x.shape == (32, 1, 28, 28)
+
+
+def write_office31(root, per_class=5, seed=0, with_lists=True):
+    rng = np.random.default_rng(seed)
+    for domain in ("amazon", "dslr", "webcam"):
+        for cls in ("back_pack", "bike"):
+            folder = root / domain / "images" / cls
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, size=(18, 18, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"frame_{i:04d}.jpg")
+    if with_lists:  # dslr gets published-style split lists; the other domains use the seeded split
+        (root / "splits").mkdir()
+        for split, ids in (("train", [0, 1, 2]), ("val", [3]), ("test", [4])):
+            lines = [f"dslr/images/{c}/frame_{i:04d}.jpg {label}" for label, c in enumerate(("back_pack", "bike"))
+                     for i in ids]
+            (root / "splits" / f"dslr_{split}.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_office31_domains_as_tasks(tmp_path):
+    write_office31(tmp_path)
+    cfg = resolve_config("office31", "hps", 0, {"dataset.root": str(tmp_path), "dataset.image_size": 32,
+                                                "dataset.backbone": "resnet18", "tracking.enabled": False})
+    metrics, bundle = _one_step(cfg, batch=4)
+    assert [t.name for t in bundle.tasks] == ["amazon", "dslr", "webcam"]
+    assert all(t.num_classes == 2 for t in bundle.tasks)
+    # dslr follows its lists (6 / 2 / 2); amazon and webcam split 10 images 6 / 2 / 2
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (18, 6, 6)
+    image, targets = bundle.test[0]
+    assert image.shape == (3, 32, 32)
+    assert sum(int(t) >= 0 for t in targets) == 1  # labelled for its own domain only
+    assert set(metrics) == {"amazon", "dslr", "webcam"}
+
+
+def test_office_missing_or_bad_lists_are_named(tmp_path):
+    assert main(["data", "check", "--dataset", "office31", "--root", str(tmp_path)]) == 1
+    write_office31(tmp_path)
+    bad = "dslr/images/bike/nothere.jpg 1\ndslr/images/bike/frame_0000.jpg 7\n"
+    (tmp_path / "splits" / "dslr_test.txt").write_text(bad)
+    problems, _ = Office31(root=str(tmp_path)).check()
+    assert any("no image" in p for p in problems) and any("outside 0..1" in p for p in problems)
