@@ -121,3 +121,20 @@ def test_data_check_of_mnist_files(tmp_path, capsys):
                  "--set", "dataset.source=torchvision"]) == 1
     out = capsys.readouterr().out
     assert "train-images-idx3-ubyte" in out and str(tmp_path / "MNIST" / "raw") in out
+
+
+def test_cityscapes_loader_and_one_step(tmp_path):
+    rng = np.random.default_rng(1)
+    for split, n in (("train", 4), ("val", 2)):
+        for folder in ("image", "label_7", "depth"):
+            (tmp_path / split / folder).mkdir(parents=True)
+        for i in range(n):
+            np.save(tmp_path / split / "image" / f"{i}.npy", rng.random((3, 16, 32), dtype=np.float32))
+            np.save(tmp_path / split / "label_7" / f"{i}.npy", rng.integers(-1, 7, size=(16, 32)).astype(np.float32))
+            np.save(tmp_path / split / "depth" / f"{i}.npy", rng.random((16, 32), dtype=np.float32))  # (H, W) too
+    cfg = resolve_config("cityscapes", "hps", 0, {"dataset.root": str(tmp_path), "tracking.enabled": False})
+    bundle, model, rule = build(cfg)
+    assert [(t.name, t.num_outputs) for t in bundle.tasks] == [("segmentation", 7), ("depth", 1)]
+    x, targets = next(iter(torch.utils.data.DataLoader(bundle.train, batch_size=2)))
+    assert targets[1].shape == (2, 1, 16, 32)
+    assert torch.isfinite(rule.backward(x, targets)).all()

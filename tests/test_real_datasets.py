@@ -164,3 +164,19 @@ def test_office_missing_or_bad_lists_are_named(tmp_path):
     (tmp_path / "splits" / "dslr_test.txt").write_text(bad)
     problems, _ = Office31(root=str(tmp_path)).check()
     assert any("no image" in p for p in problems) and any("outside 0..1" in p for p in problems)
+
+
+def test_office_home_layout_without_images_folder(tmp_path):
+    rng = np.random.default_rng(2)
+    for domain in ("Art", "Clipart", "Product", "Real_World"):
+        for cls in ("Alarm_Clock", "Bike", "Pen"):
+            (tmp_path / domain / cls).mkdir(parents=True)
+            for i in range(5):
+                pixels = rng.integers(0, 256, size=(12, 12, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / domain / cls / f"{i:05d}.jpg")
+    cfg = resolve_config("office_home", "hps", 0, {"dataset.root": str(tmp_path), "dataset.image_size": 32,
+                                                   "dataset.backbone": "resnet18", "tracking.enabled": False})
+    metrics, bundle = _one_step(cfg, batch=6)
+    assert [t.num_classes for t in bundle.tasks] == [3, 3, 3, 3] and bundle.info["classes"] == ["Alarm_Clock", "Bike",
+                                                                                                  "Pen"]
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (36, 12, 12)

@@ -93,3 +93,17 @@ def test_diverged_runs_are_counted_not_dropped():
     summary = summarize(with_delta_m(tidy_metrics(recs)))
     assert summary[summary.method == "hps"].n_diverged.max() == 1
     assert summary[(summary.method == "hps") & (summary.metric == "score")].n.iloc[0] == 1
+
+
+def test_binary_metrics_by_hand():
+    import torch
+
+    from mtlbench.tasks import binary_metrics
+
+    logits = torch.tensor([2.0, 1.0, -0.5, 0.5, -1.0, -2.0])
+    target = torch.tensor([1, 0, 1, 1, 0, 0])
+    m = binary_metrics(logits, target)
+    # positives score 2.0, -0.5, 0.5; negatives 1.0, -1.0, -2.0: 7 of the 9 pairs are ordered correctly
+    assert m["auc"] == pytest.approx(7 / 9)
+    # predicted positive (logit > 0): 2.0 (tp), 1.0 (fp), 0.5 (tp) -> precision 2/3, recall 2/3, accuracy 4/6
+    assert (m["precision"], m["recall"], m["accuracy"]) == pytest.approx((2 / 3, 2 / 3, 4 / 6))
