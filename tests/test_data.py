@@ -76,13 +76,18 @@ def _write_idx(path, data: torch.Tensor) -> None:
         fh.write(header + data.to(torch.uint8).numpy().tobytes())
 
 
-def test_torchvision_source_reads_real_idx_files(tmp_path):
-    raw = tmp_path / "MNIST" / "raw"
+def write_mnist_files(root, folder: str = "MNIST", n_train: int = 60, n_test: int = 20) -> None:
+    """A tiny MNIST-format copy (the published .gz IDX files) under root/<folder>/raw."""
+    raw = root / folder / "raw"
     raw.mkdir(parents=True)
     g = torch.Generator().manual_seed(0)
-    for split, n in (("train", 60), ("t10k", 20)):
+    for split, n in (("train", n_train), ("t10k", n_test)):
         _write_idx(raw / f"{split}-images-idx3-ubyte.gz", torch.randint(0, 256, (n, 28, 28), generator=g))
         _write_idx(raw / f"{split}-labels-idx1-ubyte.gz", torch.randint(0, 10, (n,), generator=g))
+
+
+def test_torchvision_source_reads_real_idx_files(tmp_path):
+    write_mnist_files(tmp_path)
     provider = MultiMNIST(source="torchvision", root=str(tmp_path), n_train=40, n_val=10, n_test=10)
     tr, va, te = provider.digit_splits(torch.Generator().manual_seed(0))
     assert (len(tr[0]), len(va[0]), len(te[0])) == (54, 6, 20)

@@ -16,7 +16,7 @@ from mtlbench.data import iterate_batches
 from mtlbench.data.office import Office31
 from mtlbench.errors import MtlbenchError
 from mtlbench.training import build, evaluate, make_optimizer, train_config
-from tests.test_data import _write_idx
+from tests.test_data import write_mnist_files
 
 
 def _one_step(cfg: dict, batch: int = 4) -> tuple[dict, object]:
@@ -112,12 +112,7 @@ def test_celeba_missing_is_named(tmp_path):
 
 
 def test_multifashion_from_fashion_mnist_idx_files(tmp_path):
-    raw = tmp_path / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    g = torch.Generator().manual_seed(0)
-    for split, n in (("train", 60), ("t10k", 20)):
-        _write_idx(raw / f"{split}-images-idx3-ubyte.gz", torch.randint(0, 256, (n, 28, 28), generator=g))
-        _write_idx(raw / f"{split}-labels-idx1-ubyte.gz", torch.randint(0, 10, (n,), generator=g))
+    write_mnist_files(tmp_path, "FashionMNIST")
     cfg = resolve_config("multifashion", "hps", 0, {"dataset.root": str(tmp_path), "dataset.n_train": 32,
                                                     "dataset.n_val": 8, "dataset.n_test": 8,
                                                     "tracking.enabled": False})
