@@ -107,8 +107,11 @@ def test_interrupted_pipeline_completes_when_rerun(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--cores", "2",
            "--configfile", str(tmp_path / "config.yaml")]
+    # a terminal's Ctrl-C: SIGINT has its default action there, even when this test runs under a runner
+    # that started it in the background (which leaves SIGINT ignored, and children inherit that)
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ckpt = tmp_path / "results" / "runs" / "multimnist" / "hps" / "seed0" / "checkpoint.pt"
     deadline = time.time() + 300
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
