@@ -36,6 +36,9 @@ class TrainConfig:
 @dataclass
 class TrackingConfig:
     enabled: bool = True
+    # true: the training process logs while it trains; false: only the run record is written, and
+    # `mtlbench tracking log` (the pipeline's train_tracking_log rule) logs it afterwards, same content
+    live: bool = True
     uri: str = "sqlite:///results/mlflow.db"
     artifacts: str = "results/mlartifacts"
     experiment: str = "mtlbench"

@@ -3,10 +3,19 @@
 SQLite allows one writer at a time; parallel pipeline jobs therefore (1) find the database already created
 by `mtlbench tracking init` (schema migrations are the one step that must not race) and (2) retry a write
 that meets a locked database, so no run is lost.
+
+Two ways to track, with the same content (the functions `run_params` ... `final_metrics` are the one
+definition of what an MLflow run holds):
+- live (`tracking.live=true`): the training process logs while it trains;
+- from the record (`tracking.live=false`): `log_records` logs finished run records afterwards, in one process
+  for all runs. Importing MLflow and opening the store costs a few seconds per process, which dominates a
+  tier-0 job; the default pipeline therefore tracks its many short runs this way.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import time
 from collections.abc import Callable
@@ -134,7 +143,93 @@ class NullTracker:
 
 
 def make_tracker(cfg: TrackingConfig, run_name: str, run_id: str | None = None) -> Tracker | NullTracker:
-    return Tracker(cfg, run_name, run_id) if cfg.enabled else NullTracker()
+    """The live tracker of a training process (a no-op when tracking is off or deferred to the record)."""
+    return Tracker(cfg, run_name, run_id) if cfg.enabled and cfg.live else NullTracker()
+
+
+# --- what an MLflow run holds: one definition for live tracking and for logging from a record ------------
+def run_name(cfg: dict[str, Any]) -> str:
+    return f"{cfg['dataset']['name']}/{cfg['method']}/seed{cfg['seed']}"
+
+
+def run_params(cfg: dict[str, Any], config_hash: str) -> dict[str, Any]:
+    return {**flatten({k: v for k, v in cfg.items() if k != "tracking"}), "config_hash": config_hash}
+
+
+def run_tags(cfg: dict[str, Any]) -> dict[str, str]:
+    return {"dataset": cfg["dataset"]["name"], "method": cfg["method"], "seed": str(cfg["seed"])}
+
+
+def log_every(configured: int, epochs: int) -> int:
+    """Per-epoch metrics every k epochs: the configured k (`tracking.log_every`), or ~50 points per metric."""
+    return configured or max(1, epochs // 50)
+
+
+def is_logged_epoch(epoch: int, epochs: int, every: int, run_ended: bool) -> bool:
+    return epoch % every == 0 or epoch == epochs - 1 or run_ended
+
+
+def epoch_metrics(task_names: list[str], entry: dict[str, Any], epoch_seconds: float) -> dict[str, float]:
+    """One epoch of the run history as MLflow metrics."""
+    return {**{f"train_loss.{t}": v for t, v in zip(task_names, entry["train_loss"], strict=True)},
+            **{f"val.{k}": v for k, v in flatten(entry["val"]).items()},
+            **{f"rule.{k}": v for k, v in flatten(entry.get("rule", {})).items()},
+            "epoch_seconds": epoch_seconds}
+
+
+def final_metrics(record: dict[str, Any]) -> dict[str, float]:
+    return {f"test.{k}": v for k, v in flatten(record["metrics"]["test"]).items() if isinstance(v, float)}
+
+
+def final_status(status: str) -> str:
+    return "FINISHED" if status == "ok" else "FAILED"
+
+
+RECORD_TAG = "record_sha256"
+
+
+def log_records(cfg: TrackingConfig, paths: list[Path]) -> dict[str, str]:
+    """Log finished run records to MLflow; returns record path -> MLflow run id.
+
+    Idempotent: a record already tracked live carries its run id, and a record logged here before is found
+    by the hash of its bytes (tag `record_sha256`), so rerunning after one run changed logs only that run."""
+    from mlflow.tracking import MlflowClient
+
+    experiment = init_store(cfg)
+    client = _retry(lambda: MlflowClient(tracking_uri=cfg.uri))
+    runs: dict[str, str] = {}
+    for path in paths:
+        raw = Path(path).read_bytes()
+        record = json.loads(raw)
+        if record.get("mlflow_run_id"):
+            runs[str(path)] = record["mlflow_run_id"]
+            continue
+        sha = hashlib.sha256(raw).hexdigest()
+        found = _retry(lambda s=sha: client.search_runs([experiment], filter_string=f"tags.{RECORD_TAG} = '{s}'",
+                                                        max_results=1))
+        if found:
+            runs[str(path)] = found[0].info.run_id
+            continue
+        tracker = Tracker(cfg, run_name(record["config"]))
+        tracker.log_params(run_params(record["config"], record["config_hash"]))
+        tracker.set_tags({**run_tags(record["config"]), RECORD_TAG: sha})
+        _log_history(tracker, record)
+        tracker.log_metrics(final_metrics(record), step=record["config"]["train"]["epochs"])
+        tracker.log_artifact(Path(path))
+        tracker.finish(final_status(record["status"]))
+        runs[str(path)] = tracker.run_id
+    return runs
+
+
+def _log_history(tracker: Tracker, record: dict[str, Any]) -> None:
+    history, epochs = record["history"], record["config"]["train"]["epochs"]
+    every = log_every(record["config"].get("tracking", {}).get("log_every", 0), epochs)
+    task_names = list(record["directions"])
+    seconds = record["timing"].get("epoch_seconds") or [float("nan")] * len(history)
+    for i, (entry, epoch_seconds) in enumerate(zip(history, seconds, strict=True)):
+        ended = i == len(history) - 1 and record["status"] != "ok"
+        if is_logged_epoch(entry["epoch"], epochs, every, ended):
+            tracker.log_metrics(epoch_metrics(task_names, entry, epoch_seconds), step=entry["epoch"])
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

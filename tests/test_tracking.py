@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -40,3 +41,58 @@ def test_parallel_runs_are_all_tracked(tmp_path):
         assert len(client.get_metric_history(run.info.run_id, "val.task01.mse")) == 15  # log_every: auto -> 1
         assert "test.task01.mse" in run.data.metrics
         assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["record.json"]
+
+
+def _run_content(client, run_id):
+    """Everything a run holds except its identity and wall-clock times."""
+    run = client.get_run(run_id)
+    histories = {key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+                 for key in run.data.metrics}
+    tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.") and k != "record_sha256"}
+    return {"params": run.data.params, "tags": tags, "metrics": histories, "status": run.info.status,
+            "name": run.info.run_name, "artifacts": [a.path for a in client.list_artifacts(run_id)]}
+
+
+def test_logging_a_record_gives_the_run_that_live_tracking_gives(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sets = ["--set", f"tracking.uri={uri}", "--set", f"tracking.artifacts={tmp_path / 'artifacts'}",
+            "--set", "tracking.log_every=3"]
+    live = run_cli("train", "--dataset", "synthetic_relations", "--method", "srdml", "--seed", "1",
+                   "--out", str(tmp_path / "live"), "--epochs", "10", *sets, cwd=tmp_path)
+    assert live.returncode == 0, live.stderr
+    record = json.loads((tmp_path / "live" / "record.json").read_text())
+    live_id = record["mlflow_run_id"]
+    # the same record as a run trained with tracking.live=false would have written it
+    deferred = tmp_path / "deferred" / "record.json"
+    deferred.parent.mkdir()
+    deferred.write_text(json.dumps({**record, "mlflow_run_id": None}))
+
+    args = ["tracking", "log", str(deferred), str(tmp_path / "live" / "record.json"), "--uri", uri,
+            "--out", str(tmp_path / "runs.json")]
+    first = run_cli(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    runs = json.loads((tmp_path / "runs.json").read_text())
+    assert runs[str(tmp_path / "live" / "record.json")] == live_id  # tracked live: not logged twice
+    client = MlflowClient(tracking_uri=uri)
+    logged = _run_content(client, runs[str(deferred)])
+    assert logged == _run_content(client, live_id)
+    assert [step for step, _ in logged["metrics"]["val.task01.mse"]] == [0, 3, 6, 9]  # the record's log_every
+    assert any(k.startswith("rule.") for k in logged["metrics"])  # SRDML's relation weights per epoch
+
+    again = run_cli(*args, cwd=tmp_path)  # idempotent: the record is found by its hash
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "runs.json").read_text()) == runs
+    experiment = client.get_experiment_by_name("mtlbench")
+    assert len(client.search_runs([experiment.experiment_id])) == 2
+
+
+def test_deferred_tracking_writes_no_run_until_logged(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = run_cli("train", "--dataset", "synthetic_relations", "--method", "hps", "--seed", "0",
+                     "--out", str(tmp_path / "run"), "--epochs", "2", "--set", f"tracking.uri={uri}",
+                     "--set", "tracking.live=false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+    assert json.loads((tmp_path / "run" / "record.json").read_text())["mlflow_run_id"] is None
+    missing = run_cli("tracking", "log", str(tmp_path / "nope.json"), "--uri", uri, cwd=tmp_path)
+    assert missing.returncode == 2 and "no run record at" in missing.stderr and "Traceback" not in missing.stderr

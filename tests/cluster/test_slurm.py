@@ -30,7 +30,8 @@ def test_tiny_pipeline_runs_through_slurm(tmp_path):
     if state not in ("idle", "mixed", "allocated"):
         pytest.skip(f"no SLURM cluster answers here (sinfo state: {state!r}); "
                     "start one with tests/cluster/start_slurm.sh")
-    config = {**TINY, "datasets": ["synthetic_relations"]}
+    # live tracking here (as on a real cluster): the jobs log to MLflow while they run
+    config = {**TINY, "datasets": ["synthetic_relations"], "tracking": {"live": True}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
            "--configfile", str(tmp_path / "config.yaml"), "--workflow-profile", str(ROOT / "workflow/profiles/slurm"),
@@ -47,6 +48,12 @@ def test_tiny_pipeline_runs_through_slurm(tmp_path):
     assert (metrics[(metrics.metric == "delta_m") & (metrics.method == "stl")].value == 0).all()
     for name in ("summary.md", "significance.csv", "safeness.csv", "efficiency.csv"):
         assert (tmp_path / "results" / "tables" / name).exists()
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("mtlbench").experiment_id])
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
 
     # and the training jobs went through SLURM: finished jobs stay in squeue (MinJobAge) without accounting
     history = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i %T %k"], capture_output=True, text=True,

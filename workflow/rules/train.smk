@@ -4,7 +4,7 @@
 
 rule train_run:
     input:
-        tracking=rules.data_tracking_store.output,
+        tracking=rules.data_tracking_store.output if is_live_tracking() else [],
     output:
         record=f"{RESULTS}/runs/{{dataset}}/{{method}}/seed{{seed}}/record.json",
     params:
@@ -23,3 +23,25 @@ rule train_run:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} mtlbench train --dataset {wildcards.dataset} "
         "--method {params.method:q} --seed {wildcards.seed} --data-seed {params.data_seed} "
         "--out {params.out:q} {params.sets} > {log} 2>&1 || [ $? -eq 3 ]"
+
+
+# With tracking.live=false the jobs above write only their records; one process logs them all to MLflow
+# (the same run content as live tracking; records logged before are recognised and skipped).
+rule train_tracking_log:
+    input:
+        records=get_records(),
+    output:
+        runs=f"{RESULTS}/mlflow_runs.json",
+    params:
+        uri=config["tracking"]["uri"],
+        experiment=config["tracking"]["experiment"],
+        artifacts=config["tracking"]["artifacts"],
+    log:
+        "logs/train_tracking_log.log",
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    localrule: True
+    shell:
+        "mtlbench tracking log {input.records:q} --uri {params.uri:q} --experiment {params.experiment:q} "
+        "--artifacts {params.artifacts:q} --out {output.runs:q} > {log} 2>&1"
