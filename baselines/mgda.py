@@ -6,8 +6,11 @@ MGDA takes g_t w.r.t. all shared parameters (T backward passes); MGDA-UB takes g
 representation A (heads only, then one trunk backward), which upper-bounds the same objective.
 
 The min-norm problem is solved on the T x T Gram matrix. Default: Wolfe's exact min-norm-point (active-set)
-algorithm, which terminates with the optimum. The paper's Frank-Wolfe solver is kept as `solver=frank_wolfe`
-for fidelity; it converges slowly when gradients share a large common component.
+algorithm, which terminates with the optimum; it works on the Gram matrix scaled to a unit diagonal maximum,
+so its answer does not depend on the gradients' scale. The official training loop's projected-gradient solver
+(`find_min_norm_element`) is `solver=projected_gradient`, and the paper's Frank-Wolfe `solver=frank_wolfe`;
+both start from the best pair with the official two-vector rule, and both stop after `max_iter` iterations
+(the official loop's iteration counter is never incremented, so its cap never fires: not copied).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from mtlbench.method import MethodSpec, register_method
 from mtlbench.registry import UPDATE_RULES
 from mtlbench.update_rules import UpdateRule, flat_task_gradients, task_losses
 
-Solver = Literal["active_set", "frank_wolfe"]
+Solver = Literal["active_set", "projected_gradient", "frank_wolfe"]
 
 
 def _pair_weight(g11: torch.Tensor, g12: torch.Tensor, g22: torch.Tensor) -> torch.Tensor:
@@ -31,17 +34,61 @@ def _pair_weight(g11: torch.Tensor, g12: torch.Tensor, g22: torch.Tensor) -> tor
     return ((g22 - g12) / denom).clamp(0.0, 1.0)
 
 
+def _official_pair_weight(g11: torch.Tensor, g12: torch.Tensor, g22: torch.Tensor) -> torch.Tensor:
+    """The official two-vector rule (`_min_norm_element_from2`): the exact weight on the first vector, except
+    that an endpoint optimum is returned as 0.999 / 0.001 rather than 1 / 0."""
+    if float(g12) >= float(g11):
+        return torch.full_like(g11, 0.999)
+    if float(g12) >= float(g22):
+        return torch.full_like(g11, 0.001)
+    return (g22 - g12) / (g11 + g22 - 2 * g12)
+
+
 def _best_pair(gram: torch.Tensor) -> torch.Tensor:
-    """The optimum restricted to the best pair of tasks (the paper's Frank-Wolfe start)."""
+    """The optimum restricted to the best pair of tasks, by the official two-vector rule (the official
+    solvers' start)."""
     t = gram.shape[0]
-    i, j = torch.triu_indices(t, t, offset=1, device=gram.device)
-    g11, g12, g22 = gram[i, i], gram[i, j], gram[j, j]
-    denom = (g11 + g22 - 2 * g12).clamp_min(torch.finfo(gram.dtype).tiny)
-    a = ((g22 - g12) / denom).clamp(0.0, 1.0)
-    values = a * a * g11 + 2 * a * (1 - a) * g12 + (1 - a) ** 2 * g22
-    k = int(torch.argmin(values))
-    alpha = torch.zeros(t, dtype=gram.dtype, device=gram.device)
-    alpha[i[k]], alpha[j[k]] = a[k], 1 - a[k]
+    best, alpha = float("inf"), torch.zeros(t, dtype=gram.dtype, device=gram.device)
+    for i in range(t):
+        for j in range(i + 1, t):
+            a = _official_pair_weight(gram[i, i], gram[i, j], gram[j, j])
+            value = float(a * a * gram[i, i] + 2 * a * (1 - a) * gram[i, j] + (1 - a) ** 2 * gram[j, j])
+            if value < best:
+                best = value
+                alpha = torch.zeros(t, dtype=gram.dtype, device=gram.device)
+                alpha[i], alpha[j] = a, 1 - a
+    return alpha
+
+
+def project_to_simplex(y: torch.Tensor) -> torch.Tensor:
+    """Euclidean projection onto the probability simplex (sort-based)."""
+    u = torch.sort(y, descending=True).values
+    css = torch.cumsum(u, 0) - 1
+    k = torch.arange(1, len(y) + 1, dtype=y.dtype, device=y.device)
+    rho = int(torch.nonzero(u - css / k > 0)[-1])
+    return (y - css[rho] / (rho + 1)).clamp_min(0.0)
+
+
+def projected_gradient_min_norm(gram: torch.Tensor, tol: float = 1e-5, max_iter: int = 250) -> torch.Tensor:
+    """The official training loop's solver (`find_min_norm_element`): from the best pair, step along the
+    negative gradient projected on the simplex's tangent plane as far as the first weight reaching 0 or 1,
+    project onto the simplex, and line-search exactly between the two points; stop when the weights move less
+    than `tol` (L1; the previous point is returned, as there) or after `max_iter` iterations."""
+    alpha = _best_pair(gram)
+    n = len(alpha)
+    for _ in range(max_iter):
+        grad = -(gram @ alpha)
+        proj = grad - grad.sum() / n
+        steps = torch.cat([-alpha[proj < 0] / proj[proj < 0], (1 - alpha[proj > 0]) / proj[proj > 0]])
+        steps = steps[steps > 1e-7]
+        t = min(1.0, float(steps.min())) if len(steps) else 1.0
+        candidate = project_to_simplex(alpha + t * proj)
+        g11, g12, g22 = alpha @ gram @ alpha, alpha @ gram @ candidate, candidate @ gram @ candidate
+        gamma = _official_pair_weight(g11, g12, g22)
+        new = gamma * alpha + (1 - gamma) * candidate
+        if float((new - alpha).abs().sum()) < tol:
+            return alpha
+        alpha = new
     return alpha
 
 
@@ -65,7 +112,11 @@ def active_set_min_norm(gram: torch.Tensor, tol: float = 1e-10, max_iter: int = 
     Minor cycle: move to the affine minimiser of the current support, dropping tasks whose weight hits zero.
     """
     t = gram.shape[0]
-    scale = float(gram.diagonal().max().clamp_min(torch.finfo(gram.dtype).tiny))
+    # Work at unit scale: the KKT system mixes Gram entries with the constraint's ones, and a least-squares
+    # solve of an unscaled system (entries ~1e8 or ~1e-12) loses the constraint. Scaling the Gram matrix
+    # leaves the minimiser unchanged.
+    gram = gram / gram.diagonal().max().clamp_min(torch.finfo(gram.dtype).tiny)
+    scale = 1.0
     first = int(torch.argmin(gram.diagonal()))
     support = [first]
     alpha = torch.zeros(t, dtype=gram.dtype, device=gram.device)
@@ -99,14 +150,14 @@ def active_set_min_norm(gram: torch.Tensor, tol: float = 1e-10, max_iter: int = 
 
 
 def frank_wolfe_min_norm(gram: torch.Tensor, tol: float = 1e-5, max_iter: int = 250) -> torch.Tensor:
-    """The paper's Algorithm 2: start from the best pair, exact line search towards the best vertex; stops
-    when the weights move less than `tol` or after `max_iter` iterations (both enforced)."""
+    """The paper's Algorithm 2 (`find_min_norm_element_FW`): start from the best pair, exact line search
+    towards the best vertex; stops when the weights move less than `tol` or after `max_iter` iterations."""
     alpha = _best_pair(gram)
     for _ in range(max_iter):
         g_alpha = gram @ alpha
         j = int(torch.argmin(g_alpha))
         v1v1, v1v2, v2v2 = alpha @ g_alpha, g_alpha[j], gram[j, j]
-        gamma = _pair_weight(v1v1, v1v2, v2v2)  # weight kept on the current point
+        gamma = _official_pair_weight(v1v1, v1v2, v2v2)  # weight kept on the current point
         new = gamma * alpha
         new[j] += 1 - gamma
         change = float((new - alpha).abs().sum())
@@ -130,12 +181,14 @@ def min_norm_weights(grads: torch.Tensor, solver: Solver = "active_set", tol: fl
     if t == 1:
         return torch.ones(1, dtype=grads.dtype, device=grads.device)
     if t == 2:
-        a = _pair_weight(gram[0, 0], gram[0, 1], gram[1, 1])
+        weight = _pair_weight if solver == "active_set" else _official_pair_weight
+        a = weight(gram[0, 0], gram[0, 1], gram[1, 1])
         return torch.stack([a, 1 - a]).to(grads.dtype)
     if solver == "active_set":
         alpha = active_set_min_norm(gram, tol=1e-10 if tol is None else tol, max_iter=max_iter or 1000)
     else:
-        alpha = frank_wolfe_min_norm(gram, tol=1e-5 if tol is None else tol, max_iter=max_iter or 250)
+        iterate = projected_gradient_min_norm if solver == "projected_gradient" else frank_wolfe_min_norm
+        alpha = iterate(gram, tol=1e-5 if tol is None else tol, max_iter=max_iter or 250)
     return alpha.to(grads.dtype)
 
 
@@ -169,8 +222,9 @@ class _MinNormRule(UpdateRule):
 
     def weights(self, grads: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
         grads = normalize_grads(grads, losses.detach(), self.normalization)
-        fw = self.solver == "frank_wolfe"
-        alpha = min_norm_weights(grads, self.solver, self.tol if fw else None, self.max_iter if fw else None)
+        iterative = self.solver != "active_set"
+        alpha = min_norm_weights(grads, self.solver, self.tol if iterative else None,
+                                 self.max_iter if iterative else None)
         alpha = self.last_alpha = alpha.detach()
         self._sum = alpha if self._sum is None else self._sum + alpha
         self._count += 1

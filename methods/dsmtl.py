@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from mtlbench.architectures import MTLArchitecture
+from mtlbench.architectures import MTLArchitecture, set_frozen
 from mtlbench.errors import MtlbenchError
 from mtlbench.holdout import HoldoutBatches, split_holdout
 from mtlbench.method import MethodSpec, register_method
@@ -168,10 +168,10 @@ class DSMTLArchitectureLearning(MTLArchitecture):
         self.choice.copy_((self.gates.probabilities() <= 0.5).long())
         for t in range(len(self.tasks)):
             for s in range(self.n_stages):
-                self.private[t][s].requires_grad_(int(self.choice[t, s]) == 1)
+                set_frozen(self.private[t][s], int(self.choice[t, s]) != 1)
         for s in range(self.n_stages):
-            self.public[s].requires_grad_(bool((self.choice[:, s] == 0).any()))
-        self.gates.requires_grad_(False)
+            set_frozen(self.public[s], not bool((self.choice[:, s] == 0).any()))
+        set_frozen(self.gates, True)
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.public.parameters() if p.requires_grad]
@@ -287,13 +287,13 @@ class IndividualLearning(EqualWeights):
     def on_epoch_start(self, epoch: int) -> bool:
         stage1 = epoch < self.stage1_epochs
         self.model.public_only.fill_(stage1)
-        self.model.public.requires_grad_(stage1)
+        set_frozen(self.model.public, not stage1)
         for module in (*self.model.private, self.model.gates):
-            module.requires_grad_(not stage1)
+            set_frozen(module, stage1)
         return False
 
-    def selectable(self, epoch: int) -> bool:
-        return epoch >= self.stage1_epochs
+    def stages_before_mechanism(self) -> dict[str, int]:
+        return {"rule.stage1_epochs": self.stage1_epochs}
 
 
 @UPDATE_RULES.register("dsmtl_al", "DSMTL-AL: search per-stage gates on held-out data, derive, retrain")
@@ -322,8 +322,8 @@ class ArchitectureLearning(_GatesOnHoldout):
             return True
         return False
 
-    def selectable(self, epoch: int) -> bool:
-        return epoch >= self.search_epochs
+    def stages_before_mechanism(self) -> dict[str, int]:
+        return {"rule.search_epochs": self.search_epochs}
 
     def backward(self, x: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
         losses = super().backward(x, targets)

@@ -102,12 +102,14 @@ class SaliencyRegularized(UpdateRule):
         omega_lr: float = 1e-3,
         reset_omega_optimizer: bool = False,
         pcgrad: bool = False,
+        fresh_optimizer_after_warmup: bool = True,
     ):
         self.lam, self.reduce, self.dist, self.reduce_batch = lam, reduce, dist, reduce_batch
         self.saliency_of, self.warmup_epochs = saliency_of, warmup_epochs
         self.omega_optimizer, self.omega_lr = omega_optimizer, omega_lr
         self.reset_omega_optimizer = reset_omega_optimizer
         self.pcgrad = pcgrad
+        self.fresh_optimizer_after_warmup = fresh_optimizer_after_warmup
         self._active = warmup_epochs == 0
         self._last_distances: torch.Tensor | None = None
 
@@ -128,11 +130,16 @@ class SaliencyRegularized(UpdateRule):
     def parameters(self) -> list[nn.Parameter]:
         return [self.omega]
 
+    def stages_before_mechanism(self) -> dict[str, int]:
+        # with lam = 0 the regulariser never acts (a deliberate ablation): nothing to wait for
+        return {"rule.warmup_epochs": self.warmup_epochs} if self.lam != 0 else {}
+
     def on_epoch_start(self, epoch: int) -> bool:
         self._active = epoch >= self.warmup_epochs and self.lam != 0
         if self.omega.device != next(self.model.parameters()).device:
             self.omega.data = self.omega.data.to(next(self.model.parameters()).device)
-        return False
+        # the official second stage is a new script: the network's Adam starts afresh with the regulariser
+        return self.fresh_optimizer_after_warmup and 0 < self.warmup_epochs == epoch and self.lam != 0
 
     def regulariser(self, rep: torch.Tensor, outputs: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
         sal = saliencies(rep, outputs, targets, self.tasks, self.reduce, self.saliency_of)

@@ -22,6 +22,52 @@ def load_records(paths: Iterable[Path]) -> list[dict]:
     return [json.loads(Path(p).read_text()) for p in paths]
 
 
+def _flat(d: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_one_config(records: list[dict], paths: list[Path] | None = None) -> None:
+    """Records of one (dataset, method) must share their config apart from the seed, and seeds must not repeat:
+    a table row is one training budget and one setting, never a silent mix (one clear error otherwise)."""
+    from mtlbench.config import config_hash
+    from mtlbench.errors import MtlbenchError
+
+    names = [str(p) for p in paths] if paths is not None else [f"record #{i}" for i in range(len(records))]
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, r in enumerate(records):
+        groups.setdefault((r["dataset"], r["method"]), []).append(i)
+    for (dataset, method), idx in groups.items():
+        seeds = [records[i]["seed"] for i in idx]
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        if repeated:
+            which = [names[i] for i in idx if records[i]["seed"] in repeated]
+            raise MtlbenchError(f"{dataset}/{method}: seed(s) {repeated} appear in more than one record "
+                                f"({', '.join(which)}); keep one record per seed")
+        hashes = {i: config_hash({**records[i]["config"], "seed": None}) for i in idx}
+        if len(set(hashes.values())) == 1:
+            continue
+        first = _flat({k: v for k, v in records[idx[0]]["config"].items() if k not in ("seed", "tracking")})
+        differing = set()
+        for i in idx[1:]:
+            other = _flat({k: v for k, v in records[i]["config"].items() if k not in ("seed", "tracking")})
+            differing |= {k for k in first.keys() | other.keys() if first.get(k) != other.get(k)}
+        by_hash: dict[str, list[str]] = {}
+        for i, h in hashes.items():
+            by_hash.setdefault(h, []).append(names[i])
+        listing = "; ".join(f"config {h}: {', '.join(v)}" for h, v in by_hash.items())
+        raise MtlbenchError(
+            f"{dataset}/{method}: the records were trained with different configs (differing keys: "
+            f"{', '.join(sorted(differing))}) — {listing}. One table row must be one config: delete or retrain the "
+            f"odd records, or pass --allow-mixed-configs to aggregate them anyway"
+        )
+
+
 def tidy_metrics(records: list[dict]) -> pd.DataFrame:
     """One row per (dataset, method, seed, split, task, metric); diverged runs get one row with no value."""
     rows = []
@@ -39,15 +85,49 @@ def tidy_metrics(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=TIDY_COLUMNS)
 
 
+def delta_m_metrics(tidy: pd.DataFrame, reference: str = "stl", split: str = "test") -> pd.DataFrame:
+    """Which task metrics enter Delta_m, per dataset: one row per (dataset, task, metric) with `used` and why not.
+
+    Delta_m divides by the reference value, so a metric whose reference is 0 or not finite in any seed
+    (precision or recall on rare positives) has no relative change; and a metric that is not finite in any run
+    would make runs average different metric sets. Such a metric is left out of Delta_m for *every* method and
+    seed of that dataset, so that all Delta_m of one dataset average the same metrics."""
+    ok = tidy[(tidy.status == "ok") & (tidy.split == split) & (tidy.metric != DELTA_M)]
+    rows = []
+    for (dataset, task, metric), grp in ok.groupby(["dataset", "task", "metric"], sort=True):
+        ref = grp[grp.method == reference].value.to_numpy(float)
+        values = grp.value.to_numpy(float)
+        if len(ref) == 0:
+            reason = f"no {reference} run"
+        elif not np.isfinite(ref).all():
+            reason = f"{reference} value not finite in some seed"
+        elif (ref == 0).any():
+            reason = f"{reference} value is 0 in some seed (no relative change)"
+        elif not np.isfinite(values).all():
+            bad = sorted(set(grp.method[~np.isfinite(values)]))
+            reason = f"not finite in some run of {', '.join(bad)}"
+        else:
+            reason = ""
+        rows.append({"dataset": dataset, "task": task, "metric": metric, "used": not reason, "reason": reason})
+    return pd.DataFrame(rows, columns=["dataset", "task", "metric", "used", "reason"])
+
+
 def delta_m(tidy: pd.DataFrame, reference: str = "stl", split: str = "test") -> pd.DataFrame:
     """Delta_m% per run against the reference (STL) run of the same dataset and seed; lower is better:
-    (1/K) sum_k (-1)^{h_k} (M_k - M_k^ref) / M_k^ref * 100 over every task metric k."""
-    ok = tidy[(tidy.status == "ok") & (tidy.split == split)]
+    (1/K) sum_k (-1)^{h_k} (M_k - M_k^ref) / M_k^ref * 100 over the K task metrics that `delta_m_metrics`
+    admits for the dataset (the same K for every run of it; `n_metrics` says how many)."""
+    ok = tidy[(tidy.status == "ok") & (tidy.split == split) & (tidy.metric != DELTA_M)]
+    used = delta_m_metrics(tidy, reference, split)
+    used = used.loc[used.used.astype(bool), ["dataset", "task", "metric"]]
+    ok = ok.merge(used, on=["dataset", "task", "metric"], how="inner")
     ref = ok[ok.method == reference][["dataset", "seed", "task", "metric", "value"]].rename(columns={"value": "ref"})
     merged = ok.merge(ref, on=["dataset", "seed", "task", "metric"], how="inner")
     sign = np.where(merged.higher_is_better.astype(bool), -1.0, 1.0)
     merged["rel"] = sign * (merged.value - merged.ref) / merged.ref.abs() * 100
-    out = merged.groupby(["dataset", "method", "seed"], as_index=False).rel.mean().rename(columns={"rel": DELTA_M})
+    if merged.empty:
+        return pd.DataFrame(columns=["dataset", "method", "seed", DELTA_M, "n_metrics"])
+    out = (merged.groupby(["dataset", "method", "seed"], as_index=False)
+           .agg(**{DELTA_M: ("rel", "mean"), "n_metrics": ("rel", "size")}))
     return out
 
 
@@ -65,6 +145,26 @@ def confidence_interval(values: np.ndarray, level: float = 0.95) -> tuple[float,
         return (np.nan, np.nan)
     half = st.t.ppf(0.5 + level / 2, n - 1) * values.std(ddof=1) / np.sqrt(n)
     return (values.mean() - half, values.mean() + half)
+
+
+def task_averaged(tidy: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Per dataset and method: each metric that every task of the dataset has, averaged over the tasks within
+    a seed, then mean / std / 95% CI over seeds (the form of SRDML's table: accuracy / AUC / precision /
+    recall averaged over tasks), so the suite's numbers can stand beside a paper's."""
+    ok = tidy[(tidy.status == "ok") & (tidy.split == split) & (tidy.metric != DELTA_M)]
+    rows = []
+    for dataset, data in ok.groupby("dataset", sort=True):
+        n_tasks = data.task.nunique()
+        shared = [m for m, tasks in data.groupby("metric", sort=False).task.nunique().items() if tasks == n_tasks]
+        for (method, metric), grp in data[data.metric.isin(shared)].groupby(["method", "metric"], sort=True):
+            per_seed = grp.groupby("seed").value.mean().to_numpy(float)
+            low, high = confidence_interval(per_seed)
+            rows.append({"dataset": dataset, "method": method, "metric": metric, "n_tasks": n_tasks,
+                         "higher_is_better": bool(grp.higher_is_better.iloc[0]), "mean": per_seed.mean(),
+                         "std": per_seed.std(ddof=1) if len(per_seed) > 1 else np.nan, "ci95_low": low,
+                         "ci95_high": high, "n": len(per_seed)})
+    return pd.DataFrame(rows, columns=["dataset", "method", "metric", "n_tasks", "higher_is_better", "mean", "std",
+                                       "ci95_low", "ci95_high", "n"])
 
 
 def summarize(tidy: pd.DataFrame, split: str = "test") -> pd.DataFrame:

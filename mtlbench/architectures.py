@@ -16,9 +16,33 @@ from mtlbench.nets import Network
 from mtlbench.tasks import TaskSpec
 
 
+def batchnorm_layers(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def set_frozen(module: nn.Module, frozen: bool) -> None:
+    """Freeze (or unfreeze) a part of a model. Frozen means bit-identical: no gradient *and* no change to
+    BatchNorm running statistics, whose layers stay in eval mode even when the training loop calls
+    `model.train()` (MTLArchitecture.train re-applies it). Dropout inside a frozen part keeps the model's mode.
+    Every part the suite freezes (DSMTL-IL's public encoder in stage 2, DSMTL-AL's unused layers) goes
+    through here."""
+    module.requires_grad_(not frozen)
+    module.mtlbench_frozen = frozen
+    for bn in batchnorm_layers(module):
+        bn.train(module.training and not frozen)
+
+
 class MTLArchitecture(nn.Module):
     #: whether `encode`/`decode` exist (one shared representation feeding every head)
     has_shared_representation: ClassVar[bool] = False
+
+    def train(self, mode: bool = True) -> MTLArchitecture:
+        super().train(mode)
+        for module in self.modules():
+            if getattr(module, "mtlbench_frozen", False):
+                for bn in batchnorm_layers(module):
+                    bn.eval()
+        return self
 
     def __init__(self, tasks: list[TaskSpec], network: Network):
         super().__init__()

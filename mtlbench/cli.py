@@ -1,4 +1,4 @@
-"""Command line: `mtlbench train`, `mtlbench list`, `mtlbench tracking init`.
+"""Command line: `mtlbench train`, `list`, `data check`, `tracking init|log` and the pipeline stages.
 
 User mistakes end in one `error:` line and exit status 2, never a traceback.
 """
@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     agg.add_argument("records", nargs="+", type=Path)
     agg.add_argument("--out", type=Path, required=True)
     agg.add_argument("--reference", default="stl", help="method Delta_m is measured against")
+    agg.add_argument("--allow-mixed-configs", action="store_true",
+                     help="aggregate records of one (dataset, method) even when their configs differ")
 
     sta = sub.add_parser("stats", help="metrics.csv -> significance, safeness, ranking tables")
     sta.add_argument("--metrics", type=Path, required=True)
@@ -65,8 +67,13 @@ def _parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("tracking", help="MLflow tracking store")
     tr_sub = tr.add_subparsers(dest="tracking_command", required=True)
     init = tr_sub.add_parser("init", help="create the tracking database before parallel runs")
-    init.add_argument("--uri", default=None)
-    init.add_argument("--experiment", default=None)
+    log = tr_sub.add_parser("log", help="log finished run records to MLflow (runs trained with tracking.live=false)")
+    log.add_argument("records", nargs="+", type=Path)
+    log.add_argument("--out", type=Path, default=None, help="write record -> MLflow run id here (JSON)")
+    for command in (init, log):
+        command.add_argument("--uri", default=None)
+        command.add_argument("--experiment", default=None)
+        command.add_argument("--artifacts", default=None, help="artifact folder of a new experiment")
     return p
 
 
@@ -102,15 +109,24 @@ def cmd_list(_: argparse.Namespace) -> int:
 
 def cmd_tracking(args: argparse.Namespace) -> int:
     from mtlbench.config import TrackingConfig
-    from mtlbench.tracking import init_store
+    from mtlbench.tracking import init_store, log_records
 
     cfg = TrackingConfig()
-    if args.uri:
-        cfg.uri = args.uri
-    if args.experiment:
-        cfg.experiment = args.experiment
-    experiment_id = init_store(cfg)
-    print(f"tracking store ready: {cfg.uri} (experiment {cfg.experiment!r}, id {experiment_id})")
+    for key in ("uri", "experiment", "artifacts"):
+        if getattr(args, key):
+            setattr(cfg, key, getattr(args, key))
+    if args.tracking_command == "init":
+        experiment_id = init_store(cfg)
+        print(f"tracking store ready: {cfg.uri} (experiment {cfg.experiment!r}, id {experiment_id})")
+        return 0
+    missing = [str(p) for p in args.records if not p.is_file()]
+    if missing:
+        raise MtlbenchError(f"no run record at {', '.join(missing)}")
+    runs = log_records(cfg, args.records)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(runs, indent=2) + "\n")
+    print(f"{len(runs)} run record(s) tracked in {cfg.uri} (experiment {cfg.experiment!r})")
     return 0
 
 
@@ -143,7 +159,7 @@ def cmd_pipeline_stage(args: argparse.Namespace) -> int:
     from mtlbench import pipeline
 
     if args.command == "aggregate":
-        pipeline.aggregate(args.records, args.out, args.reference)
+        pipeline.aggregate(args.records, args.out, args.reference, args.allow_mixed_configs)
     elif args.command == "stats":
         pipeline.statistics(args.metrics, args.out, tuple(args.baselines), args.reference, args.alpha)
     elif args.command == "efficiency":

@@ -106,8 +106,9 @@ def critical_difference(ranking: dict, path: Path) -> None:
         return _placeholder(path, ranking.get("note") or "not enough methods or blocks for a CD diagram")
     fig, ax = plt.subplots(figsize=(8, 2.8))
     sp.critical_difference_diagram(pd.Series(ranking["mean_ranks"]), ranking["nemenyi"], ax=ax)
-    ax.set_title(f"mean ranks over {ranking['n_blocks']} dataset/task blocks; Friedman p = {ranking['p']:.3g}, "
-                 f"CD = {ranking['critical_difference']:.2f}", fontsize=8)
+    caveat = "" if ranking["block_kind"] == "datasets" else "\n(blocks are tasks, not independent: p is optimistic)"
+    ax.set_title(f"mean ranks over {ranking['n_blocks']} {ranking['block_kind']}; Friedman p = {ranking['p']:.3g}, "
+                 f"CD = {ranking['critical_difference']:.2f}{caveat}", fontsize=8)
     _save(fig, path)
 
 

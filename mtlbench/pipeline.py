@@ -8,20 +8,36 @@ from pathlib import Path
 import pandas as pd
 
 from mtlbench import figures
-from mtlbench.aggregate import delta_m, load_records, summarize, tidy_metrics, with_delta_m
+from mtlbench.aggregate import (
+    check_one_config,
+    delta_m,
+    delta_m_metrics,
+    load_records,
+    summarize,
+    task_averaged,
+    tidy_metrics,
+    with_delta_m,
+)
 from mtlbench.efficiency import efficiency_table
 from mtlbench.stats import friedman_nemenyi, safeness, significance
-from mtlbench.tables import write_summary_tables
+from mtlbench.tables import write_summary_tables, write_task_averaged
 
 
-def aggregate(records: list[Path], out_dir: Path, reference: str = "stl") -> None:
-    """metrics.csv (tidy, Delta_m rows included), delta_m.csv (per run) and summary.{csv,md,tex}."""
+def aggregate(records: list[Path], out_dir: Path, reference: str = "stl", allow_mixed_configs: bool = False) -> None:
+    """metrics.csv (tidy, Delta_m rows included), delta_m.csv (per run), delta_m_metrics.csv (which metrics
+    Delta_m averages, and why others are left out), summary.{csv,md,tex} and task_averaged.{csv,md}."""
+    runs = load_records(records)
+    if not allow_mixed_configs:
+        check_one_config(runs, list(records))
     out_dir.mkdir(parents=True, exist_ok=True)
-    tidy = tidy_metrics(load_records(records))
+    tidy = tidy_metrics(runs)
     full = with_delta_m(tidy, reference)
     full.to_csv(out_dir / "metrics.csv", index=False)
     delta_m(tidy, reference).to_csv(out_dir / "delta_m.csv", index=False)
-    write_summary_tables(summarize(full), out_dir)
+    used = delta_m_metrics(tidy, reference)
+    used.to_csv(out_dir / "delta_m_metrics.csv", index=False)
+    write_summary_tables(summarize(full), out_dir, excluded=used[~used.used.astype(bool)])
+    write_task_averaged(task_averaged(tidy), out_dir)
 
 
 def statistics(metrics_csv: Path, out_dir: Path, baselines: tuple[str, ...] = ("hps", "stl"),
@@ -32,10 +48,10 @@ def statistics(metrics_csv: Path, out_dir: Path, baselines: tuple[str, ...] = ("
     sig = significance(tidy, baselines, alpha)
     sig.to_csv(out_dir / "significance.csv", index=False)
     safeness(sig, reference).to_csv(out_dir / "safeness.csv", index=False)
-    rank = friedman_nemenyi(tidy[tidy.metric != "delta_m"], alpha)
+    rank = friedman_nemenyi(tidy, alpha)
     pd.DataFrame([{"method": m, "mean_rank": r, "friedman_statistic": rank["statistic"], "friedman_p": rank["p"],
                    "critical_difference": rank["critical_difference"], "n_blocks": rank["n_blocks"],
-                   "n_methods": rank["n_methods"], "note": rank["note"]}
+                   "block_kind": rank["block_kind"], "n_methods": rank["n_methods"], "note": rank["note"]}
                   for m, r in (rank["mean_ranks"] or {"": float("nan")}).items()]).to_csv(out_dir / "ranking.csv",
                                                                                             index=False)
     nemenyi = rank["nemenyi"] if rank["nemenyi"] is not None else pd.DataFrame()
@@ -55,7 +71,7 @@ def draw_figures(records: list[Path], tables: Path, out_dir: Path, alpha: float 
     figures.relation_matrices(runs, out_dir / "relations.png")
     figures.gate_values(runs, out_dir / "gates.png")
     tidy = pd.read_csv(tables / "metrics.csv")
-    figures.critical_difference(friedman_nemenyi(tidy[tidy.metric != "delta_m"], alpha), out_dir / "cd_diagram.png")
+    figures.critical_difference(friedman_nemenyi(tidy, alpha), out_dir / "cd_diagram.png")
     figures.time_vs_delta_m(pd.read_csv(tables / "efficiency.csv"), summary, out_dir / "time_vs_delta_m.png")
 
 

@@ -43,9 +43,17 @@ def paired_tests(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     return out
 
 
+def holm_family(dataset: str, baseline: str, method: str, task: str) -> str:
+    """The family a p-value is corrected in (Holm): the task metrics of one method against one baseline on one
+    dataset; Delta_m (task `all`) forms its own family per (dataset, baseline), across methods."""
+    if task == "all":
+        return f"{dataset} | vs {baseline} | delta_m of every method"
+    return f"{dataset} | vs {baseline} | {method}: task metrics"
+
+
 def significance(tidy: pd.DataFrame, baselines: tuple[str, ...] = ("hps", "stl"), alpha: float = 0.05,
                  split: str = "test") -> pd.DataFrame:
-    """One row per (dataset, baseline, method, task, metric); Holm within each (dataset, baseline) family."""
+    """One row per (dataset, baseline, method, task, metric); Holm within each row's `holm_family`."""
     ok = tidy[(tidy.status == "ok") & (tidy.split == split)]
     rows = []
     for dataset, data in ok.groupby("dataset"):
@@ -67,9 +75,11 @@ def significance(tidy: pd.DataFrame, baselines: tuple[str, ...] = ("hps", "stl")
     table = pd.DataFrame(rows)
     if table.empty:
         return table
+    table["holm_family"] = [holm_family(d, b, m, t) for d, b, m, t in
+                            zip(table.dataset, table.baseline, table.method, table.task, strict=True)]
     for column in ("t_p", "wilcoxon_p"):
         table[f"{column}_holm"] = np.nan
-        for _, idx in table.groupby(["dataset", "baseline"]).groups.items():
+        for _, idx in table.groupby("holm_family").groups.items():
             p = table.loc[idx, column]
             valid = p.notna()
             if valid.any():
@@ -99,29 +109,47 @@ def safeness(sig: pd.DataFrame, reference: str = "stl") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def ranking_blocks(tidy: pd.DataFrame, split: str = "test") -> pd.DataFrame:
-    """Blocks x methods matrix of seed-averaged primary scores, signed so that higher is better.
+# Below this many datasets, Friedman over datasets has too few blocks to say anything; ranks then fall back
+# to (dataset, task) blocks, and the tables and figure say so.
+MIN_DATASET_BLOCKS = 5
 
-    A block is one (dataset, task) with that task's first metric; with few datasets this gives the
-    Friedman test enough blocks. Only methods present in every block are ranked."""
-    ok = tidy[(tidy.status == "ok") & (tidy.split == split) & (tidy.metric != DELTA_M)]
-    first = ok.groupby(["dataset", "task"]).metric.first().rename("primary").reset_index()
-    prim = ok.merge(first, on=["dataset", "task"])
+
+def ranking_blocks(tidy: pd.DataFrame, split: str = "test",
+                   min_datasets: int = MIN_DATASET_BLOCKS) -> tuple[pd.DataFrame, str, str]:
+    """(blocks x methods matrix of seed-averaged scores signed so that higher is better, block kind, note).
+
+    Friedman's blocks must be independent: with at least `min_datasets` datasets the blocks are datasets,
+    scored by each method's mean Delta_m. With fewer, the blocks are the (dataset, task) pairs scored by the
+    task's primary metric; tasks of one dataset share inputs and models, so they are not independent, and the
+    note says what that does to the p-value. Only methods present in every block are ranked."""
+    ok = tidy[(tidy.status == "ok") & (tidy.split == split)]
+    dm = ok[ok.metric == DELTA_M]
+    by_dataset = (-dm.groupby(["dataset", "method"]).value.mean()).unstack("method").dropna(axis=1, how="any")
+    if len(by_dataset) >= min_datasets:
+        return by_dataset, "datasets", f"blocks are {len(by_dataset)} datasets, scored by mean Delta_m"
+    tasks = ok[ok.metric != DELTA_M]
+    first = tasks.groupby(["dataset", "task"]).metric.first().rename("primary").reset_index()
+    prim = tasks.merge(first, on=["dataset", "task"])
     prim = prim[prim.metric == prim.primary]
     means = prim.groupby(["dataset", "task", "method"]).agg(value=("value", "mean"), hib=("higher_is_better", "first"))
     means["score"] = np.where(means.hib.astype(bool), means.value, -means.value)
-    matrix = means.score.unstack("method")
-    return matrix.dropna(axis=1, how="any")
+    matrix = means.score.unstack("method").dropna(axis=1, how="any")
+    n_datasets = matrix.index.get_level_values(0).nunique() if len(matrix) else 0
+    note = (f"blocks are the {len(matrix)} tasks of {n_datasets} dataset(s), not datasets (fewer than "
+            f"{min_datasets} datasets): tasks of one dataset share inputs and a model, so the blocks are not "
+            f"independent and the Friedman p-value is optimistic; read the ranks as descriptive")
+    return matrix, "tasks", note
 
 
-def friedman_nemenyi(tidy: pd.DataFrame, alpha: float = 0.05) -> dict:
+def friedman_nemenyi(tidy: pd.DataFrame, alpha: float = 0.05, min_datasets: int = MIN_DATASET_BLOCKS) -> dict:
     """Friedman test over blocks, Nemenyi post-hoc p-values, mean ranks (1 = best) and the critical difference."""
-    matrix = ranking_blocks(tidy)
+    matrix, kind, note = ranking_blocks(tidy, min_datasets=min_datasets)
     k, n = matrix.shape[1], matrix.shape[0]
-    result: dict = {"n_blocks": n, "n_methods": k, "blocks": [f"{d}/{t}" for d, t in matrix.index]}
+    names = ["/".join(map(str, b)) if isinstance(b, tuple) else str(b) for b in matrix.index]
+    result: dict = {"n_blocks": n, "n_methods": k, "blocks": names, "block_kind": kind, "note": note}
     if k < 3 or n < 2:
         result.update(statistic=np.nan, p=np.nan, mean_ranks={}, critical_difference=np.nan, nemenyi=None,
-                      note="Friedman needs at least 3 methods and 2 blocks")
+                      note=f"Friedman needs at least 3 methods and 2 blocks; {note}")
         return result
     stat, p = st.friedmanchisquare(*[matrix[c].to_numpy() for c in matrix.columns])
     ranks = matrix.rank(axis=1, ascending=False).mean()
@@ -129,5 +157,5 @@ def friedman_nemenyi(tidy: pd.DataFrame, alpha: float = 0.05) -> dict:
     result.update(statistic=float(stat), p=float(p), mean_ranks=ranks.sort_values().to_dict(),
                   critical_difference=float(q * np.sqrt(k * (k + 1) / (6 * n))),
                   nemenyi=sp.posthoc_nemenyi_friedman(matrix.to_numpy()).set_axis(matrix.columns, axis=0)
-                  .set_axis(matrix.columns, axis=1), note="")
+                  .set_axis(matrix.columns, axis=1))
     return result

@@ -40,7 +40,8 @@ def wide_table(summary: pd.DataFrame, dataset: str, digits: int = 4) -> tuple[pd
     return table.sort_index(), best
 
 
-def write_summary_tables(summary: pd.DataFrame, out_dir: Path) -> None:
+def write_summary_tables(summary: pd.DataFrame, out_dir: Path, excluded: pd.DataFrame | None = None) -> None:
+    """`excluded`: the task metrics left out of Delta_m (dataset, task, metric, reason), named under each table."""
     out_dir.mkdir(parents=True, exist_ok=True)
     summary.to_csv(out_dir / "summary.csv", index=False)
     md, tex = [], []
@@ -52,6 +53,10 @@ def write_summary_tables(summary: pd.DataFrame, out_dir: Path) -> None:
                 marked.loc[method, column] = f"**{marked.loc[method, column]}**"
         md += [f"## {dataset}", "", "Test metrics, mean ± std over seeds (best per column in bold; "
                "delta_m: lower is better, STL = 0).", "", marked.to_markdown(), ""]
+        left_out = excluded[excluded.dataset == dataset] if excluded is not None else pd.DataFrame()
+        if len(left_out):
+            md += ["Left out of delta_m for every method: " + "; ".join(
+                f"{r.task}.{r.metric} ({r.reason})" for r in left_out.itertuples()) + ".", ""]
         tex.append(_latex(table, best, dataset))
     (out_dir / "summary.md").write_text("\n".join(md) + "\n")
     (out_dir / "summary.tex").write_text("\n\n".join(tex) + "\n")
@@ -73,3 +78,17 @@ def _latex(table: pd.DataFrame, best: dict[str, str], dataset: str) -> str:
         lines.append(escape(str(method)) + " & " + " & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines)
+
+
+def write_task_averaged(table: pd.DataFrame, out_dir: Path, digits: int = 4) -> None:
+    """task_averaged.{csv,md}: per dataset, methods x metrics averaged over the tasks (SRDML's table form)."""
+    table.to_csv(out_dir / "task_averaged.csv", index=False)
+    md = []
+    for dataset, data in table.groupby("dataset", sort=True):
+        wide = pd.DataFrame({metric: {r.method: _fmt(r.mean, r.std, digits) for r in grp.itertuples()}
+                             for metric, grp in data.groupby("metric", sort=False)})
+        wide.index.name = "method"
+        md += [f"## {dataset}", "", f"Each metric averaged over the {int(data.n_tasks.iloc[0])} tasks within a seed, "
+               "then mean ± std over seeds (test split, epoch selected on validation).", "",
+               wide.sort_index().to_markdown(), ""]
+    (out_dir / "task_averaged.md").write_text("\n".join(md) + "\n")

@@ -28,7 +28,17 @@ from mtlbench.method import get_method
 from mtlbench.record import git_commit, versions, write_json_atomic
 from mtlbench.registry import ARCHITECTURES, DATASETS, UPDATE_RULES
 from mtlbench.tasks import TaskSpec
-from mtlbench.tracking import flatten, make_tracker
+from mtlbench.tracking import (
+    epoch_metrics,
+    final_metrics,
+    final_status,
+    is_logged_epoch,
+    log_every,
+    make_tracker,
+    run_name,
+    run_params,
+    run_tags,
+)
 from mtlbench.update_rules import UpdateRule, task_losses
 
 CHECKPOINT = "checkpoint.pt"
@@ -111,6 +121,19 @@ def peak_memory(device: torch.device) -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_max_rss"
 
 
+def check_budget(rule: UpdateRule, epochs: int, method: str) -> int:
+    """The first selectable epoch; a budget that ends before a staged method's mechanism starts is refused."""
+    first = rule.first_active_epoch()
+    if first >= epochs:
+        stages = ", ".join(f"{k}={v}" for k, v in rule.stages_before_mechanism().items())
+        raise MtlbenchError(
+            f"method {method!r} needs {first} epoch(s) before its own mechanism is active ({stages}), but "
+            f"train.epochs={epochs}: no epoch could be reported as {method}. Raise train.epochs above {first} "
+            f"or lower {' / '.join(rule.stages_before_mechanism())}"
+        )
+    return first
+
+
 class Trainer:
     def __init__(self, cfg: dict[str, Any], out: Path, tracking: TrackingConfig | None = None):
         self.cfg, self.out = cfg, Path(out)
@@ -152,6 +175,7 @@ class Trainer:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         bundle, model, rule = build(cfg)
+        first_active = check_budget(rule, tc.epochs, cfg["method"])
         tasks = bundle.tasks
         model.to(device)
         train_data = rule.prepare(bundle.train.to(device) if hasattr(bundle.train, "to") else bundle.train)
@@ -178,16 +202,14 @@ class Trainer:
             start_epoch, status, run_id = state["epoch"], state["status"], state["mlflow_run_id"]
             torch.set_rng_state(state["rng"])
 
-        run_name = f"{cfg['dataset']['name']}/{cfg['method']}/seed{cfg['seed']}"
-        tracker = make_tracker(self.tracking, run_name, run_id)
+        name = run_name(cfg)
+        tracker = make_tracker(self.tracking, name, run_id)
         if run_id is None:
-            tracker.log_params({**flatten({k: v for k, v in cfg.items() if k != "tracking"}),
-                                "config_hash": self.hash})
-            tracker.set_tags({"dataset": cfg["dataset"]["name"], "method": cfg["method"],
-                              "seed": str(cfg["seed"])})
+            tracker.log_params(run_params(cfg, self.hash))
+            tracker.set_tags(run_tags(cfg))
 
         show = tc.progress == "on" or (tc.progress == "auto" and sys.stderr.isatty())
-        bar = tqdm(range(start_epoch, tc.epochs), desc=run_name, disable=not show, initial=start_epoch,
+        bar = tqdm(range(start_epoch, tc.epochs), desc=name, disable=not show, initial=start_epoch,
                    total=tc.epochs)
         for epoch in bar:
             if status != "ok":
@@ -225,17 +247,10 @@ class Trainer:
                 status = "diverged"
             else:
                 score = selection_score(tc, val, val_losses, tasks)
-                if rule.selectable(epoch) and score < best["score"]:
+                if epoch >= first_active and score < best["score"]:
                     best = {"epoch": epoch, "score": score, "model": copy.deepcopy(model.state_dict()), "val": val}
-            log_every = self.tracking.log_every or max(1, tc.epochs // 50)
-            if epoch % log_every == 0 or epoch == tc.epochs - 1 or status != "ok":
-                tracker.log_metrics(
-                    {**{f"train_loss.{t.name}": v for t, v in zip(tasks, train_losses, strict=True)},
-                     **{f"val.{k}": v for k, v in flatten(val).items()},
-                     **{f"rule.{k}": v for k, v in rule.epoch_log().items()},
-                     "epoch_seconds": epoch_seconds},
-                    step=epoch,
-                )
+            if is_logged_epoch(epoch, tc.epochs, log_every(self.tracking.log_every, tc.epochs), status != "ok"):
+                tracker.log_metrics(epoch_metrics([t.name for t in tasks], entry, epoch_seconds), step=epoch)
             self._save_checkpoint({
                 "config_hash": self.hash, "epoch": epoch + 1, "status": status,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -247,12 +262,13 @@ class Trainer:
             })
         bar.close()
 
+        if status == "ok" and best["model"] is None:  # no selectable epoch ran: never report it as this method
+            status = "incomplete"
         record = self._record(bundle, model, rule, device, status, history, best, timing, tracker.run_id)
         write_json_atomic(self.out / "record.json", record)
-        tracker.log_metrics({f"test.{k}": v for k, v in flatten(record["metrics"]["test"]).items()
-                             if isinstance(v, float)}, step=tc.epochs)
+        tracker.log_metrics(final_metrics(record), step=tc.epochs)
         tracker.log_artifact(self.out / "record.json")
-        tracker.finish("FINISHED" if status == "ok" else "FAILED")
+        tracker.finish(final_status(status))
         return record
 
     def _record(self, bundle: DatasetBundle, model: MTLArchitecture, rule: UpdateRule, device: torch.device,
@@ -287,6 +303,7 @@ class Trainer:
                 "seconds_per_epoch": timing["train_seconds"] / epochs_done if epochs_done else None,
                 "seconds_per_step": timing["step_seconds"] / timing["steps"] if timing["steps"] else None,
                 "steps": timing["steps"],
+                "epoch_seconds": timing["epoch_seconds"],
             },
             "params": {"total": n_params, "inference": model.inference_parameter_count()},
             "peak_memory_mb": memory,

@@ -82,9 +82,18 @@ class UpdateRule:
         the network was re-initialised, so the loop starts a fresh optimiser."""
         return False
 
-    def selectable(self, epoch: int) -> bool:
-        """Whether the model after `epoch` may be selected (staged methods exclude their earlier stages)."""
-        return True
+    def stages_before_mechanism(self) -> dict[str, int]:
+        """Staged methods: the `rule.*` keys of the stages that run before the method's own mechanism is active
+        (SRDML's warm-up, DSMTL-IL's stage 1, DSMTL-AL's search), with their epochs.
+
+        The training loop reads this once, for every method alike: an epoch before their sum is never
+        selected (it would report another method's model under this method's name), and a budget of
+        `train.epochs` that ends before the mechanism starts is refused with these keys in the message."""
+        return {}
+
+    def first_active_epoch(self) -> int:
+        """The first epoch (0-based) in which the method's own mechanism is active: the first selectable one."""
+        return sum(self.stages_before_mechanism().values())
 
     def epoch_log(self) -> dict[str, float]:
         """Scalars logged to MLflow after each epoch."""

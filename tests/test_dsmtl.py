@@ -83,7 +83,60 @@ def test_individual_learning_stage_two_leaves_the_public_encoder_bit_identical()
         optimizer.step()
     assert all(torch.equal(public_before[k], v) for k, v in model.public.state_dict().items())
     assert not torch.equal(gates_before, model.gates.logits.detach())
-    assert not rule.selectable(0) and rule.selectable(1)
+    assert rule.first_active_epoch() == 1  # stage 1 cannot be selected
+
+
+def _resnet_dsmtl(cls=DSMTL):
+    """DSMTL on CelebA's ResNet-18 backbone (BatchNorm everywhere), on small inputs."""
+    from torch import nn
+
+    from mtlbench.data.celeba import resnet18_stages
+    from mtlbench.nets import Network
+
+    tasks = [TaskSpec("smiling", "binary"), TaskSpec("young", "binary")]
+    network = Network(resnet18_stages, lambda task: nn.Sequential(nn.Flatten(), nn.Linear(512, 1)), (3, 32, 32))
+    torch.manual_seed(0)
+    return cls(tasks, network), tasks
+
+
+def _binary_batch(tasks, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(8, 3, 32, 32, generator=g), [torch.randint(0, 2, (8,), generator=g) for _ in tasks]
+
+
+def test_frozen_batchnorm_encoder_stays_bit_identical_through_the_training_loop():
+    """Frozen means bit-identical: DSMTL-IL's public ResNet-18 keeps its BatchNorm running statistics in
+    stage 2 (audit: running_mean / running_var changed), also after the loop's `model.train()`."""
+    model, tasks = _resnet_dsmtl()
+    rule = IndividualLearning(stage1_epochs=1)
+    rule.bind(model, tasks)
+    optimizer = torch.optim.Adam(model.param_groups(1e-3)[0]["params"], lr=1e-2, weight_decay=1e-5)
+    for epoch in range(3):
+        rule.on_epoch_start(epoch)
+        model.train()  # what the training loop does at the start of every epoch
+        if epoch == 1:
+            public_before = {k: v.clone() for k, v in model.public.state_dict().items()}
+            private_before = {k: v.clone() for k, v in model.private.state_dict().items()}
+        optimizer.zero_grad()
+        rule.backward(*_binary_batch(tasks, epoch))
+        optimizer.step()
+    assert any("running_mean" in k for k in public_before)
+    assert all(torch.equal(public_before[k], v) for k, v in model.public.state_dict().items())
+    changed = [k for k, v in model.private.state_dict().items() if not torch.equal(private_before[k], v)]
+    assert any("running_mean" in k for k in changed)  # the private encoders still train, statistics included
+
+
+def test_layers_that_architecture_learning_leaves_unused_are_frozen_with_their_statistics():
+    model, tasks = _resnet_dsmtl(DSMTLArchitectureLearning)
+    with torch.no_grad():
+        model.gates.logits[0, :, 0] = 5.0  # task 0: public everywhere; task 1: private everywhere
+        model.gates.logits[1, :, 1] = 5.0
+    model.derive()
+    model.train()
+    frozen = [model.private[0], *model.public.children()]
+    frozen = [m for m in frozen if not any(p.requires_grad for p in m.parameters())]
+    assert len(frozen) == 1 and all(not bn.training for bn in frozen[0].modules()
+                                    if isinstance(bn, torch.nn.BatchNorm2d))
 
 
 def test_individual_learning_stage_two_is_separable_by_task():

@@ -63,6 +63,37 @@ def test_default_solver_matches_an_independent_qp_and_is_optimal(t, shared, seed
     assert float((grads @ d).min() - d @ d) >= -1e-9 * float(d @ d + 1)
 
 
+SCALED = [(t, scale) for t in (3, 5, 10, 40) for scale in (1e-6, 1e-3, 1.0, 1e3, 1e6)]
+
+
+@pytest.mark.parametrize(("t", "scale"), SCALED)
+def test_default_solver_is_scale_invariant(t, scale):
+    """Gradients scaled by 1e-6 ... 1e6 (Gram entries up to ~1e14: `normalization=loss` with small losses)
+    give the same optimum as the independent QP on the unscaled problem (audit: IndexError at 1e3)."""
+    grads = gradient_family(t, 1.0, seed=t)
+    alpha = min_norm_weights(grads * scale)
+    assert float(alpha.min()) >= 0.0 and abs(float(alpha.sum()) - 1.0) < 1e-12
+    reference = scipy_min_norm(grads)
+    assert objective(alpha, grads) <= reference * (1 + 1e-6)
+    assert torch.allclose(alpha, min_norm_weights(grads), atol=1e-8)
+
+
+@pytest.mark.parametrize("t", [3, 5, 10, 40])
+def test_official_projected_gradient_solver_reaches_the_qp_optimum(t):
+    grads = gradient_family(t, 3.0, seed=t)
+    alpha = min_norm_weights(grads, "projected_gradient", max_iter=5000)
+    assert float(alpha.min()) >= 0.0 and abs(float(alpha.sum()) - 1.0) < 1e-9
+    assert objective(alpha, grads) <= scipy_min_norm(grads) * (1 + 1e-3)  # it stops at an L1 step of 1e-5
+    capped = min_norm_weights(grads, "projected_gradient", tol=1e-15, max_iter=1)  # the cap is enforced
+    assert objective(capped, grads) >= objective(alpha, grads)
+
+
+def test_official_two_vector_rule_keeps_endpoints_off_the_corners():
+    grads = torch.tensor([[1.0, 0.0], [3.0, 0.0]], dtype=torch.float64)  # the first vector is the min-norm point
+    assert min_norm_weights(grads).tolist() == [1.0, 0.0]
+    assert min_norm_weights(grads, "projected_gradient").tolist() == pytest.approx([0.999, 0.001])
+
+
 def test_weights_follow_a_permutation_of_the_tasks():
     grads = gradient_family(7, 1.0, 0)
     perm = torch.randperm(7, generator=torch.Generator().manual_seed(1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -77,7 +78,10 @@ def test_every_run_is_in_one_mlflow_database(tiny_run):
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tiny_run / 'results' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("mtlbench")
-    assert len(client.search_runs([experiment.experiment_id])) == 8
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 8 and all(r.info.status == "FINISHED" for r in runs)
+    logged = json.loads((tiny_run / "results" / "mlflow_runs.json").read_text())
+    assert sorted(logged.values()) == sorted(r.info.run_id for r in runs)
 
 
 def test_report_collects_tables_and_figures(tiny_run):
@@ -90,6 +94,7 @@ def test_deleting_one_record_retrains_only_that_job(tiny_run):
     runs = sorted((tiny_run / "results" / "runs").rglob("record.json"))
     target = runs[0]
     before = {p: p.stat().st_mtime_ns for p in runs if p != target}
+    logged_before = json.loads((tiny_run / "results" / "mlflow_runs.json").read_text())
     target.unlink()
     dry = snakemake(tiny_run, "-n", config=TINY)
     assert re.search(r"train_run\s+1\b", dry.stdout), dry.stdout[-3000:]
@@ -97,6 +102,9 @@ def test_deleting_one_record_retrains_only_that_job(tiny_run):
     assert result.returncode == 0, result.stderr[-3000:]
     assert target.exists()
     assert {p: p.stat().st_mtime_ns for p in before} == before
+    # the job finds its final checkpoint and writes the same record again, byte for byte, so MLflow tracking
+    # recognises it (record hash) instead of logging the run twice
+    assert json.loads((tiny_run / "results" / "mlflow_runs.json").read_text()) == logged_before
 
 
 def test_interrupted_pipeline_completes_when_rerun(tmp_path):
@@ -147,6 +155,7 @@ def test_slurm_profile_dry_run(tmp_path):
         ({"methods": ["hps", "hsp"]}, "unknown method 'hsp'"),
         ({"overrides": {"common": {"train.epoch": 3}}}, "unknown config key 'train.epoch'"),
         ({"statistics": {"alpha": 2}}, "alpha"),
+        ({"seeds": [0, 0, 1]}, "non-unique"),  # a repeated seed would count one run twice in every paired test
     ],
 )
 def test_bad_config_names_the_key(tmp_path, config, fragment):

@@ -141,3 +141,43 @@ def test_staged_methods_resume_exactly_across_their_stages(tmp_path, monkeypatch
         resumed = train(cfg, tmp_path / f"cut{stop_after}")
         assert resumed["metrics"] == whole["metrics"] and resumed["history"] == whole["history"]
         assert resumed["method_state"] == whole["method_state"]
+
+
+# --- staged methods report only epochs in which their own mechanism ran (issue 12, items 1 and 2) -------------
+@pytest.mark.parametrize(("method", "baseline", "seed"),
+                         [("srdml", "hps", 2), ("srdml", "hps", 3), ("srdml_pcgrad", "pcgrad", 1),
+                          ("srdml_pcgrad", "pcgrad", 3)])
+def test_srdml_never_reports_a_warm_up_epoch(tmp_path, method, baseline, seed):
+    """The audit's cases: these seeds selected a warm-up epoch and reported the plain baseline bit for bit."""
+    cfg = resolve_config("synthetic_relations", method, seed, {"tracking.enabled": False})
+    record = train(cfg, tmp_path / method)
+    warmup = cfg["rule"]["warmup_epochs"]
+    assert warmup > 0 and record["status"] == "ok" and record["selected_epoch"] >= warmup
+    plain = train(resolve_config("synthetic_relations", baseline, seed, {"tracking.enabled": False}),
+                  tmp_path / baseline)
+    assert record["metrics"]["test"] != plain["metrics"]["test"]
+
+
+@pytest.mark.parametrize(("method", "epochs", "key"),
+                         [("dsmtl_al", 1, "rule.search_epochs"), ("srdml", 2, "rule.warmup_epochs"),
+                          ("dsmtl_il", 3, "rule.stage1_epochs")])
+def test_a_budget_that_ends_before_the_mechanism_is_refused(tmp_path, capsys, method, epochs, key):
+    from mtlbench.cli import main
+
+    code = main(["train", "--dataset", "multimnist", "--method", method, "--epochs", str(epochs), "--no-tracking",
+                 "--out", str(tmp_path / "run"), "--set", "dataset.n_train=64", "--set", "dataset.n_val=16",
+                 "--set", "dataset.n_test=16"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert key in err and f"train.epochs={epochs}" in err
+    assert not (tmp_path / "run" / "record.json").exists()
+
+
+def test_an_ok_record_always_has_test_metrics(tmp_path, monkeypatch):
+    """Should no epoch be selectable after all (the budget check bypassed), the run is `incomplete`."""
+    from mtlbench import training
+
+    monkeypatch.setattr(training, "check_budget", lambda rule, epochs, method: epochs)
+    record = _train(tmp_path, "a", dataset="synthetic_relations", method="srdml",
+                    **{"train.epochs": 5, "rule.warmup_epochs": 11})
+    assert record["status"] == "incomplete" and record["metrics"]["test"] == {}

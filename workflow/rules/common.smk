@@ -60,6 +60,11 @@ def is_tracking():
     return bool(config["tracking"]["enabled"])
 
 
+def is_live_tracking():
+    """Training jobs log to MLflow themselves (else train_tracking_log logs their records afterwards)."""
+    return is_tracking() and bool(config["tracking"]["live"])
+
+
 def get_record(dataset, method, seed):
     return f"{RESULTS}/runs/{dataset}/{method_dir(method)}/seed{seed}/record.json"
 
@@ -81,7 +86,8 @@ def _yaml_value(value):
 
 
 def get_tables():
-    names = ["metrics.csv", "delta_m.csv", "summary.csv", "summary.md", "summary.tex", "significance.csv",
+    names = ["metrics.csv", "delta_m.csv", "delta_m_metrics.csv", "summary.csv", "summary.md", "summary.tex",
+             "task_averaged.csv", "task_averaged.md", "significance.csv",
              "safeness.csv", "ranking.csv", "nemenyi.csv", "efficiency.csv"]
     return [f"{TABLES}/{n}" for n in names]
 
@@ -95,4 +101,5 @@ def get_figures():
 
 def get_final_output():
     """Every run record too: a deleted record is retrained (and the tables follow), not ignored."""
-    return get_records() + get_tables() + get_figures()
+    tracked = [f"{RESULTS}/mlflow_runs.json"] if is_tracking() else []
+    return get_records() + get_tables() + get_figures() + tracked
