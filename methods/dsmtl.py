@@ -228,13 +228,21 @@ class _GatesOnHoldout(EqualWeights):
 
 @UPDATE_RULES.register("dsmtl_jl", "DSMTL joint learning; optionally gates learned on held-out data (unrolled)")
 class JointLearning(_GatesOnHoldout):
+    """`gate_on_val` follows the official bilevel script (train_bilevel.py) by default: each step, the gates
+    take one step of their own Adam (`gate_lr`, no weight decay) on the held-out loss of the weights unrolled
+    by one SGD step at the network's lr (`unroll_lr` = 0; exact second-order term by double backprop); then
+    the weights take the network optimiser's step on the training loss with the updated gates.
+    `gate_optimizer=network` instead lets the network's optimiser step the gates, simultaneously with the
+    weights (the suite's earlier reading)."""
+
     name = "dsmtl_jl"
 
-    def __init__(self, gate_on_val: bool = False, holdout_fraction: float = 0.2, unroll_lr: float = 0.01,
-                 holdout_batch_size: int = 256):
+    def __init__(self, gate_on_val: bool = False, holdout_fraction: float = 0.2, unroll_lr: float = 0.0,
+                 holdout_batch_size: int = 256, gate_optimizer: Literal["own", "network"] = "own",
+                 gate_lr: float = 1e-4):
         super().__init__()
         self.gate_on_val, self.holdout_fraction, self.unroll_lr = gate_on_val, holdout_fraction, unroll_lr
-        self.holdout_batch_size = holdout_batch_size
+        self.holdout_batch_size, self.gate_optimizer, self.gate_lr = holdout_batch_size, gate_optimizer, gate_lr
 
     def uses_holdout(self) -> bool:
         return self.gate_on_val
@@ -242,29 +250,52 @@ class JointLearning(_GatesOnHoldout):
     def bind(self, model, tasks) -> None:
         super().bind(model, tasks)
         self._batch_size = self.holdout_batch_size
+        self._gate_adam = torch.optim.Adam(model.gate_parameters(), lr=self.gate_lr)
 
     def backward(self, x: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
-        losses = super().backward(x, targets)
-        if self.gate_on_val:
-            gate_grads = self.unrolled_gate_gradient(x, targets, self._holdout(self._step))
-            for p, g in zip(self.model.gate_parameters(), gate_grads, strict=True):
+        if not self.gate_on_val:
+            return super().backward(x, targets)
+        gates = self.model.gate_parameters()
+        gate_grads = self.unrolled_gate_gradient(x, targets, self._holdout(self._step))
+        self._step += 1
+        if self.gate_optimizer == "network":
+            losses = super().backward(x, targets)
+            for p, g in zip(gates, gate_grads, strict=True):
                 p.grad = g
-            self._step += 1
+            return losses
+        for p, g in zip(gates, gate_grads, strict=True):
+            p.grad = g
+        self._gate_adam.step()  # the gates first, as the official script
+        for p in gates:
+            p.grad = None
+        losses = super().backward(x, targets)  # then the weights' gradient, with the updated gates
+        for p in gates:
+            p.grad = None  # the network's optimiser must not move (or decay) the gates
         return losses
 
     def unrolled_gate_gradient(self, x, targets, held_out) -> tuple[torch.Tensor, ...]:
-        """d L_val(w - xi * dL_train/dw, gates) / d gates, through the one-step unrolled weights."""
+        """d L_val(w - xi * dL_train/dw, gates) / d gates, through the one-step unrolled weights
+        (xi = `unroll_lr`, or the network's lr when it is 0)."""
+        xi = self.unroll_lr or self.network_lr
         gate_ids = {id(p) for p in self.model.gate_parameters()}
         named = dict(self.model.named_parameters())
         gates = {k: p for k, p in named.items() if id(p) in gate_ids}
         weights = {k: p for k, p in named.items() if id(p) not in gate_ids and p.requires_grad}
         train_loss = task_losses(functional_call(self.model, {**weights, **gates}, (x,)), targets, self.tasks).sum()
         grads = torch.autograd.grad(train_loss, list(weights.values()), create_graph=True, allow_unused=True)
-        unrolled = {k: (w - self.unroll_lr * g if g is not None else w)
+        unrolled = {k: (w - xi * g if g is not None else w)
                     for (k, w), g in zip(weights.items(), grads, strict=True)}
         xv, yv = held_out
         val_loss = task_losses(functional_call(self.model, {**unrolled, **gates}, (xv,)), yv, self.tasks).sum()
         return torch.autograd.grad(val_loss, list(gates.values()))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "gate_adam": self._gate_adam.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if "gate_adam" in state:
+            self._gate_adam.load_state_dict(state["gate_adam"])
 
 
 @UPDATE_RULES.register("dsmtl_il", "DSMTL individual learning: public encoder first, then each task's own parts")

@@ -14,12 +14,14 @@ distance, so pairs closer than average gain weight and dissimilar pairs fall to 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from baselines.pcgrad import pcgrad_backward
+from mtlbench.data.synthetic import SCALES
 from mtlbench.errors import MtlbenchError
 from mtlbench.method import MethodSpec, register_method
 from mtlbench.registry import UPDATE_RULES
@@ -31,25 +33,50 @@ Distance = Literal["l1", "l2", "sq_l2", "cosine"]
 
 
 def saliency_logit(task: TaskSpec, output: torch.Tensor, target: torch.Tensor, which: str) -> torch.Tensor:
-    """The per-sample scalar whose gradient is the saliency: the logit itself for single-output tasks; for
-    multi-class tasks the true class's logit (`label`, as Grad-CAM), the top logit (`max`) or their sum."""
+    """(B,) per-sample scalars whose gradients w.r.t. A are the saliencies: the task's raw output (logit).
+
+    Single-output tasks: the output itself. Multi-class tasks: the true class's logit (`label`, as Grad-CAM;
+    an unlabelled sample, label -1, uses class 0's logit), the top logit (`max`) or their sum (`sum`).
+    Dense tasks have one output per pixel, summed over the image: segmentation takes each pixel's class logit
+    as a multi-class task does (unlabelled pixels contribute 0 with `label`), depth the predicted depth, normals
+    the three predicted components."""
     output = task.squeeze(output)
-    if task.kind != "classification":
-        return output
-    if which == "label":
-        return output.gather(1, target.clamp_min(0)[:, None])[:, 0]
-    if which == "max":
-        return output.max(1).values
-    return output.sum(1)
+    if task.kind in ("classification", "segmentation"):
+        if which == "label":
+            per = output.gather(1, target.clamp_min(0).long().unsqueeze(1)).squeeze(1)
+            if task.kind == "segmentation":
+                per = per * (target >= 0)
+        elif which == "max":
+            per = output.max(1).values
+        else:
+            per = output.sum(1)
+    else:
+        per = output
+    return per.reshape(per.shape[0], -1).sum(1) if per.dim() > 1 else per
+
+
+@contextmanager
+def batchnorm_in_eval(module: nn.Module | None):
+    """Yields whether any BatchNorm layer of `module` was in training mode (and is in eval mode inside)."""
+    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training] \
+        if module is not None else []
+    for m in layers:
+        m.eval()
+    try:
+        yield bool(layers)
+    finally:
+        for m in layers:
+            m.train()
 
 
 def saliencies(rep: torch.Tensor, outputs: list[torch.Tensor], targets: list[torch.Tensor], tasks: list[TaskSpec],
                reduce: Reduce = "sum", which: str = "label", create_graph: bool = True) -> torch.Tensor:
     """(T, B, F) saliencies of every task for every sample, without a loop over samples.
 
-    Heads act on each sample separately, so the gradient of the batch sum of a task's logits w.r.t. A is the
-    stack of per-sample gradients. Conv maps are reduced over space (`sum`: Grad-CAM channel weights with
-    normaliser 1, as the official code; `mean`; `none` keeps the full flattened gradient)."""
+    When the heads act on each sample separately, the gradient of the batch sum of a task's logits w.r.t. A
+    is the stack of per-sample gradients (`task_saliencies` makes sure they do). Conv maps are reduced over
+    space (`sum`: Grad-CAM channel weights with normaliser 1, as the official code; `mean`; `none` keeps the
+    full flattened gradient)."""
     rows = []
     for task, out, tgt in zip(tasks, outputs, targets, strict=True):
         logit = saliency_logit(task, out, tgt, which)
@@ -58,6 +85,19 @@ def saliencies(rep: torch.Tensor, outputs: list[torch.Tensor], targets: list[tor
             grad = grad.flatten(2).sum(2) if reduce == "sum" else grad.flatten(2).mean(2)
         rows.append(grad.flatten(1))
     return torch.stack(rows)
+
+
+def task_saliencies(model, rep: torch.Tensor, outputs: list[torch.Tensor], targets: list[torch.Tensor],
+                    tasks: list[TaskSpec], reduce: Reduce = "sum", which: str = "label") -> torch.Tensor:
+    """Per-sample saliencies for any heads. Heads with BatchNorm in training mode normalise with batch
+    statistics, so one sample's logit depends on the others' features and the batch-sum trick would mix
+    samples (measured relative error ~1 on DeepLab heads). Those heads are then run once more with their
+    BatchNorm layers in eval mode (running statistics: each sample alone, as at test time) for the saliency;
+    the task losses keep the training-mode outputs."""
+    with batchnorm_in_eval(getattr(model, "heads", None)) as switched:
+        if switched:
+            outputs = model.decode(rep)
+        return saliencies(rep, outputs, targets, tasks, reduce, which)
 
 
 def pair_distances(sal: torch.Tensor, dist: Distance = "l1", reduce_batch: str = "mean") -> torch.Tensor:
@@ -83,6 +123,22 @@ def relation_matrix(omega: torch.Tensor, t: int) -> list[list[float]]:
     mat[i, j] = omega.detach().cpu()
     mat[j, i] = omega.detach().cpu()
     return mat.tolist()
+
+
+# The official CIFAR script steps the network's two halves and then omega with one Keras Adam object, so its
+# step count advances three times per training step; omega's variable is re-created after every step, so its
+# moments start from zero each time.
+KERAS_ADAM_CALLS_PER_STEP = 3
+
+
+def keras_fresh_moment_adam_step(param: torch.Tensor, grad: torch.Tensor, step: int, lr: float,
+                                 beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7) -> None:
+    """One Keras (TF2 OptimizerV2) Adam update with zero moments at global step `step`:
+    m = (1 - b1) g, v = (1 - b2) g^2, param -= lr sqrt(1 - b2^k) / (1 - b1^k) * m / (sqrt(v) + eps).
+    Not lr * sign(g): the bias correction uses the shared step count (3.08x lr per step at k = 3000)."""
+    m, v = (1 - beta1) * grad, (1 - beta2) * grad * grad
+    alpha = lr * (1 - beta2**step) ** 0.5 / (1 - beta1**step)
+    param.sub_(alpha * m / (v.sqrt() + eps))
 
 
 @UPDATE_RULES.register("srdml", "Saliency regulariser with learned task relations (SRDML)")
@@ -122,6 +178,7 @@ class SaliencyRegularized(UpdateRule):
         device = next(model.parameters()).device
         self.omega = nn.Parameter(torch.ones(t * (t - 1) // 2, device=device))
         self._optimizer = self._new_optimizer()
+        self._omega_updates = 0
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
         cls = torch.optim.Adam if self.omega_optimizer == "adam" else torch.optim.SGD
@@ -142,7 +199,7 @@ class SaliencyRegularized(UpdateRule):
         return self.fresh_optimizer_after_warmup and 0 < self.warmup_epochs == epoch and self.lam != 0
 
     def regulariser(self, rep: torch.Tensor, outputs: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
-        sal = saliencies(rep, outputs, targets, self.tasks, self.reduce, self.saliency_of)
+        sal = task_saliencies(self.model, rep, outputs, targets, self.tasks, self.reduce, self.saliency_of)
         distances = pair_distances(sal, self.dist, self.reduce_batch)
         self._last_distances = distances.detach()
         weights = self.omega / self.omega.sum().clamp_min(1e-12)
@@ -173,9 +230,13 @@ class SaliencyRegularized(UpdateRule):
     def after_step(self) -> None:
         if self.omega.grad is None:
             return
-        if self.reset_omega_optimizer:  # the official code re-creates omega's optimiser every step
-            self._optimizer = self._new_optimizer()
-        self._optimizer.step()
+        if self.reset_omega_optimizer:  # the official CIFAR code: fresh moments each step, shared step count
+            self._omega_updates += 1
+            with torch.no_grad():
+                keras_fresh_moment_adam_step(self.omega, self.omega.grad,
+                                             KERAS_ADAM_CALLS_PER_STEP * self._omega_updates, self.omega_lr)
+        else:
+            self._optimizer.step()
         with torch.no_grad():
             self.omega.clamp_(min=0.0)  # projection onto omega >= 0 (ReLU)
             if float(self.omega.sum()) == 0.0:  # every pair driven to 0: restart from equal weights
@@ -193,18 +254,24 @@ class SaliencyRegularized(UpdateRule):
                 "relation_tasks": [t.name for t in self.tasks]}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"omega": self.omega.detach().cpu(), "optimizer": self._optimizer.state_dict()}
+        return {"omega": self.omega.detach().cpu(), "optimizer": self._optimizer.state_dict(),
+                "omega_updates": self._omega_updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         with torch.no_grad():
             self.omega.copy_(state["omega"].to(self.omega.device))
         self._optimizer.load_state_dict(state["optimizer"])
+        self._omega_updates = int(state.get("omega_updates", 0))
 
 
-# The official synthetic script: SGD for omega with lr 0.01, regulariser summed over the batch, lambda = 0 for
-# the first 11 iterations. MultiMNIST mirrors the official two-stage CIFAR schedule (half the epochs plain).
-_SYNTHETIC = {"rule.omega_optimizer": "sgd", "rule.omega_lr": 0.01, "rule.reduce_batch": "sum",
-              "rule.warmup_epochs": 11, "rule.lam": 1.0}
+# The official synthetic script (synthetic_train.py): SGD lr 0.01 for theta and omega, full batch, the
+# regulariser summed over the samples, lambda = 0 for the first 11 iterations and 1 after. Its data term is
+# (1 / 2mT) sum_t sum_e err^2, the suite's sum_t MSE_t is 2T times that: lambda = 2T gives the official
+# objective (times 2T), and omega's lr / 2T gives omega the official steps. MultiMNIST mirrors the official
+# two-stage CIFAR schedule (half the epochs plain).
+_OFFICIAL_SYNTHETIC_SCALE = 2 * len(SCALES)
+_SYNTHETIC = {"rule.omega_optimizer": "sgd", "rule.omega_lr": 0.01 / _OFFICIAL_SYNTHETIC_SCALE,
+              "rule.reduce_batch": "sum", "rule.warmup_epochs": 11, "rule.lam": 1.0 * _OFFICIAL_SYNTHETIC_SCALE}
 _MULTIMNIST = {"rule.warmup_epochs": 5, "rule.lam": 0.1}
 
 register_method(MethodSpec(

@@ -72,6 +72,7 @@ def build(cfg: dict[str, Any]) -> tuple[DatasetBundle, MTLArchitecture, UpdateRu
     arch_cls = ARCHITECTURES.get(cfg["arch"]["name"])
     model = arch_cls(bundle.tasks, bundle.network, **component_kwargs(cfg["arch"]))
     rule = UPDATE_RULES.get(cfg["rule"]["name"])(**component_kwargs(cfg["rule"]))
+    rule.network_lr = cfg["train"]["lr"]
     rule.bind(model, bundle.tasks)
     return bundle, model, rule
 

