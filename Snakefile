@@ -16,7 +16,6 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
-include: "workflow/rules/stats.smk"
 include: "workflow/rules/efficiency.smk"
 include: "workflow/rules/report.smk"
 

@@ -19,7 +19,23 @@ DELTA_M = "delta_m"
 
 
 def load_records(paths: Iterable[Path]) -> list[dict]:
-    return [json.loads(Path(p).read_text()) for p in paths]
+    """Run records; a file that is not one ends in one message naming it."""
+    from mtlbench.errors import MtlbenchError
+
+    records = []
+    for path in paths:
+        try:
+            record = json.loads(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise MtlbenchError(f"{path} is not a readable run record ({exc}); delete it and rerun to retrain "
+                                f"that run") from None
+        missing = [k for k in ("dataset", "method", "seed", "status")
+                   if not isinstance(record, dict) or k not in record]
+        if missing:
+            raise MtlbenchError(f"{path} is not a run record (missing {', '.join(missing)}); delete it and rerun "
+                                f"to retrain that run")
+        records.append(record)
+    return records
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, object]:

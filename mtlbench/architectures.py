@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from mtlbench.nets import Network
+from mtlbench.registry import ARCHITECTURES
 from mtlbench.tasks import TaskSpec
 
 
@@ -76,6 +77,10 @@ class MTLArchitecture(nn.Module):
     def method_state(self) -> dict[str, Any]:
         """Learned, human-readable structure (mixing weights, gates) for the run record."""
         return {}
+
+
+ARCHITECTURES.accepts(lambda obj: isinstance(obj, type) and issubclass(obj, MTLArchitecture),
+                      "an MTLArchitecture subclass")
 
 
 class SharedTrunk(MTLArchitecture):

@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     agg.add_argument("--reference", default="stl", help="method Delta_m is measured against")
     agg.add_argument("--allow-mixed-configs", action="store_true",
                      help="aggregate records of one (dataset, method) even when their configs differ")
+    agg.add_argument("--baselines", nargs="+", default=None,
+                     help="also write significance, safeness and ranking tables against these methods")
+    agg.add_argument("--alpha", type=float, default=0.05)
 
     sta = sub.add_parser("stats", help="metrics.csv -> significance, safeness, ranking tables")
     sta.add_argument("--metrics", type=Path, required=True)
@@ -160,6 +163,8 @@ def cmd_pipeline_stage(args: argparse.Namespace) -> int:
 
     if args.command == "aggregate":
         pipeline.aggregate(args.records, args.out, args.reference, args.allow_mixed_configs)
+        if args.baselines:
+            pipeline.statistics(args.out / "metrics.csv", args.out, tuple(args.baselines), args.reference, args.alpha)
     elif args.command == "stats":
         pipeline.statistics(args.metrics, args.out, tuple(args.baselines), args.reference, args.alpha)
     elif args.command == "efficiency":
@@ -179,6 +184,13 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args)
     except MtlbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except PermissionError as exc:
+        print(f"error: no permission to write {exc.filename or 'a file'} ({exc.strerror}); choose a writable "
+              f"folder (--out, or `results:` in the pipeline's config)", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a read-only file system, a full disk, a missing folder
+        print(f"error: {exc.strerror or exc} ({exc.filename or 'no file name'})", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
@@ -28,6 +29,9 @@ class TrainConfig:
     lr_gamma: float = 0.5
     selection: Literal["loss", "metric"] = "loss"  # what picks the epoch on validation
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # CPU threads of PyTorch: float sums are ordered by thread, so results depend on it (hashed); the pipeline's
+    # jobs and a hand run both use this value
+    threads: int = 1
     progress: Literal["auto", "on", "off"] = "auto"
     checkpoint: bool = True
     checkpoint_every_s: float = 0.0  # 0: after every epoch; else at most one per this many seconds (and the last)
@@ -148,6 +152,18 @@ def check_train_values(train: dict[str, Any]) -> None:
         raise MtlbenchError(f"train.epochs must be >= 1, got {train['epochs']}")
     if train["lr"] <= 0:
         raise MtlbenchError(f"train.lr must be > 0, got {train['lr']}")
+    check_device_name(train["device"])
+    if train["threads"] < 1:
+        raise MtlbenchError(f"train.threads must be >= 1, got {train['threads']}")
+
+
+DEVICE_NAME = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+def check_device_name(name: str) -> None:
+    if not DEVICE_NAME.match(name):
+        raise MtlbenchError(f"train.device={name!r} is not a device this suite runs on; use auto, cpu, cuda, "
+                            f"cuda:N or mps")
 
 
 def component_kwargs(section: dict[str, Any]) -> dict[str, Any]:

@@ -36,13 +36,9 @@ def get_method(name: str) -> MethodSpec:
     from mtlbench.registry import ARCHITECTURES, UPDATE_RULES
     from mtlbench.update_rules import UpdateRule
 
-    obj = METHODS.get(name)
+    obj = METHODS.get(name)  # an imported name is checked by METHODS.accepts below: nothing of it is called
     if isinstance(obj, MethodSpec):
         return obj
-    if callable(obj) and not inspect.isclass(obj):
-        obj = obj()
-        if isinstance(obj, MethodSpec):
-            return obj
     if inspect.isclass(obj) and issubclass(obj, UpdateRule):
         UPDATE_RULES.add(name, obj)
         return MethodSpec(name, obj.__doc__ or name, "hps", name)
@@ -50,3 +46,13 @@ def get_method(name: str) -> MethodSpec:
         ARCHITECTURES.add(name, obj)
         return MethodSpec(name, obj.__doc__ or name, name)
     raise MtlbenchError(f"{name!r} is neither a MethodSpec, an UpdateRule class nor an MTLArchitecture class")
+
+
+def _is_method(obj: object) -> bool:
+    from mtlbench.architectures import MTLArchitecture
+    from mtlbench.update_rules import UpdateRule
+
+    return isinstance(obj, MethodSpec) or (inspect.isclass(obj) and issubclass(obj, UpdateRule | MTLArchitecture))
+
+
+METHODS.accepts(_is_method, "a MethodSpec, an UpdateRule subclass or an MTLArchitecture subclass")

@@ -86,12 +86,33 @@ def coerce(key: str, value: Any, tp: Any) -> Any:
             value = yaml.safe_load(value)
         except yaml.YAMLError:
             pass
+    value = _as_float_if_spelled(value, tp)
     if not conforms(value, tp):
         raise MtlbenchError(f"{key}: expected {describe_type(tp)}, got {value!r}")
     if tp is float and isinstance(value, int):
         value = float(value)
     if typing.get_origin(tp) in (list, tuple):
         value = list(value)
+    return value
+
+
+def _accepts_float(tp: Any) -> bool:
+    if tp is float:
+        return True
+    return typing.get_origin(tp) in (Union, types.UnionType) and any(_accepts_float(a) for a in typing.get_args(tp))
+
+
+def _as_float_if_spelled(value: Any, tp: Any) -> Any:
+    """YAML 1.1 reads `3e-4` and `1E5` (no dot) as strings; a person means a number: every spelling Python's
+    float() reads (`3e-4`, `1E5`, `.5`, `1_000.0`) is a float where the type wants one (not inf or nan)."""
+    if isinstance(value, str) and _accepts_float(tp) and not conforms(value, tp):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return value
+        return number if number == number and abs(number) != float("inf") else value
+    if isinstance(value, list) and typing.get_origin(tp) in (list, tuple) and typing.get_args(tp):
+        return [_as_float_if_spelled(v, typing.get_args(tp)[0]) for v in value]
     return value
 
 

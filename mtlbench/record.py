@@ -16,8 +16,27 @@ import mtlbench
 RECORD_KEYS = (
     "dataset", "method", "seed", "data_seed", "config", "config_hash", "status", "selected_epoch",
     "epochs_completed", "metrics", "directions", "timing", "params", "peak_memory_mb", "peak_memory_kind",
-    "versions", "git_commit", "device", "method_state", "mlflow_run_id",
+    "versions", "git_commit", "device", "host", "method_state", "mlflow_run_id",
 )
+
+
+def cpu_model() -> str:
+    """The CPU's model name (results in float32 can differ between CPU kinds: see results/reference/README.md)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def host_info() -> dict[str, object]:
+    """What besides the config decides a CPU run's last bits: thread count, CPU model and math backends."""
+    return {"threads": torch.get_num_threads(), "cpu": cpu_model(), "machine": platform.machine(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "mkl": torch.backends.mkl.is_available(), "mkldnn": torch.backends.mkldnn.is_available(),
+            "openmp": torch.backends.openmp.is_available()}
 
 
 def versions() -> dict[str, str]:

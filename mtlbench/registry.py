@@ -7,6 +7,7 @@ the form ``package.module:Name`` is imported on demand, so a user's own method n
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -46,6 +47,12 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
+        self._accepts: tuple[Callable[[Any], bool], str] | None = None
+
+    def accepts(self, check: Callable[[Any], bool], what: str) -> None:
+        """What an imported ``package.module:Name`` must be (checked before anything of it is called);
+        declared by the module that defines the component's base class."""
+        self._accepts = (check, what)
 
     def register(self, name: str, description: str | None = None) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
@@ -74,7 +81,11 @@ class Registry(Generic[T]):
         if name in self._entries:
             return self._entries[name].obj
         if ":" in name:
-            return import_object(name, self.kind)
+            obj = import_object(name, self.kind)
+            if self._accepts is not None and not self._accepts[0](obj):
+                raise MtlbenchError(f"{name!r} is not usable as {self.kind}: it must be {self._accepts[1]}, "
+                                    f"found {type(obj).__name__} {obj!r:.60}")
+            return obj
         raise UnknownNameError(self.kind, name, list(self._entries))
 
     def __contains__(self, name: str) -> bool:
@@ -82,8 +93,15 @@ class Registry(Generic[T]):
         return name in self._entries
 
 
+IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+
+
 def import_object(path: str, kind: str) -> Any:
-    """Import ``package.module:Name`` with one clear message for each way it can fail."""
+    """Import ``package.module:Name`` with one clear message for each way it can fail. Importing the module
+    runs its code (that is how a user's method registers); nothing found in it is called here."""
+    if not IMPORT_PATH.match(path):
+        raise MtlbenchError(f"{kind} {path!r} is not a registered name nor of the form package.module:Name "
+                            f"(dotted Python identifiers, e.g. mymethods.uncertainty:UNCERTAINTY)")
     module_name, _, attr = path.partition(":")
     try:
         module = importlib.import_module(module_name)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -73,15 +74,29 @@ def _experiment_id(client: Any, cfg: TrackingConfig) -> str:
     return _retry(get_or_create)
 
 
+RUN_KEY_TAG = "mtlbench_run_key"
+
+
+class TrackingUnavailable(Exception):
+    """The tracking store failed in a way retrying does not fix (deleted, unreachable, corrupt)."""
+
+
 class Tracker:
-    """One MLflow run. `run_id` lets a resumed training continue the run it started.
+    """One MLflow run per run record, whatever was killed, deleted or replaced.
+
+    The run is found again by its run key (the run directory and config hash, a tag): a resumed or restarted
+    training reopens it (also an orphan left RUNNING by a kill), and a replaced database gets a new one. On
+    opening, the steps already logged are read back, so no epoch is logged twice and the caller can replay
+    the epochs the run lacks from the checkpoint's history. A store that fails mid-run never stops training:
+    the run continues untracked, with one warning, and rerunning the command logs what is missing.
 
     Per-epoch metrics are buffered and written in batches (every `flush_seconds`, and at the end): one
     SQLite transaction per epoch would cost more than a tier-0 epoch itself."""
 
     flush_seconds = 10.0
+    step_metric = "epoch_seconds"  # logged with every epoch: its steps are the epochs MLflow holds
 
-    def __init__(self, cfg: TrackingConfig, run_name: str, run_id: str | None = None):
+    def __init__(self, cfg: TrackingConfig, run_name: str, run_id: str | None = None, run_key: str | None = None):
         from mlflow.tracking import MlflowClient
 
         init_store(cfg)
@@ -89,44 +104,89 @@ class Tracker:
         experiment = _experiment_id(self.client, cfg)
         self._pending: list[Any] = []
         self._last_flush = time.monotonic()
+        self.broken = False
+        self.run_id = self._open(experiment, run_name, run_id, run_key)
+        run = _retry(lambda: self.client.get_run(self.run_id))
+        self.logged_metrics = set(run.data.metrics)
+        self.logged_steps = ({m.step for m in _retry(lambda: self.client.get_metric_history(self.run_id,
+                                                                                           self.step_metric))}
+                             if self.step_metric in self.logged_metrics else set())
+
+    def _open(self, experiment: str, run_name: str, run_id: str | None, run_key: str | None) -> str:
         if run_id is not None:
-            self.run_id = run_id
-        else:
-            run = _retry(lambda: self.client.create_run(experiment, run_name=run_name))
-            self.run_id = run.info.run_id
+            try:
+                return _retry(lambda: self.client.get_run(run_id)).info.run_id
+            except Exception:  # noqa: BLE001 - e.g. the database was replaced: find the run by its key, or start one
+                warn(f"tracking run {run_id} is not in the store any more (database replaced?): logging this run "
+                     f"anew")
+        if run_key is not None:
+            found = _retry(lambda: self.client.search_runs(
+                [experiment], filter_string=f"tags.{RUN_KEY_TAG} = '{run_key}'", max_results=1))
+            if found:
+                return found[0].info.run_id
+        tags = {RUN_KEY_TAG: run_key} if run_key is not None else {}
+        return _retry(lambda: self.client.create_run(experiment, run_name=run_name, tags=tags)).info.run_id
+
+    def _call(self, call: Callable[[], Any]) -> None:
+        if self.broken:
+            return
+        try:
+            _retry(call)
+        except Exception as exc:  # noqa: BLE001 - whatever the store does, training goes on
+            self.broken = True
+            warn(f"tracking failed ({type(exc).__name__}: {str(exc)[:200]}); training continues untracked — "
+                 f"rerun the same command afterwards to log this run")
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for start in range(0, len(items), 100):
-            _retry(lambda s=start: self.client.log_batch(self.run_id, params=items[s : s + 100]))
+            self._call(lambda s=start: self.client.log_batch(self.run_id, params=items[s : s + 100]))
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Per-epoch metrics; an epoch the run already holds is not logged again."""
         from mlflow.entities import Metric
 
+        if step in self.logged_steps:
+            return
+        self.logged_steps.add(step)
         now = int(time.time() * 1000)
         self._pending += [Metric(k, float(v), now, step) for k, v in metrics.items()]
         if time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
 
+    def log_final(self, metrics: dict[str, float], step: int) -> None:
+        """Metrics logged once per run (the test metrics of the selected epoch)."""
+        from mlflow.entities import Metric
+
+        if not metrics or set(metrics) <= self.logged_metrics:
+            return
+        self.logged_metrics |= set(metrics)
+        now = int(time.time() * 1000)
+        self._pending += [Metric(k, float(v), now, step) for k, v in metrics.items()]
+
     def flush(self) -> None:
         while self._pending:
             chunk, self._pending = self._pending[:1000], self._pending[1000:]
-            _retry(lambda c=chunk: self.client.log_batch(self.run_id, metrics=c))
+            self._call(lambda c=chunk: self.client.log_batch(self.run_id, metrics=c))
         self._last_flush = time.monotonic()
 
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        _retry(lambda: self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]))
+        self._call(lambda: self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]))
 
     def log_artifact(self, path: Path) -> None:
-        _retry(lambda: self.client.log_artifact(self.run_id, str(path)))
+        self._call(lambda: self.client.log_artifact(self.run_id, str(path)))
 
     def finish(self, status: str) -> None:
         self.flush()
-        _retry(lambda: self.client.set_terminated(self.run_id, status))
+        self._call(lambda: self.client.set_terminated(self.run_id, status))
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 class NullTracker:
@@ -136,15 +196,25 @@ class NullTracker:
 
     def log_params(self, params: dict[str, Any]) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+    def log_final(self, metrics: dict[str, float], step: int) -> None: ...
     def flush(self) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def log_artifact(self, path: Path) -> None: ...
     def finish(self, status: str) -> None: ...
 
 
-def make_tracker(cfg: TrackingConfig, run_name: str, run_id: str | None = None) -> Tracker | NullTracker:
-    """The live tracker of a training process (a no-op when tracking is off or deferred to the record)."""
-    return Tracker(cfg, run_name, run_id) if cfg.enabled and cfg.live else NullTracker()
+def make_tracker(cfg: TrackingConfig, run_name: str, run_id: str | None = None,
+                 run_key: str | None = None) -> Tracker | NullTracker:
+    """The live tracker of a training process (a no-op when tracking is off or deferred to the record, and
+    when the store cannot be opened: training never waits on tracking)."""
+    if not (cfg.enabled and cfg.live):
+        return NullTracker()
+    try:
+        return Tracker(cfg, run_name, run_id, run_key)
+    except Exception as exc:  # noqa: BLE001 - an unreachable or broken store must not stop training
+        warn(f"tracking store {cfg.uri} cannot be opened ({type(exc).__name__}: {str(exc)[:200]}); this run "
+             f"continues untracked — rerun the same command afterwards to log it")
+        return NullTracker()
 
 
 # --- what an MLflow run holds: one definition for live tracking and for logging from a record ------------
@@ -201,7 +271,7 @@ def log_records(cfg: TrackingConfig, paths: list[Path]) -> dict[str, str]:
     for path in paths:
         raw = Path(path).read_bytes()
         record = json.loads(raw)
-        if record.get("mlflow_run_id"):
+        if record.get("mlflow_run_id") and _run_exists(client, record["mlflow_run_id"]):
             runs[str(path)] = record["mlflow_run_id"]
             continue
         sha = hashlib.sha256(raw).hexdigest()
@@ -214,22 +284,39 @@ def log_records(cfg: TrackingConfig, paths: list[Path]) -> dict[str, str]:
         tracker.log_params(run_params(record["config"], record["config_hash"]))
         tracker.set_tags({**run_tags(record["config"]), RECORD_TAG: sha})
         _log_history(tracker, record)
-        tracker.log_metrics(final_metrics(record), step=record["config"]["train"]["epochs"])
+        tracker.log_final(final_metrics(record), step=record["config"]["train"]["epochs"])
         tracker.log_artifact(Path(path))
         tracker.finish(final_status(record["status"]))
         runs[str(path)] = tracker.run_id
     return runs
 
 
+def _run_exists(client: Any, run_id: str) -> bool:
+    try:
+        _retry(lambda: client.get_run(run_id))
+        return True
+    except Exception:  # noqa: BLE001 - not found (a replaced database) or unreadable: log the record anew
+        return False
+
+
 def _log_history(tracker: Tracker, record: dict[str, Any]) -> None:
-    history, epochs = record["history"], record["config"]["train"]["epochs"]
-    every = log_every(record["config"].get("tracking", {}).get("log_every", 0), epochs)
-    task_names = list(record["directions"])
-    seconds = record["timing"].get("epoch_seconds") or [float("nan")] * len(history)
-    for i, (entry, epoch_seconds) in enumerate(zip(history, seconds, strict=True)):
-        ended = i == len(history) - 1 and record["status"] != "ok"
-        if is_logged_epoch(entry["epoch"], epochs, every, ended):
-            tracker.log_metrics(epoch_metrics(task_names, entry, epoch_seconds), step=entry["epoch"])
+    every = log_every(record["config"].get("tracking", {}).get("log_every", 0), record["config"]["train"]["epochs"])
+    seconds = record["timing"].get("epoch_seconds") or [float("nan")] * len(record["history"])
+    log_history(tracker, list(record["directions"]), record["history"], seconds, record["config"]["train"]["epochs"],
+                every, record["status"] != "ok")
+
+
+def log_history(tracker: Tracker | NullTracker, task_names: list[str], history: list[dict[str, Any]],
+                epoch_seconds: list[float], epochs: int, every: int, ended: bool) -> None:
+    """The logged epochs of a run's history (those the MLflow run already holds are skipped by the tracker)."""
+    for i, (entry, seconds) in enumerate(zip(history, epoch_seconds, strict=True)):
+        if is_logged_epoch(entry["epoch"], epochs, every, ended and i == len(history) - 1):
+            tracker.log_metrics(epoch_metrics(task_names, entry, seconds), step=entry["epoch"])
+
+
+def run_key(out: Path, config_hash: str) -> str:
+    """What identifies a run record's MLflow run: its directory and config."""
+    return hashlib.sha256(f"{Path(out).resolve()}|{config_hash}".encode()).hexdigest()[:32]
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

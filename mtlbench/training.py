@@ -21,11 +21,11 @@ import torch
 from tqdm import tqdm
 
 from mtlbench.architectures import MTLArchitecture
-from mtlbench.config import TrackingConfig, TrainConfig, component_kwargs, config_hash, train_config
+from mtlbench.config import TrackingConfig, TrainConfig, check_device_name, component_kwargs, config_hash, train_config
 from mtlbench.data import DatasetBundle, iterate_batches
 from mtlbench.errors import MtlbenchError
 from mtlbench.method import get_method
-from mtlbench.record import git_commit, versions, write_json_atomic
+from mtlbench.record import git_commit, host_info, versions, write_json_atomic
 from mtlbench.registry import ARCHITECTURES, DATASETS, UPDATE_RULES
 from mtlbench.tasks import TaskSpec
 from mtlbench.tracking import (
@@ -34,7 +34,9 @@ from mtlbench.tracking import (
     final_status,
     is_logged_epoch,
     log_every,
+    log_history,
     make_tracker,
+    run_key,
     run_name,
     run_params,
     run_tags,
@@ -42,10 +44,12 @@ from mtlbench.tracking import (
 from mtlbench.update_rules import UpdateRule, task_losses
 
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
 RECORD = "record.json"
 
 
 def resolve_device(name: str) -> torch.device:
+    check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -66,8 +70,7 @@ def seed_everything(seed: int) -> None:
 def build(cfg: dict[str, Any]) -> tuple[DatasetBundle, MTLArchitecture, UpdateRule]:
     """Dataset, model and update rule of a resolved config; the model's initialisation depends on `seed` only."""
     get_method(cfg["method"])  # registers user components named as package.module:Name
-    provider = DATASETS.get(cfg["dataset"]["name"])(**component_kwargs(cfg["dataset"]))
-    bundle = provider.load(cfg["data_seed"])
+    bundle = load_dataset(cfg)
     seed_everything(cfg["seed"])
     arch_cls = ARCHITECTURES.get(cfg["arch"]["name"])
     model = arch_cls(bundle.tasks, bundle.network, **component_kwargs(cfg["arch"]))
@@ -75,6 +78,23 @@ def build(cfg: dict[str, Any]) -> tuple[DatasetBundle, MTLArchitecture, UpdateRu
     rule.network_lr = cfg["train"]["lr"]
     rule.bind(model, bundle.tasks)
     return bundle, model, rule
+
+
+def load_dataset(cfg: dict[str, Any]) -> DatasetBundle:
+    """The dataset of a resolved config; settings that cannot build it end in one message naming them."""
+    name, kwargs = cfg["dataset"]["name"], component_kwargs(cfg["dataset"])
+    try:
+        bundle = DATASETS.get(name)(**kwargs).load(cfg["data_seed"])
+    except (ValueError, RuntimeError, IndexError) as exc:
+        raise MtlbenchError(f"dataset {name!r} cannot be built with these settings ({exc}); check the dataset.* "
+                            f"keys (`mtlbench train --dataset {name} --method hps --print-config` lists them)"
+                            ) from None
+    for split in ("train", "val", "test"):
+        if len(getattr(bundle, split)) == 0:
+            sizes = ", ".join(f"dataset.{k}={v}" for k, v in kwargs.items() if k.startswith("n_"))
+            raise MtlbenchError(f"the {split} split of {name!r} is empty ({sizes or 'no size keys'}); every split "
+                                f"needs at least one sample")
+    return bundle
 
 
 def make_optimizer(params: list[dict[str, Any]], tc: TrainConfig) -> torch.optim.Optimizer:
@@ -144,10 +164,25 @@ class Trainer:
 
     # --- checkpoints ------------------------------------------------------------------------------------
     def _load_checkpoint(self) -> dict[str, Any] | None:
-        path = self.out / CHECKPOINT
-        if not (self.tc.checkpoint and path.exists()):
+        """The last checkpoint; a corrupt one (a kill while it was written, a full disk) is named and the
+        previous one is used, or, failing that, the run starts over."""
+        if not self.tc.checkpoint:
             return None
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        path, previous = self.out / CHECKPOINT, self.out / PREVIOUS_CHECKPOINT
+        state = None
+        for candidate in (path, previous):
+            if not candidate.exists():
+                continue
+            try:
+                state = torch.load(candidate, map_location="cpu", weights_only=True)
+                break
+            except Exception as exc:  # noqa: BLE001 - torch reports a damaged file in several types
+                fallback = "the previous checkpoint" if candidate == path and previous.exists() else \
+                    "the start (the run is trained again)"
+                print(f"warning: {candidate} is corrupt ({type(exc).__name__}: {str(exc)[:120]}); resuming from "
+                      f"{fallback}", file=sys.stderr)
+        if state is None:
+            return None
         if state["config_hash"] != self.hash:
             raise MtlbenchError(
                 f"{path} belongs to a run with another config (hash {state['config_hash']}, this one {self.hash}); "
@@ -166,6 +201,8 @@ class Trainer:
         path = self.out / CHECKPOINT
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
+        if path.exists():  # kept until the new one is in place: a damaged newest checkpoint has a fallback
+            os.replace(path, self.out / PREVIOUS_CHECKPOINT)
         os.replace(tmp, path)
 
     # --- the loop ---------------------------------------------------------------------------------------
@@ -173,6 +210,7 @@ class Trainer:
         cfg, tc = self.cfg, self.tc
         self.out.mkdir(parents=True, exist_ok=True)
         device = resolve_device(tc.device)
+        torch.set_num_threads(tc.threads)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         bundle, model, rule = build(cfg)
@@ -204,10 +242,13 @@ class Trainer:
             torch.set_rng_state(state["rng"])
 
         name = run_name(cfg)
-        tracker = make_tracker(self.tracking, name, run_id)
-        if run_id is None:
-            tracker.log_params(run_params(cfg, self.hash))
-            tracker.set_tags(run_tags(cfg))
+        every = log_every(self.tracking.log_every, tc.epochs)
+        tracker = make_tracker(self.tracking, name, run_id, run_key(self.out, self.hash))
+        # idempotent on a reopened run; a new one (a replaced database) gets the epochs it lacks from the history
+        tracker.log_params(run_params(cfg, self.hash))
+        tracker.set_tags(run_tags(cfg))
+        log_history(tracker, [t.name for t in bundle.tasks], history, timing["epoch_seconds"], tc.epochs, every,
+                    status != "ok")
 
         show = tc.progress == "on" or (tc.progress == "auto" and sys.stderr.isatty())
         bar = tqdm(range(start_epoch, tc.epochs), desc=name, disable=not show, initial=start_epoch,
@@ -250,7 +291,7 @@ class Trainer:
                 score = selection_score(tc, val, val_losses, tasks)
                 if epoch >= first_active and score < best["score"]:
                     best = {"epoch": epoch, "score": score, "model": copy.deepcopy(model.state_dict()), "val": val}
-            if is_logged_epoch(epoch, tc.epochs, log_every(self.tracking.log_every, tc.epochs), status != "ok"):
+            if is_logged_epoch(epoch, tc.epochs, every, status != "ok"):
                 tracker.log_metrics(epoch_metrics([t.name for t in tasks], entry, epoch_seconds), step=epoch)
             self._save_checkpoint({
                 "config_hash": self.hash, "epoch": epoch + 1, "status": status,
@@ -267,7 +308,7 @@ class Trainer:
             status = "incomplete"
         record = self._record(bundle, model, rule, device, status, history, best, timing, tracker.run_id)
         write_json_atomic(self.out / "record.json", record)
-        tracker.log_metrics(final_metrics(record), step=tc.epochs)
+        tracker.log_final(final_metrics(record), step=tc.epochs)
         tracker.log_artifact(self.out / "record.json")
         tracker.finish(final_status(status))
         return record
@@ -312,6 +353,7 @@ class Trainer:
             "versions": versions(),
             "git_commit": git_commit(),
             "device": str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
+            "host": host_info(),
             "method_state": method_state,
             "history": history,
             "task_info": bundle.info,

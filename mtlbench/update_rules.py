@@ -117,6 +117,9 @@ class UpdateRule:
         return f"{type(self).__name__}({args})"
 
 
+UPDATE_RULES.accepts(lambda obj: isinstance(obj, type) and issubclass(obj, UpdateRule), "an UpdateRule subclass")
+
+
 @UPDATE_RULES.register("equal_weights", "Sum of the task losses with fixed weights (unitary scalarisation)")
 class EqualWeights(UpdateRule):
     name = "equal_weights"

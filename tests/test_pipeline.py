@@ -156,12 +156,19 @@ def test_slurm_profile_dry_run(tmp_path):
         ({"overrides": {"common": {"train.epoch": 3}}}, "unknown config key 'train.epoch'"),
         ({"statistics": {"alpha": 2}}, "alpha"),
         ({"seeds": [0, 0, 1]}, "non-unique"),  # a repeated seed would count one run twice in every paired test
+        ({"overrides": {"methods": {"hsp": {"train.lr": 0.1}}}}, "overrides.methods names 'hsp', not in this run"),
+        ({"overrides": {"datasets": {"mnist": {"train.lr": 0.1}}}}, "overrides.datasets names 'mnist'"),
+        ({"methods": ["hps", "srdml"]}, "statistics compares against stl, which `methods` does not train"),
+        ({"statistics": {"baselines": ["hps", "stl; touch pwned"]}}, "does not match"),
+        ({"methods": ["stl", "hps", "x; touch pwned"]}, "does not match"),
+        ({"overrides": {"common": {"train.device": "tpu"}}}, "train.device='tpu'"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path, config, fragment):
     result = snakemake(tmp_path, "-n", config=config)
     assert result.returncode != 0
     assert fragment in result.stderr + result.stdout
+    assert not (tmp_path / "pwned").exists()
 
 
 def _doc_code(path: Path) -> str:

@@ -4,6 +4,8 @@ with one hard-sharing training step through the real loader, network and metric 
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -177,3 +179,32 @@ def test_office_home_layout_without_images_folder(tmp_path):
     assert [t.num_classes for t in bundle.tasks] == [3, 3, 3, 3] and bundle.info["classes"] == ["Alarm_Clock", "Bike",
                                                                                                   "Pen"]
     assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (36, 12, 12)
+
+
+class _RunsCode:
+    """A pickle payload that calls a function while loading (here: writes a marker file)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_malicious_cifar_pickle_runs_nothing_and_gets_one_error(tmp_path):
+    write_cifar10(tmp_path)
+    marker = tmp_path / "pwned"
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_1", "wb") as fh:
+        pickle.dump({"data": _RunsCode(marker), "labels": [0]}, fh)
+    train = subprocess.run([sys.executable, "-m", "mtlbench", "train", "--dataset", "cifar_mtl", "--method", "hps",
+                            "--no-tracking", "--set", f"dataset.root={tmp_path}", "--out", str(tmp_path / "run")],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert train.returncode == 2 and train.stderr.startswith("error: refused to load CIFAR-10")
+    assert "posix.system" in train.stderr or "os.system" in train.stderr
+    assert "Traceback" not in train.stderr and train.stderr.count("\n") == 1
+    check = subprocess.run([sys.executable, "-m", "mtlbench", "data", "check", "--dataset", "cifar_mtl", "--root",
+                            str(tmp_path)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert check.returncode == 1 and "not plain data" in check.stdout
+    assert not marker.exists()  # nothing ran, under train or under data check

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mtlbench.nets import Network
+from mtlbench.registry import DATASETS
 from mtlbench.tasks import TaskSpec
 
 Batch = tuple[torch.Tensor, list[torch.Tensor]]
@@ -87,3 +88,6 @@ class DatasetProvider:
     def check(self) -> tuple[list[str], list[str]]:
         """(problems, warnings) of the user's copy of the data; tier-0 data has nothing to check."""
         return [], []
+
+
+DATASETS.accepts(lambda obj: isinstance(obj, type) and issubclass(obj, DatasetProvider), "a DatasetProvider subclass")

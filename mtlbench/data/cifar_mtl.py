@@ -16,6 +16,7 @@ from torch import nn
 
 from mtlbench.data import DatasetBundle, DatasetProvider, TensorTaskData
 from mtlbench.data.files import check_files
+from mtlbench.data.safe_pickle import ForbiddenGlobal, restricted_load, restricted_pickle_in
 from mtlbench.errors import MtlbenchError
 from mtlbench.nets import Network
 from mtlbench.registry import DATASETS
@@ -39,7 +40,7 @@ def cifar10_classes() -> tuple[type, type]:
 
         def _load_meta(self) -> None:
             with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as fh:
-                data = pickle.load(fh, encoding="latin1")
+                data = restricted_load(fh, encoding="latin1")
             self.classes = data[self.meta["key"]]
             self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
@@ -88,13 +89,31 @@ class CifarMTL(DatasetProvider):
         folder = self.root / CIFAR10.base_folder
         files = [(folder / n, m) for n, m in CIFAR10.train_list + CIFAR10.test_list]
         files.append((folder / CIFAR10.meta["filename"], CIFAR10.meta["md5"]))
-        return check_files(files, self.layout())
+        problems, warnings = check_files(files, self.layout())
+        for path, _ in files:  # parse each file as data (nothing in it can run): a checksum alone proves little
+            if path.is_file():
+                try:
+                    with open(path, "rb") as fh:
+                        restricted_load(fh, encoding="latin1")
+                except ForbiddenGlobal as exc:
+                    problems.append(f"{path}: not plain data ({exc}); refused, nothing was run")
+                except (pickle.UnpicklingError, EOFError, ValueError) as exc:
+                    problems.append(f"{path}: unreadable ({exc})")
+        return problems, warnings
 
     def _split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        import torchvision.datasets.cifar as torchvision_cifar
+
         original, files_only = cifar10_classes()
         try:
-            ds = (original if self.download else files_only)(str(self.root), train=train, download=self.download)
-        except (RuntimeError, OSError, pickle.UnpicklingError) as exc:
+            with restricted_pickle_in(torchvision_cifar):  # the batches are pickles: parse them, run nothing
+                ds = (original if self.download else files_only)(str(self.root), train=train,
+                                                                 download=self.download)
+        except ForbiddenGlobal as exc:
+            raise MtlbenchError(f"refused to load CIFAR-10 from {self.root / 'cifar-10-batches-py'}: a batch file "
+                                f"is not plain data ({exc}); nothing was run. Replace the folder with the "
+                                f"official files") from None
+        except (RuntimeError, OSError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as exc:
             raise MtlbenchError(f"CIFAR-10 not found or unreadable ({exc}); expected {self.layout()}") from None
         x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float() / 255.0  # the official input: [0, 1]
         if self.normalize:

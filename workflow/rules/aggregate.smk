@@ -1,3 +1,6 @@
+# One job writes every table of one aggregation (tidy metrics, Delta_m, summaries, significance, safeness,
+# ranking): should it fail (a corrupt record, a config mix), Snakemake removes all of them together, so no
+# stale significance table survives beside a deleted summary.
 rule aggregate_tables:
     input:
         records=get_records(),
@@ -11,9 +14,16 @@ rule aggregate_tables:
         task_averaged_csv=f"{TABLES}/task_averaged.csv",
         task_averaged_md=report(f"{TABLES}/task_averaged.md", caption="../report/task_averaged.rst",
                                 category="Tables"),
+        significance=report(f"{TABLES}/significance.csv", caption="../report/significance.rst",
+                            category="Statistics"),
+        safeness=report(f"{TABLES}/safeness.csv", caption="../report/safeness.rst", category="Statistics"),
+        ranking=report(f"{TABLES}/ranking.csv", caption="../report/ranking.rst", category="Statistics"),
+        nemenyi=f"{TABLES}/nemenyi.csv",
     params:
         out=lambda wc, output: os.path.dirname(output.metrics),
         reference=config["statistics"]["reference"],
+        baselines=config["statistics"]["baselines"],
+        alpha=config["statistics"]["alpha"],
     log:
         "logs/aggregate_tables.log",
     resources:
@@ -21,4 +31,5 @@ rule aggregate_tables:
         runtime=10,
     localrule: True
     shell:
-        "mtlbench aggregate {input.records:q} --out {params.out:q} --reference {params.reference} > {log} 2>&1"
+        "mtlbench aggregate {input.records:q} --out {params.out:q} --reference {params.reference:q} "
+        "--baselines {params.baselines:q} --alpha {params.alpha:q} > {log} 2>&1"

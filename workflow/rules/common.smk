@@ -16,8 +16,36 @@ def check_config():
         for dataset in config["datasets"]:
             for method in config["methods"]:
                 resolve_config(dataset, method, 0, get_overrides_for(dataset, method), config["data_seed"])
+        check_override_names()
+        check_statistics_methods()
     except MtlbenchError as exc:
         raise WorkflowError(f"config error: {exc}") from None
+
+
+def check_override_names():
+    """An override for a dataset or method that is not in this run would silently apply to nothing."""
+    from mtlbench.errors import MtlbenchError
+
+    ov = config["overrides"]
+    groups = {"datasets": config["datasets"], "methods": config["methods"],
+              "runs": [f"{d}/{m}" for d in config["datasets"] for m in config["methods"]]}
+    for group, valid in groups.items():
+        unknown = sorted(set(ov.get(group) or {}) - set(valid))
+        if unknown:
+            raise MtlbenchError(f"overrides.{group} names {', '.join(map(repr, unknown))}, not in this run; "
+                                f"valid: {', '.join(valid)}")
+
+
+def check_statistics_methods():
+    """Delta_m, safeness and the significance tests compare against methods that must be trained too."""
+    from mtlbench.errors import MtlbenchError
+
+    stats = config["statistics"]
+    missing = [m for m in [stats["reference"], *stats["baselines"]] if m not in config["methods"]]
+    if missing:
+        raise MtlbenchError(f"statistics compares against {', '.join(dict.fromkeys(missing))}, which `methods` "
+                            f"does not train: add {', '.join(dict.fromkeys(missing))} to methods (Delta_m, safeness and "
+                            f"the significance tests need its runs), or change statistics.reference / baselines")
 
 
 def get_overrides_for(dataset, method):

@@ -22,7 +22,7 @@ rule train_run:
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} mtlbench train --dataset {wildcards.dataset} "
         "--method {params.method:q} --seed {wildcards.seed} --data-seed {params.data_seed} "
-        "--out {params.out:q} {params.sets} > {log} 2>&1 || [ $? -eq 3 ]"
+        "--out {params.out:q} --set train.threads={threads} {params.sets} > {log} 2>&1 || [ $? -eq 3 ]"
 
 
 # With tracking.live=false the jobs above write only their records; one process logs them all to MLflow
