@@ -109,6 +109,7 @@ def test_deleting_one_record_retrains_only_that_job(tiny_run):
 
 def test_interrupted_pipeline_completes_when_rerun(tmp_path):
     config = {**TINY, "datasets": ["multimnist"], "methods": ["hps"], "seeds": [0],
+              "statistics": {"baselines": ["hps"], "reference": "hps"},
               # long enough that the job is still running when Ctrl-C arrives; a checkpoint after every epoch
               "overrides": {"common": {"train.epochs": 40, "train.checkpoint_every_s": 0},
                             "datasets": {"multimnist": {"dataset.n_train": 512, "train.batch_size": 64}}}}
@@ -156,8 +157,9 @@ def test_slurm_profile_dry_run(tmp_path):
         ({"overrides": {"common": {"train.epoch": 3}}}, "unknown config key 'train.epoch'"),
         ({"statistics": {"alpha": 2}}, "alpha"),
         ({"seeds": [0, 0, 1]}, "non-unique"),  # a repeated seed would count one run twice in every paired test
-        ({"overrides": {"methods": {"hsp": {"train.lr": 0.1}}}}, "overrides.methods names 'hsp', not in this run"),
+        ({"overrides": {"methods": {"hsp": {"train.lr": 0.1}}}}, "overrides.methods names 'hsp', which no method"),
         ({"overrides": {"datasets": {"mnist": {"train.lr": 0.1}}}}, "overrides.datasets names 'mnist'"),
+        ({"overrides": {"runs": {"multimnist/hsp": {"train.lr": 0.1}}}}, "overrides.runs key 'multimnist/hsp'"),
         ({"methods": ["hps", "srdml"]}, "statistics compares against stl, which `methods` does not train"),
         ({"statistics": {"baselines": ["hps", "stl; touch pwned"]}}, "does not match"),
         ({"methods": ["stl", "hps", "x; touch pwned"]}, "does not match"),

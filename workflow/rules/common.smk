@@ -23,17 +23,24 @@ def check_config():
 
 
 def check_override_names():
-    """An override for a dataset or method that is not in this run would silently apply to nothing."""
+    """An override for a name no component has (a typo such as `hsp`) would silently apply to nothing.
+    Registered names that this run does not train are fine: a user config inherits the default config's."""
     from mtlbench.errors import MtlbenchError
+    from mtlbench.registry import DATASETS, METHODS
 
     ov = config["overrides"]
-    groups = {"datasets": config["datasets"], "methods": config["methods"],
-              "runs": [f"{d}/{m}" for d in config["datasets"] for m in config["methods"]]}
-    for group, valid in groups.items():
-        unknown = sorted(set(ov.get(group) or {}) - set(valid))
+    known = {"datasets": sorted({*DATASETS.names(), *config["datasets"]}),
+             "methods": sorted({*METHODS.names(), *config["methods"]})}
+    for group in ("datasets", "methods"):
+        unknown = sorted(set(ov.get(group) or {}) - set(known[group]))
         if unknown:
-            raise MtlbenchError(f"overrides.{group} names {', '.join(map(repr, unknown))}, not in this run; "
-                                f"valid: {', '.join(valid)}")
+            raise MtlbenchError(f"overrides.{group} names {', '.join(map(repr, unknown))}, which no {group[:-1]} "
+                                f"has; valid: {', '.join(known[group])}")
+    for key in ov.get("runs") or {}:
+        dataset, _, method = key.partition("/")
+        if dataset not in known["datasets"] or method not in known["methods"]:
+            raise MtlbenchError(f"overrides.runs key {key!r} is not dataset/method of known names; datasets: "
+                                f"{', '.join(known['datasets'])}; methods: {', '.join(known['methods'])}")
 
 
 def check_statistics_methods():
