@@ -62,8 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     eff = sub.add_parser("efficiency", help="run records -> efficiency.csv (ratios to hard sharing)")
     eff.add_argument("records", nargs="+", type=Path)
     eff.add_argument("--out", type=Path, required=True)
-    eff.add_argument("--benchmark", type=Path, default=None, help="pytest-benchmark JSON, used when it exists")
+    eff.add_argument("--benchmark", type=Path, default=None, help="the benchmark's step_cost.csv, used when it exists")
     eff.add_argument("--reference", default="hps")
+
+    bench = sub.add_parser("bench", help="step time (interleaved), method memory, growth with the number of tasks")
+    bench.add_argument("--out", type=Path, required=True)
+    bench.add_argument("--rounds", type=int, default=30)
+    bench.add_argument("--tasks", type=int, nargs="+", default=[2, 5, 10, 20, 40])
 
     prof = sub.add_parser("profile", help="run records -> pipeline_profile.{csv,md} (where the time went)")
     prof.add_argument("records", nargs="+", type=Path)
@@ -203,6 +208,14 @@ def cmd_pipeline_stage(args: argparse.Namespace) -> int:
         pipeline.statistics(args.metrics, args.out, tuple(args.baselines), args.reference, args.alpha)
     elif args.command == "efficiency":
         pipeline.efficiency(args.records, args.out, args.benchmark, args.reference)
+    elif args.command == "bench":
+        from mtlbench.bench import run_benchmarks
+
+        torch_threads = __import__("torch").get_num_threads()
+        tables = run_benchmarks(args.out, args.rounds, tuple(args.tasks))
+        print(f"benchmarks ({torch_threads} thread(s)) in {args.out}:")
+        print(tables["step_cost"].round(4).to_string(index=False))
+        print(tables["growth"].round(2).to_string(index=False))
     elif args.command == "profile":
         print(pipeline.profile(args.records, args.out, args.cores))
     else:
@@ -215,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"train": cmd_train, "list": cmd_list, "tracking": cmd_tracking, "data": cmd_data,
                "aggregate": cmd_pipeline_stage,
                "stats": cmd_pipeline_stage, "efficiency": cmd_pipeline_stage, "profile": cmd_pipeline_stage,
+               "bench": cmd_pipeline_stage,
                "figures": cmd_pipeline_stage}[args.command]
     try:
         return handler(args)

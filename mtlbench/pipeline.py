@@ -58,10 +58,10 @@ def statistics(metrics_csv: Path, out_dir: Path, baselines: tuple[str, ...] = ("
     nemenyi.to_csv(out_dir / "nemenyi.csv")
 
 
-def efficiency(records: list[Path], out_csv: Path, benchmark_json: Path | None = None,
+def efficiency(records: list[Path], out_csv: Path, benchmark: Path | None = None,
                reference: str = "hps") -> None:
     out_csv.parent.mkdir(parents=True, exist_ok=True)
-    efficiency_table(load_records(records), reference, benchmark_json).to_csv(out_csv, index=False)
+    efficiency_table(load_records(records), reference, benchmark).to_csv(out_csv, index=False)
 
 
 def profile(records: list[Path], out_csv: Path, cores: int) -> str:

@@ -291,6 +291,17 @@ def log_records(cfg: TrackingConfig, paths: list[Path]) -> dict[str, str]:
     return runs
 
 
+def track_finished(cfg: TrackingConfig, record: dict[str, Any], path: Path, key: str) -> None:
+    """Bring a finished record's live MLflow run up to date (idempotent: what the run holds is not logged again)."""
+    tracker = make_tracker(cfg, run_name(record["config"]), record.get("mlflow_run_id"), key)
+    tracker.log_params(run_params(record["config"], record["config_hash"]))
+    tracker.set_tags(run_tags(record["config"]))
+    _log_history(tracker, record)
+    tracker.log_final(final_metrics(record), step=record["config"]["train"]["epochs"])
+    tracker.log_artifact(path)
+    tracker.finish(final_status(record["status"]))
+
+
 def _run_exists(client: Any, run_id: str) -> bool:
     try:
         _retry(lambda: client.get_run(run_id))

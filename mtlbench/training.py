@@ -8,7 +8,6 @@ selected epoch, a checkpoint every epoch and exact resume, a NaN/inf guard that 
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
 import os
@@ -41,6 +40,7 @@ from mtlbench.tracking import (
     run_name,
     run_params,
     run_tags,
+    track_finished,
 )
 from mtlbench.update_rules import UpdateRule, task_losses
 
@@ -168,6 +168,11 @@ def check_budget(rule: UpdateRule, epochs: int, method: str) -> int:
     return first
 
 
+def full_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's content: built now from the loop's `build`, or as loaded from disk."""
+    return state["build"]() if "build" in state else state
+
+
 class Stopwatch:
     """Seconds of one training process's run by kind (the record's `timing.breakdown`, the pipeline profile)."""
 
@@ -243,17 +248,19 @@ class Trainer:
         return state
 
     def _save_checkpoint(self, state: dict[str, Any]) -> None:
+        """`state` holds the epoch and status, and `build`, which makes the full state: it is called only when
+        a checkpoint is written (at most one per `checkpoint_every_s`), never on the epochs in between."""
         if not self.tc.checkpoint:
             return
-        with self.clock("checkpoints"):
-            self._write_checkpoint(state)
-
-    def _write_checkpoint(self, state: dict[str, Any]) -> None:
         last = state["epoch"] >= self.tc.epochs or state["status"] != "ok"
         now = time.monotonic()
         if not last and now - getattr(self, "_last_save", -math.inf) < self.tc.checkpoint_every_s:
             return
         self._last_save = now
+        with self.clock("checkpoints"):
+            self._write_checkpoint(full_state(state))
+
+    def _write_checkpoint(self, state: dict[str, Any]) -> None:
         path = self.out / CHECKPOINT
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
@@ -280,7 +287,10 @@ class Trainer:
             # a finished run (its record deleted, or removed by Snakemake before rerunning the job of its
             # seed group): the record comes back byte for byte, so tracking by record hash knows it
             write_text_atomic(self.out / RECORD, state["record_text"])
-            return json.loads(state["record_text"])
+            record = json.loads(state["record_text"])
+            if self.tracking.enabled and self.tracking.live:  # a kill may have left its MLflow run open
+                track_finished(self.tracking, record, self.out / RECORD, run_key(self.out, self.hash))
+            return record
         with clock("data"):
             load_dataset(cfg)
         with clock("build"):
@@ -362,34 +372,41 @@ class Trainer:
             else:
                 score = selection_score(tc, val, val_losses, tasks)
                 if epoch >= first_active and score < best["score"]:
-                    best = {"epoch": epoch, "score": score, "model": copy.deepcopy(model.state_dict()), "val": val}
+                    best = {"epoch": epoch, "score": score, "val": val,
+                            "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
             if is_logged_epoch(epoch, tc.epochs, every, status != "ok"):
                 tracker.log_metrics(epoch_metrics([t.name for t in tasks], entry, epoch_seconds), step=epoch)
-            state = {
-                "config_hash": self.hash, "epoch": epoch + 1, "status": status,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                # plain data as JSON text: one string pickles far faster than thousands of small objects
-                "rule": rule.state_dict(), "history": json.dumps(history), "best": best,
-                "timing": json.dumps(timing),
-                "rng": torch.get_rng_state(), "mlflow_run_id": tracker.run_id,
-            }
-            self._save_checkpoint(state)
+            state = {"epoch": epoch + 1, "status": status,
+                     "build": lambda epoch=epoch, status=status, optimizer=optimizer, scheduler=scheduler,
+                     best=best: {
+                         "config_hash": self.hash, "epoch": epoch + 1, "status": status,
+                         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                         # plain data as JSON text: one string pickles far faster than thousands of small objects
+                         "rule": rule.state_dict(), "history": json.dumps(history), "best": best,
+                         "timing": json.dumps(timing),
+                         "rng": torch.get_rng_state(), "mlflow_run_id": tracker.run_id}}
+            if epoch + 1 < tc.epochs and status == "ok":  # the final checkpoint is written once, with the record
+                self._save_checkpoint(state)
         bar.close()
 
         if status == "ok" and best["model"] is None:  # no selectable epoch ran: never report it as this method
             status = "incomplete"
+        finalise_start = time.perf_counter()
+        final = full_state(state) if tc.checkpoint and state is not None else None  # before the best is loaded
         with clock("finalise"):
             record = self._record(bundle, model, rule, device, status, history, best, timing, tracker.run_id)
             clock.seconds["training"] = sum(timing["epoch_seconds"][start_epoch:])
+            clock.seconds["finalise"] = time.perf_counter() - finalise_start  # up to here: test metrics, record
             record["timing"]["breakdown"] = dict(clock.seconds)
             record["timing"]["started_at"], record["timing"]["ended_at"] = started_at, time.time()
             record["timing"]["process"] = {"pid": os.getpid(), "started_at": PROCESS_STARTED_AT,
                                            "threads": tc.threads}
             text = json_text(record)
             write_text_atomic(self.out / RECORD, text)
-            if tc.checkpoint and state is not None:  # the final checkpoint keeps the record's exact text
-                self._write_checkpoint({**state, "record_text": text})
+            if final is not None:  # the final checkpoint keeps the record's exact text
+                with clock("checkpoints"):
+                    self._write_checkpoint({**final, "record_text": text})
         tracker.log_final(final_metrics(record), step=tc.epochs)
         tracker.log_artifact(self.out / "record.json")
         tracker.finish(final_status(status))

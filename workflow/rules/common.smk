@@ -111,6 +111,14 @@ def get_train_shell(seeds):
     )
 
 
+def is_benchmarking():
+    return bool(config["efficiency"]["benchmark"])
+
+
+def get_benchmark_table():
+    return [f"{RESULTS}/benchmarks/step_cost.csv"] if is_benchmarking() else []
+
+
 def is_tracking():
     return bool(config["tracking"]["enabled"])
 

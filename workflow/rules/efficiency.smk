@@ -1,10 +1,11 @@
 rule efficiency_table:
     input:
         records=get_records(),
+        benchmark=get_benchmark_table(),
     output:
         efficiency=report(f"{TABLES}/efficiency.csv", caption="../report/efficiency.rst", category="Efficiency"),
     params:
-        benchmark=config["efficiency"]["benchmark_json"],
+        benchmark=lambda wc, input: input.benchmark or "none",
     log:
         "logs/efficiency_table.log",
     resources:
@@ -32,3 +33,28 @@ rule efficiency_profile:
     localrule: True
     shell:
         "mtlbench profile {input.records:q} --out {output.csv:q} --cores {params.cores} > {log} 2>&1"
+
+
+# After training (so that it times alone): interleaved step times and memory of every method on MultiMNIST,
+# the plain PyTorch floor, and step time against the number of tasks with each method's growth exponent.
+rule efficiency_benchmark:
+    input:
+        records=get_records(),
+    output:
+        step_cost=report(f"{RESULTS}/benchmarks/step_cost.csv", caption="../report/step_cost.rst",
+                         category="Efficiency"),
+        scaling=f"{RESULTS}/benchmarks/scaling.csv",
+        growth=report(f"{RESULTS}/benchmarks/growth.csv", caption="../report/scaling.rst", category="Efficiency"),
+        figure=report(f"{RESULTS}/benchmarks/scaling.png", caption="../report/scaling.rst", category="Efficiency"),
+    params:
+        out=lambda wc, output: os.path.dirname(output.step_cost),
+        rounds=config["efficiency"]["rounds"],
+    log:
+        "logs/efficiency_benchmark.log",
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=20,
+    shell:
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} mtlbench bench --out {params.out:q} "
+        "--rounds {params.rounds} > {log} 2>&1"

@@ -1,0 +1,55 @@
+"""The benchmark's measurements themselves: interleaving, the memory count, the growth exponent."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from mtlbench.bench import Prepared, growth_exponents, interleaved_times, method_memory_mb, run_benchmarks
+
+
+def test_rounds_alternate_the_order_of_the_methods():
+    calls: list[str] = []
+    steps = {name: (lambda name=name: calls.append(name)) for name in ("hps", "a", "b")}
+    table = interleaved_times(steps, rounds=4, warmup=0)
+    assert calls == ["hps", "a", "b", "b", "a", "hps", "hps", "a", "b", "b", "a", "hps"]
+    assert set(table.columns) >= {"median_s", "q25_s", "q75_s", "ratio_to_hps"}
+    assert float(table.set_index("method").ratio_to_hps["hps"]) == 1.0
+
+
+def test_method_memory_counts_parameters_gradients_adam_state_and_saved_activations():
+    torch.manual_seed(0)
+    model = nn.Linear(100, 50)  # 5,050 parameters
+    optimizer = torch.optim.Adam(model.parameters())
+    x = torch.randn(64, 100)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        model(x).pow(2).sum().backward()
+        optimizer.step()
+
+    # parameters, gradients, Adam's two moments: 4 x 5,050 floats; Adam's step counters: 2 scalars (4 bytes);
+    # saved for backward: the input (64 x 100) and the output (64 x 50, for pow)
+    expected = (4 * 5050 * 4 + 2 * 4 + (64 * 100 + 64 * 50) * 4) / 2**20
+    assert method_memory_mb(Prepared(step, model, optimizer, [])) == pytest.approx(expected, rel=1e-6)
+
+
+def test_growth_exponent_recovers_a_power_law():
+    t = np.array([2, 5, 10, 20, 40])
+    table = pd.concat([pd.DataFrame({"method": "lin", "n_tasks": t, "median_s": 0.001 * t}),
+                       pd.DataFrame({"method": "quad", "n_tasks": t, "median_s": 1e-5 * t**2})])
+    exponents = growth_exponents(table).set_index("method").growth_exponent
+    assert exponents["lin"] == pytest.approx(1.0) and exponents["quad"] == pytest.approx(2.0)
+
+
+def test_the_benchmark_writes_its_tables_and_figure(tmp_path):
+    tables = run_benchmarks(tmp_path, rounds=3, task_counts=(2, 4), methods=("hps", "srdml"),
+                            scaling_methods=("hps", "mgda"))
+    step = tables["step_cost"].set_index("method")
+    assert set(step.index) == {"hps", "srdml", "plain_pytorch_hps"}
+    assert step.memory_mb["srdml"] > step.memory_mb["hps"] > 0  # double backprop keeps a second graph
+    for name in ("step_cost.csv", "scaling.csv", "growth.csv", "scaling.png"):
+        assert (tmp_path / name).stat().st_size > 0
