@@ -35,11 +35,10 @@ rule efficiency_profile:
         "mtlbench profile {input.records:q} --out {output.csv:q} --cores {params.cores} > {log} 2>&1"
 
 
-# After training (so that it times alone): interleaved step times and memory of every method on MultiMNIST,
-# the plain PyTorch floor, and step time against the number of tasks with each method's growth exponent.
+# Interleaved step times and memory of every method on MultiMNIST, the plain PyTorch floor, and step time
+# against the number of tasks with each method's growth exponent. It reads no run record (deleting one does
+# not rerun it); the training jobs' higher priority makes it start when a core has no training left to take.
 rule efficiency_benchmark:
-    input:
-        records=get_records(),
     output:
         step_cost=report(f"{RESULTS}/benchmarks/step_cost.csv", caption="../report/step_cost.rst",
                          category="Efficiency"),

@@ -20,6 +20,7 @@ if len(get_seed_groups()) == len(SEEDS):  # one seed per job
         log:
             "logs/train_run/{dataset}/{method}/seed{seed}.log",
         threads: config["resources"]["train"]["threads"]
+        priority: 1
         resources:
             mem_mb=config["resources"]["train"]["mem_mb"],
             runtime=config["resources"]["train"]["runtime"],
@@ -45,6 +46,7 @@ else:
             log:
                 f"logs/train_run/{{dataset}}/{{method}}/seeds{seeds[0]}-{seeds[-1]}.log",
             threads: config["resources"]["train"]["threads"]
+            priority: 1
             resources:
                 mem_mb=config["resources"]["train"]["mem_mb"],
                 runtime=lambda wc, seeds=seeds: config["resources"]["train"]["runtime"] * len(seeds),
