@@ -42,20 +42,27 @@ def pipeline_profile(records: list[dict], cores: int) -> pd.DataFrame:
     Core-time is wall time x cores, the wall time spanning from the first training process's start to the last
     record. Each training process (one per job, holding one or more seeds) adds its start-up, data, model
     building, training, validation, checkpoint, tracking and finalising seconds; what remains of the core-time
-    is `outside training jobs` (Snakemake's scheduling, aggregation, idle cores). Records without a breakdown
-    (written by an older version) are left out and counted."""
+    is `outside training jobs` (Snakemake's scheduling, aggregation, idle cores). With `cores` 0 (a cluster:
+    no fixed core count) the core-time is the training processes' own (their spans times their threads).
+    Records without a breakdown (written by an older version) are left out."""
     timed = [r for r in records if "breakdown" in r.get("timing", {})]
     if not timed:
         return pd.DataFrame(columns=["kind", "core_seconds", "share_of_core_time", "wall_seconds", "cores", "runs"])
     starts = [r["timing"]["process"]["started_at"] for r in timed]
     wall = max(r["timing"]["ended_at"] for r in timed) - min(starts)
-    total = wall * cores
+    spans: dict[tuple, float] = {}
+    for r in timed:
+        process = r["timing"]["process"]
+        key = (process["pid"], process["started_at"])
+        span = (r["timing"]["ended_at"] - process["started_at"]) * process.get("threads", 1)
+        spans[key] = max(spans.get(key, 0.0), span)
+    total = wall * cores if cores > 0 else sum(spans.values())
     kinds: dict[str, float] = {}
     for r in timed:
         threads = r["timing"]["process"].get("threads", 1)
         for kind, seconds in r["timing"]["breakdown"].items():
             kinds[kind] = kinds.get(kind, 0.0) + seconds * threads
-    kinds["outside training jobs"] = max(0.0, total - sum(kinds.values()))
+    kinds["outside training jobs" if cores > 0 else "unaccounted in jobs"] = max(0.0, total - sum(kinds.values()))
     rows = [{"kind": k, "core_seconds": v, "share_of_core_time": v / total if total else float("nan")}
             for k, v in kinds.items()]
     table = pd.DataFrame(rows)
@@ -71,5 +78,7 @@ def profile_line(table: pd.DataFrame) -> str:
     work = share.get("training", 0.0) + share.get("validation", 0.0)
     rest = ", ".join(f"{k} {v:.0%}" for k, v in share.drop(["training", "validation"], errors="ignore")
                      .sort_values(ascending=False).items() if v >= 0.005)
-    return (f"{table.wall_seconds.iloc[0]:.0f} s wall on {table.cores.iloc[0]} cores for {table.runs.iloc[0]} runs: "
+    cores = table.cores.iloc[0]
+    where = f"{cores} cores" if cores > 0 else "cluster jobs (core-time: the jobs' own)"
+    return (f"{table.wall_seconds.iloc[0]:.0f} s wall on {where} for {table.runs.iloc[0]} runs: "
             f"{work:.0%} of the core-time trains and validates; the rest: {rest}")

@@ -53,3 +53,22 @@ def test_the_benchmark_writes_its_tables_and_figure(tmp_path):
     assert step.memory_mb["srdml"] > step.memory_mb["hps"] > 0  # double backprop keeps a second graph
     for name in ("step_cost.csv", "scaling.csv", "growth.csv", "scaling.png"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def _record(pid: int, started: float, ended: float, training: float) -> dict:
+    return {"timing": {"process": {"pid": pid, "started_at": started, "threads": 1}, "started_at": started + 2,
+                       "ended_at": ended, "breakdown": {"startup": 2.0, "training": training, "validation": 1.0}}}
+
+
+def test_pipeline_profile_by_hand():
+    from mtlbench.efficiency import pipeline_profile, profile_line
+
+    # two jobs on 2 cores, 0..10 s and 0..8 s: 20 core-seconds, 4 of start-up, 12 of training, 2 of validation
+    records = [_record(1, 0.0, 10.0, 7.0), _record(2, 0.0, 8.0, 5.0)]
+    table = pipeline_profile(records, cores=2).set_index("kind")
+    assert table.core_seconds["training"] == 12.0 and table.core_seconds["outside training jobs"] == 2.0
+    assert table.share_of_core_time["training"] + table.share_of_core_time["validation"] == pytest.approx(0.7)
+    assert "70% of the core-time trains and validates" in profile_line(table.reset_index())
+    cluster = pipeline_profile(records, cores=0).set_index("kind")  # a cluster: the jobs' own 18 core-seconds
+    assert cluster.core_seconds["unaccounted in jobs"] == 0.0
+    assert cluster.share_of_core_time["training"] == pytest.approx(12 / 18)

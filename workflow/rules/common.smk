@@ -111,6 +111,15 @@ def get_train_shell(seeds):
     )
 
 
+def get_total_cores():
+    """The local run's core count; 0 on a cluster executor, which has none (the profile then counts the jobs'
+    own core-time)."""
+    try:
+        return int(workflow.cores)
+    except Exception:  # WorkflowError: no --cores with an executor such as slurm
+        return 0
+
+
 def is_benchmarking():
     return bool(config["efficiency"]["benchmark"])
 

@@ -24,7 +24,7 @@ rule efficiency_profile:
         csv=f"{TABLES}/pipeline_profile.csv",
         md=report(f"{TABLES}/pipeline_profile.md", caption="../report/pipeline_profile.rst", category="Efficiency"),
     params:
-        cores=workflow.cores,
+        cores=get_total_cores(),
     log:
         "logs/efficiency_profile.log",
     resources:
