@@ -27,6 +27,7 @@ TINY = {
         "datasets": {"multimnist": {"dataset.n_train": 256, "dataset.n_val": 64, "dataset.n_test": 64,
                                     "train.batch_size": 64}},
     },
+    "efficiency": {"rounds": 3},  # the benchmark runs, briefly
 }
 
 
