@@ -206,3 +206,33 @@ def summarize(tidy: pd.DataFrame, split: str = "test") -> pd.DataFrame:
         summary = summary.merge(diverged, on=["dataset", "method"], how="outer")
     summary["n_diverged"] = summary["n_diverged"].fillna(0).astype(int)
     return summary
+
+
+def bootstrap_delta_m(tidy: pd.DataFrame, baselines: tuple[str, ...] = ("hps", "stl"), resamples: int = 9999,
+                      seed: int = 0) -> pd.DataFrame:
+    """Per (dataset, method): mean Delta_m over seeds with a percentile bootstrap 95% CI (scipy.stats.bootstrap),
+    and the probability of improvement over each baseline: the share of (method run, baseline run) pairs in
+    which the method's Delta_m is lower (ties count half)."""
+    dm = tidy[(tidy.metric == DELTA_M) & (tidy.status == "ok")]
+    rows = []
+    for (dataset, method), grp in dm.groupby(["dataset", "method"], sort=True):
+        values = grp.value.to_numpy(float)
+        low = high = np.nan
+        if len(values) >= 2 and np.ptp(values) > 0:
+            res = st.bootstrap((values,), np.mean, n_resamples=resamples, confidence_level=0.95,
+                               method="percentile", random_state=np.random.default_rng(seed))
+            low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        row = {"dataset": dataset, "method": method, "mean_delta_m": values.mean(), "boot_ci95_low": low,
+               "boot_ci95_high": high, "n": len(values)}
+        for baseline in baselines:
+            other = dm[(dm.dataset == dataset) & (dm.method == baseline)].value.to_numpy(float)
+            row[f"p_improve_vs_{baseline}"] = probability_of_improvement(values, other)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def probability_of_improvement(a: np.ndarray, b: np.ndarray) -> float:
+    """P(a < b) over all pairs (lower is better), ties half: the Mann-Whitney U of b over a divided by |a||b|."""
+    if len(a) == 0 or len(b) == 0:
+        return np.nan
+    return float(((a[:, None] < b[None, :]) + 0.5 * (a[:, None] == b[None, :])).mean())

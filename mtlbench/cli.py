@@ -51,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     agg.add_argument("--baselines", nargs="+", default=None,
                      help="also write significance, safeness and ranking tables against these methods")
     agg.add_argument("--alpha", type=float, default=0.05)
+    agg.add_argument("--claims", type=Path, default=None, help="also write claims.{csv,md} for this claims file")
 
     sta = sub.add_parser("stats", help="metrics.csv -> significance, safeness, ranking tables")
     sta.add_argument("--metrics", type=Path, required=True)
@@ -58,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     sta.add_argument("--baselines", nargs="+", default=["hps", "stl"])
     sta.add_argument("--reference", default="stl")
     sta.add_argument("--alpha", type=float, default=0.05)
+
+    cla = sub.add_parser("claims", help="metrics.csv and run records -> claims.{csv,md}: a verdict per paper claim")
+    cla.add_argument("records", nargs="+", type=Path)
+    cla.add_argument("--claims", type=Path, required=True, help="the claims file (config/claims.yaml)")
+    cla.add_argument("--metrics", type=Path, required=True)
+    cla.add_argument("--out", type=Path, required=True)
+    cla.add_argument("--alpha", type=float, default=0.05)
 
     eff = sub.add_parser("efficiency", help="run records -> efficiency.csv (ratios to hard sharing)")
     eff.add_argument("records", nargs="+", type=Path)
@@ -204,10 +212,15 @@ def cmd_pipeline_stage(args: argparse.Namespace) -> int:
         pipeline.aggregate(args.records, args.out, args.reference, args.allow_mixed_configs)
         if args.baselines:
             pipeline.statistics(args.out / "metrics.csv", args.out, tuple(args.baselines), args.reference, args.alpha)
+        if args.claims:
+            print("claims: " + pipeline.claims(args.claims, args.out / "metrics.csv", args.records, args.out,
+                                               args.alpha))
     elif args.command == "stats":
         pipeline.statistics(args.metrics, args.out, tuple(args.baselines), args.reference, args.alpha)
     elif args.command == "efficiency":
         pipeline.efficiency(args.records, args.out, args.benchmark, args.reference)
+    elif args.command == "claims":
+        print(pipeline.claims(args.claims, args.metrics, args.records, args.out, args.alpha))
     elif args.command == "bench":
         from mtlbench.bench import run_benchmarks
 
@@ -228,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"train": cmd_train, "list": cmd_list, "tracking": cmd_tracking, "data": cmd_data,
                "aggregate": cmd_pipeline_stage,
                "stats": cmd_pipeline_stage, "efficiency": cmd_pipeline_stage, "profile": cmd_pipeline_stage,
-               "bench": cmd_pipeline_stage,
+               "bench": cmd_pipeline_stage, "claims": cmd_pipeline_stage,
                "figures": cmd_pipeline_stage}[args.command]
     try:
         return handler(args)

@@ -9,6 +9,7 @@ import pandas as pd
 
 from mtlbench import figures
 from mtlbench.aggregate import (
+    bootstrap_delta_m,
     check_one_config,
     delta_m,
     delta_m_metrics,
@@ -38,6 +39,7 @@ def aggregate(records: list[Path], out_dir: Path, reference: str = "stl", allow_
     used.to_csv(out_dir / "delta_m_metrics.csv", index=False)
     write_summary_tables(summarize(full), out_dir, excluded=used[~used.used.astype(bool)])
     write_task_averaged(task_averaged(tidy), out_dir)
+    bootstrap_delta_m(full).to_csv(out_dir / "delta_m_bootstrap.csv", index=False)
 
 
 def statistics(metrics_csv: Path, out_dir: Path, baselines: tuple[str, ...] = ("hps", "stl"),
@@ -56,6 +58,17 @@ def statistics(metrics_csv: Path, out_dir: Path, baselines: tuple[str, ...] = ("
                                                                                             index=False)
     nemenyi = rank["nemenyi"] if rank["nemenyi"] is not None else pd.DataFrame()
     nemenyi.to_csv(out_dir / "nemenyi.csv")
+
+
+def claims(claims_file: Path, metrics_csv: Path, records: list[Path], out_dir: Path, alpha: float = 0.05) -> str:
+    """claims.{csv,md}: a verdict per declared claim and dataset; returns a one-line count of the verdicts."""
+    from mtlbench.claims import claims_markdown, evaluate_claims, load_claims
+
+    table = evaluate_claims(load_claims(claims_file), pd.read_csv(metrics_csv), load_records(records), alpha)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_dir / "claims.csv", index=False)
+    (out_dir / "claims.md").write_text(claims_markdown(table))
+    return ", ".join(f"{n} {v}" for v, n in table.verdict.value_counts().items())
 
 
 def efficiency(records: list[Path], out_csv: Path, benchmark: Path | None = None,

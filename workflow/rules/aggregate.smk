@@ -4,7 +4,11 @@
 rule aggregate_tables:
     input:
         records=get_records(),
+        claims=config["claims"],
     output:
+        claims_md=report(f"{TABLES}/claims.md", caption="../report/claims.rst", category="Claims"),
+        claims_csv=f"{TABLES}/claims.csv",
+        delta_m_bootstrap=f"{TABLES}/delta_m_bootstrap.csv",
         metrics=f"{TABLES}/metrics.csv",
         delta_m=f"{TABLES}/delta_m.csv",
         summary_csv=f"{TABLES}/summary.csv",
@@ -32,4 +36,4 @@ rule aggregate_tables:
     localrule: True
     shell:
         "mtlbench aggregate {input.records:q} --out {params.out:q} --reference {params.reference:q} "
-        "--baselines {params.baselines:q} --alpha {params.alpha:q} > {log} 2>&1"
+        "--baselines {params.baselines:q} --alpha {params.alpha:q} --claims {input.claims:q} > {log} 2>&1"

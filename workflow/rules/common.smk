@@ -158,7 +158,7 @@ def _yaml_value(value):
 
 
 def get_tables():
-    names = ["metrics.csv", "delta_m.csv", "delta_m_metrics.csv", "summary.csv", "summary.md", "summary.tex",
+    names = ["claims.csv", "claims.md", "delta_m_bootstrap.csv", "metrics.csv", "delta_m.csv", "delta_m_metrics.csv", "summary.csv", "summary.md", "summary.tex",
              "task_averaged.csv", "task_averaged.md", "pipeline_profile.csv", "pipeline_profile.md", "significance.csv",
              "safeness.csv", "ranking.csv", "nemenyi.csv", "efficiency.csv"]
     return [f"{TABLES}/{n}" for n in names]
