@@ -4,7 +4,7 @@
 rule aggregate_tables:
     input:
         records=get_records(),
-        claims=config["claims"],
+        claims=get_claims_file(),
     output:
         claims_md=report(f"{TABLES}/claims.md", caption="../report/claims.rst", category="Claims"),
         claims_csv=f"{TABLES}/claims.csv",

@@ -111,6 +111,14 @@ def get_train_shell(seeds):
     )
 
 
+def get_claims_file():
+    """`claims:` relative to the working directory, else to the workflow (config/claims.yaml ships with it)."""
+    path = config["claims"]
+    if os.path.isabs(path) or os.path.exists(path):
+        return path
+    return os.path.join(workflow.basedir, path)
+
+
 def get_total_cores():
     """The local run's core count; 0 on a cluster executor, which has none (the profile then counts the jobs'
     own core-time)."""
