@@ -218,7 +218,9 @@ def bootstrap_delta_m(tidy: pd.DataFrame, baselines: tuple[str, ...] = ("hps", "
     for (dataset, method), grp in dm.groupby(["dataset", "method"], sort=True):
         values = grp.value.to_numpy(float)
         low = high = np.nan
-        if len(values) >= 2 and np.ptp(values) > 0:
+        if len(values) >= 2 and np.ptp(values) == 0:  # every seed the same (STL against itself): no spread
+            low = high = float(values[0])
+        elif len(values) >= 2:
             res = st.bootstrap((values,), np.mean, n_resamples=resamples, confidence_level=0.95,
                                method="percentile", random_state=np.random.default_rng(seed))
             low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)

@@ -132,6 +132,11 @@ def _row(claim: Claim, dataset: str, **values: Any) -> dict[str, Any]:
             "baseline": claim.baseline, "test": claim.test, **values}
 
 
+def _no_data(claim: Claim, dataset: str) -> dict[str, Any]:
+    return _row(claim, dataset, estimate=np.nan, ci95_low=np.nan, ci95_high=np.nan, unit="", n=0, p=np.nan,
+                verdict="inconclusive", note="no paired task metrics for method and baseline on this dataset")
+
+
 def _superior(claim: Claim, tidy: pd.DataFrame, dataset: str, alpha: float) -> dict[str, Any]:
     task, _, metric = ("all", "", DELTA_M) if claim.metric == DELTA_M else claim.metric.partition(".")
     d = paired_differences(tidy, dataset, claim.method, claim.baseline, task, metric)
@@ -159,6 +164,8 @@ def _non_inferior(claim: Claim, tidy: pd.DataFrame, dataset: str, alpha: float) 
         parts = [(f"{t}.{m}", paired_differences(tidy, dataset, claim.method, claim.baseline, t, m))
                  for t, m in primary_metrics(tidy, dataset)]
         unit = f"% of {claim.baseline}'s value, worst task"
+    if not parts or min(len(d) for _, d in parts) == 0:
+        return _no_data(claim, dataset)
     names = [name for name, _ in parts]
     diffs = [d for _, d in parts]
     p_ni = np.array([one_sided_p(d, -claim.margin) for d in diffs])  # H0: worse by the margin or more
@@ -187,6 +194,8 @@ def _non_inferior(claim: Claim, tidy: pd.DataFrame, dataset: str, alpha: float) 
 def _negative_sharing(claim: Claim, tidy: pd.DataFrame, dataset: str, alpha: float) -> dict[str, Any]:
     parts = [(f"{t}.{m}", paired_differences(tidy, dataset, claim.method, claim.baseline, t, m))
              for t, m in primary_metrics(tidy, dataset)]
+    if not parts or min(len(d) for _, d in parts) == 0:
+        return _no_data(claim, dataset)
     diffs = [d for _, d in parts]
     worse = multipletests([np.nan_to_num(one_sided_p(-d), nan=1.0) for d in diffs], method="holm")[1]
     ni = multipletests([np.nan_to_num(one_sided_p(d, -claim.margin), nan=1.0) for d in diffs], method="holm")[1]

@@ -127,6 +127,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         out = Path(template.replace("{seed}", str(cfg["seed"])))
         record = _current_record(out, config_hash(cfg))
         if record is not None:
+            if cfg["tracking"]["enabled"] and cfg["tracking"]["live"]:  # a kill or a failed store may have left
+                from mtlbench.config import TrackingConfig  # its MLflow run incomplete: idempotent
+                from mtlbench.tracking import run_key, track_finished
+
+                track_finished(TrackingConfig(**cfg["tracking"]), record, out / "record.json",
+                               run_key(out, config_hash(cfg)))
             print(f"{record['status']}: {out / 'record.json'}  up to date (same config), not retrained")
         else:
             record = train(cfg, out)

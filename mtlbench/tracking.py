@@ -107,6 +107,7 @@ class Tracker:
         self.broken = False
         self.run_id = self._open(experiment, run_name, run_id, run_key)
         run = _retry(lambda: self.client.get_run(self.run_id))
+        self.status = run.info.status
         self.logged_metrics = set(run.data.metrics)
         self.logged_steps = ({m.step for m in _retry(lambda: self.client.get_metric_history(self.run_id,
                                                                                            self.step_metric))}
@@ -255,17 +256,19 @@ def final_status(status: str) -> str:
     return "FINISHED" if status == "ok" else "FAILED"
 
 
-RECORD_TAG = "record_sha256"
-
 
 def log_records(cfg: TrackingConfig, paths: list[Path]) -> dict[str, str]:
     """Log finished run records to MLflow; returns record path -> MLflow run id.
 
-    Idempotent: a record already tracked live carries its run id, and a record logged here before is found
-    by the hash of its bytes (tag `record_sha256`), so rerunning after one run changed logs only that run."""
+    Idempotent, whatever was killed: a record already tracked live carries its run id; any other is opened by a
+    run key made of the hash of its bytes, so a run that a kill or a failed store left incomplete is completed
+    (steps it holds are not logged again) and a finished one is left as it is. A store that fails ends the
+    command with an error, so the pipeline's job fails and its rerun completes the runs."""
     from mlflow.tracking import MlflowClient
 
-    experiment = init_store(cfg)
+    from mtlbench.errors import MtlbenchError
+
+    init_store(cfg)
     client = _retry(lambda: MlflowClient(tracking_uri=cfg.uri))
     runs: dict[str, str] = {}
     for path in paths:
@@ -274,19 +277,21 @@ def log_records(cfg: TrackingConfig, paths: list[Path]) -> dict[str, str]:
         if record.get("mlflow_run_id") and _run_exists(client, record["mlflow_run_id"]):
             runs[str(path)] = record["mlflow_run_id"]
             continue
-        sha = hashlib.sha256(raw).hexdigest()
-        found = _retry(lambda s=sha: client.search_runs([experiment], filter_string=f"tags.{RECORD_TAG} = '{s}'",
-                                                        max_results=1))
-        if found:
-            runs[str(path)] = found[0].info.run_id
-            continue
-        tracker = Tracker(cfg, run_name(record["config"]))
-        tracker.log_params(run_params(record["config"], record["config_hash"]))
-        tracker.set_tags({**run_tags(record["config"]), RECORD_TAG: sha})
-        _log_history(tracker, record)
-        tracker.log_final(final_metrics(record), step=record["config"]["train"]["epochs"])
-        tracker.log_artifact(Path(path))
-        tracker.finish(final_status(record["status"]))
+        try:
+            tracker = Tracker(cfg, run_name(record["config"]), run_key="record-" + hashlib.sha256(raw).hexdigest())
+        except Exception as exc:  # noqa: BLE001 - an unreachable or broken store: one message, the job fails
+            raise MtlbenchError(f"tracking store {cfg.uri} cannot log {path} ({type(exc).__name__}: "
+                                f"{str(exc)[:200]}); rerun to complete it") from None
+        if tracker.status != "FINISHED":
+            tracker.log_params(run_params(record["config"], record["config_hash"]))
+            tracker.set_tags(run_tags(record["config"]))
+            _log_history(tracker, record)
+            tracker.log_final(final_metrics(record), step=record["config"]["train"]["epochs"])
+            tracker.log_artifact(Path(path))
+            tracker.finish(final_status(record["status"]))
+        if tracker.broken:
+            raise MtlbenchError(f"tracking {path} in {cfg.uri} failed; rerun to complete it (nothing is logged "
+                                f"twice)")
         runs[str(path)] = tracker.run_id
     return runs
 

@@ -393,7 +393,10 @@ class Trainer:
         if status == "ok" and best["model"] is None:  # no selectable epoch ran: never report it as this method
             status = "incomplete"
         finalise_start = time.perf_counter()
-        final = full_state(state) if tc.checkpoint and state is not None else None  # before the best is loaded
+        final = None
+        if tc.checkpoint and state is not None:  # the last weights, copied: _record loads the best into the model
+            final = full_state(state)
+            final = {**final, "model": {k: v.detach().clone() for k, v in final["model"].items()}}
         with clock("finalise"):
             record = self._record(bundle, model, rule, device, status, history, best, timing, tracker.run_id)
             clock.seconds["training"] = sum(timing["epoch_seconds"][start_epoch:])

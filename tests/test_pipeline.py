@@ -144,6 +144,15 @@ def test_lint_reports_only_environment_hints():
     assert all("conda environment or container" in b for b in bullets), bullets
 
 
+def test_the_hashed_thread_count_is_the_configured_one_whatever_the_cores(tmp_path):
+    """Snakemake lowers a job's {threads} to --cores; the config (and its hash) must not follow."""
+    config = {**TINY, "resources": {"train": {"threads": 2, "mem_mb": 1000, "runtime": 5, "gpu": 0}}}
+    result = snakemake(tmp_path, "-n", "-p", "--cores", "1", config=config)
+    assert result.returncode == 0, result.stderr[-2000:]
+    commands = [line for line in result.stdout.splitlines() if "mtlbench train" in line]
+    assert commands and all("--set train.threads=2" in c and "OMP_NUM_THREADS=1" in c for c in commands)
+
+
 def test_slurm_profile_dry_run(tmp_path):
     result = subprocess.run([*SNAKEMAKE, "-n", "--workflow-profile", "workflow/profiles/slurm"], capture_output=True,
                             text=True, cwd=ROOT, timeout=300,

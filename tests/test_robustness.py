@@ -243,3 +243,51 @@ def test_the_record_says_what_decides_the_last_bits(tmp_path):
     assert host["threads"] == 2 == record["config"]["train"]["threads"]
     assert host["cpu"] and {"cpu_capability", "mkl", "mkldnn", "openmp"} <= set(host)
     torch.set_num_threads(1)
+
+
+def test_rerunning_the_command_completes_a_run_killed_before_it_finished(tmp_path, monkeypatch):
+    """The record was written, then the process died before MLflow heard `finish`: the same command (which
+    does not retrain an up-to-date record) still completes the MLflow run."""
+    from mtlbench import tracking
+
+    argv = ["train", "--dataset", "synthetic_relations", "--method", "hps", "--seed", "0", "--out",
+            str(tmp_path / "run"), "--set", "train.epochs=8",
+            "--set", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            "--set", f"tracking.artifacts={tmp_path / 'artifacts'}", "--set", "tracking.log_every=1"]
+    _kill_when(monkeypatch, tracking.Tracker, "finish", lambda self, status: True)
+    with pytest.raises(Killed):
+        main(argv)
+    assert _run_summaries(tmp_path, False)[0]["status"] == "RUNNING"
+    assert main(argv) == 0
+    _assert_one_complete_run(tmp_path)
+
+
+def test_logging_records_completes_a_run_killed_mid_log(tmp_path, monkeypatch):
+    """Deferred tracking: a kill while a record's run is being filled leaves it incomplete; logging again
+    completes that run (no duplicate, no epoch twice) instead of skipping it."""
+    from mtlbench import tracking
+    from mtlbench.config import TrackingConfig
+
+    record = train(resolve_config("synthetic_relations", "hps", 0, {"tracking.live": False, "train.epochs": 8,
+                                                                    "tracking.log_every": 1}), tmp_path / "run")
+    assert record["mlflow_run_id"] is None
+    cfg = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifacts=str(tmp_path / "artifacts"),
+                         log_every=1)
+    monkeypatch.setattr(tracking.Tracker, "flush_seconds", 0.0)
+    calls = {"n": 0}
+    original = tracking.Tracker.log_metrics
+
+    def dying(self, metrics, step):
+        calls["n"] += 1
+        if calls["n"] == 4:  # part of the history is in MLflow
+            raise Killed
+        return original(self, metrics, step)
+
+    monkeypatch.setattr(tracking.Tracker, "log_metrics", dying)
+    with pytest.raises(Killed):
+        tracking.log_records(cfg, [tmp_path / "run" / "record.json"])
+    monkeypatch.setattr(tracking.Tracker, "log_metrics", original)
+    runs = tracking.log_records(cfg, [tmp_path / "run" / "record.json"])
+    summaries = _run_summaries(tmp_path, False)
+    assert len(summaries) == 1 and summaries[0]["status"] == "FINISHED" and summaries[0]["id"] in runs.values()
+    assert sorted(summaries[0]["val_steps"]) == list(range(8)) and summaries[0]["n_test"] == 1

@@ -107,7 +107,9 @@ def get_train_shell(seeds):
     return (
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} mtlbench train --dataset {wildcards.dataset} "
         f"--method {{params.method:q}} --seed {seeds} --data-seed {{params.data_seed}} "
-        "--out {params.out:q} --set train.threads={threads} {params.sets} > {log} 2>&1 || [ $? -eq 3 ]"
+        # the configured thread count (hashed), not Snakemake's {threads}, which --cores may lower
+        f"--out {{params.out:q}} --set train.threads={config['resources']['train']['threads']} {{params.sets}} "
+        "> {log} 2>&1 || [ $? -eq 3 ]"
     )
 
 
