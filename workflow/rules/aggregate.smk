@@ -19,9 +19,9 @@ rule aggregate_tables:
         task_averaged_md=report(f"{TABLES}/task_averaged.md", caption="../report/task_averaged.rst",
                                 category="Tables"),
         significance=report(f"{TABLES}/significance.csv", caption="../report/significance.rst",
-                            category="Statistics"),
-        safeness=report(f"{TABLES}/safeness.csv", caption="../report/safeness.rst", category="Statistics"),
-        ranking=report(f"{TABLES}/ranking.csv", caption="../report/ranking.rst", category="Statistics"),
+                            category="Significance tests"),
+        safeness=report(f"{TABLES}/safeness.csv", caption="../report/safeness.rst", category="Significance tests"),
+        ranking=report(f"{TABLES}/ranking.csv", caption="../report/ranking.rst", category="Significance tests"),
         nemenyi=f"{TABLES}/nemenyi.csv",
     params:
         out=lambda wc, output: os.path.dirname(output.metrics),
