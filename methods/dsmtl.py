@@ -34,7 +34,7 @@ from mtlbench.method import MethodSpec, register_method
 from mtlbench.nets import Network
 from mtlbench.registry import ARCHITECTURES, UPDATE_RULES
 from mtlbench.tasks import TaskSpec
-from mtlbench.update_rules import EqualWeights, task_losses
+from mtlbench.update_rules import EqualWeights, stage_epochs, task_losses
 
 GateKind = Literal["softmax", "sigmoid", "lite"]
 Force = Literal["none", "public", "private"]
@@ -306,9 +306,10 @@ class IndividualLearning(EqualWeights):
 
     name = "dsmtl_il"
 
-    def __init__(self, stage1_epochs: int = 5):
+    def __init__(self, stage1_fraction: float = 0.5):
         super().__init__()
-        self.stage1_epochs = stage1_epochs
+        self.stage1_fraction = stage1_fraction
+        self.stage1_epochs, self._epochs = 0, 0  # planned by `plan` from the budget
 
     def bind(self, model, tasks) -> None:
         super().bind(model, tasks)
@@ -323,17 +324,28 @@ class IndividualLearning(EqualWeights):
             set_frozen(module, stage1)
         return False
 
+    def plan(self, epochs: int) -> int:
+        # both stages get at least one epoch: stage 2 is the method itself, stage 1 trains what it builds on
+        self._epochs = epochs
+        self.stage1_epochs = stage_epochs("rule.stage1_fraction", self.stage1_fraction, epochs, minimum=1)
+        return epochs
+
+    def schedule(self) -> dict[str, int]:
+        return {"stage 1 (public encoder by hard sharing)": self.stage1_epochs,
+                "stage 2 (private parts per task, public frozen)": self._epochs - self.stage1_epochs}
+
     def stages_before_mechanism(self) -> dict[str, int]:
-        return {"rule.stage1_epochs": self.stage1_epochs}
+        return {"rule.stage1_fraction": self.stage1_epochs}
 
 
 @UPDATE_RULES.register("dsmtl_al", "DSMTL-AL: search per-stage gates on held-out data, derive, retrain")
 class ArchitectureLearning(_GatesOnHoldout):
     name = "dsmtl_al"
 
-    def __init__(self, search_epochs: int = 3, holdout_fraction: float = 0.2, holdout_batch_size: int = 256):
+    def __init__(self, search_fraction: float = 0.3, holdout_fraction: float = 0.2, holdout_batch_size: int = 256):
         super().__init__()
-        self.search_epochs, self.holdout_fraction = search_epochs, holdout_fraction
+        self.search_fraction, self.holdout_fraction = search_fraction, holdout_fraction
+        self.search_epochs, self._epochs = 0, 0  # planned by `plan` from the budget
         self.holdout_batch_size = holdout_batch_size
 
     def bind(self, model, tasks) -> None:
@@ -353,8 +365,22 @@ class ArchitectureLearning(_GatesOnHoldout):
             return True
         return False
 
+    def plan(self, epochs: int) -> int:
+        # the derived network is retrained for the whole budget every method gets; the search comes on top of
+        # it (an extra cost, counted in the record's training time)
+        if self.search_fraction <= 0:
+            raise MtlbenchError(f"rule.search_fraction must be > 0 (the search is the method), got "
+                                f"{self.search_fraction}")
+        self._epochs = epochs
+        self.search_epochs = stage_epochs("rule.search_fraction", self.search_fraction, epochs, minimum=1, leave=0)
+        return self.search_epochs + epochs
+
+    def schedule(self) -> dict[str, int]:
+        return {"search (gates on held-out data; extra cost)": self.search_epochs,
+                "retrain the derived network": self._epochs}
+
     def stages_before_mechanism(self) -> dict[str, int]:
-        return {"rule.search_epochs": self.search_epochs}
+        return {"rule.search_fraction": self.search_epochs}
 
     def backward(self, x: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
         losses = super().backward(x, targets)
@@ -369,11 +395,8 @@ class ArchitectureLearning(_GatesOnHoldout):
         return losses
 
 
-_IL_STAGES = {"synthetic_relations": {"rule.stage1_epochs": 75}, "multimnist": {"rule.stage1_epochs": 5}}
-_AL_SEARCH = {"synthetic_relations": {"rule.search_epochs": 50}, "multimnist": {"rule.search_epochs": 3}}
-
 register_method(MethodSpec("dsmtl_jl", "DSMTL joint learning (gated public + private encoders)", "dsmtl", "dsmtl_jl"))
 register_method(MethodSpec("dsmtl_il", "DSMTL individual learning (public by hard sharing, then per task)",
-                           "dsmtl", "dsmtl_il", dataset_overrides=_IL_STAGES))
+                           "dsmtl", "dsmtl_il"))
 register_method(MethodSpec("dsmtl_al", "DSMTL-AL, the compact extension: learned per-stage public/private layers",
-                           "dsmtl_al", "dsmtl_al", dataset_overrides=_AL_SEARCH))
+                           "dsmtl_al", "dsmtl_al"))

@@ -26,12 +26,12 @@ from mtlbench.data import iterate_batches
 from mtlbench.nets import MULTILENET, vector_network
 from mtlbench.registry import ARCHITECTURES, UPDATE_RULES
 from mtlbench.tasks import TaskSpec
-from mtlbench.training import build, make_optimizer
+from mtlbench.training import apply_memory_format, build, make_optimizer
 
 Step = Callable[[], None]
 # methods whose regulariser or stage is off at the start: measured with their mechanism active
-ACTIVE = {"srdml": {"rule.warmup_epochs": 0}, "srdml_pcgrad": {"rule.warmup_epochs": 0},
-          "dsmtl_il": {"rule.stage1_epochs": 0}, "dsmtl_al": {}}
+ACTIVE = {"srdml": {"rule.warmup_fraction": 0}, "srdml_pcgrad": {"rule.warmup_fraction": 0},
+          "dsmtl_il": {"rule.stage1_fraction": 0}, "dsmtl_al": {}}
 
 
 @dataclass
@@ -48,6 +48,7 @@ def multimnist_step(method: str, batch_size: int = 256) -> Prepared:
                                                    "dataset.n_val": 64, "dataset.n_test": 64,
                                                    **ACTIVE.get(method, {})})
     bundle, model, rule = build(cfg)
+    apply_memory_format(model, cfg["train"]["memory_format"], torch.device("cpu"))
     data = rule.prepare(bundle.train)
     rule.on_epoch_start(0)
     model.train()
@@ -77,9 +78,10 @@ def plain_hps_step(batch_size: int = 256) -> Prepared:
     tasks = [TaskSpec("left", "classification", 10), TaskSpec("right", "classification", 10)]
     heads = nn.ModuleList(MULTILENET.make_head(t) for t in tasks)
     model = nn.ModuleDict({"encoder": encoder, "heads": heads}).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     cfg = resolve_config("multimnist", "hps", 0, {"tracking.enabled": False, "dataset.n_train": 2 * batch_size,
                                                   "dataset.n_val": 64, "dataset.n_test": 64})
+    apply_memory_format(model, cfg["train"]["memory_format"], torch.device("cpu"))  # the suite's layout
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     bundle, _, _ = build(cfg)
     x, targets = next(iterate_batches(bundle.train, batch_size, True, torch.Generator().manual_seed(0),
                                       torch.device("cpu")))
@@ -104,7 +106,7 @@ def synthetic_step(method: str, n_tasks: int, batch_size: int = 128, dim: int = 
     torch.manual_seed(0)
     arch_kwargs = dict(spec.arch_params)
     model = ARCHITECTURES.get(spec.architecture)(tasks, vector_network(dim, "mlp", dim), **arch_kwargs).train()
-    rule_kwargs = {**spec.rule_params, **({"warmup_epochs": 0} if spec.update_rule == "srdml" else {})}
+    rule_kwargs = {**spec.rule_params, **({"warmup_fraction": 0} if spec.update_rule == "srdml" else {})}
     rule = UPDATE_RULES.get(spec.update_rule)(**rule_kwargs)
     rule.network_lr = 1e-3
     rule.bind(model, tasks)

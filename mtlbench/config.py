@@ -32,6 +32,10 @@ class TrainConfig:
     # CPU threads of PyTorch: float sums are ordered by thread, so results depend on it (hashed); the pipeline's
     # jobs and a hand run both use this value
     threads: int = 1
+    # memory layout of conv weights and activations: channels_last makes PyTorch's CPU convolutions (oneDNN)
+    # about twice as fast on MultiLeNet (measured, docs/fidelity.md); auto = channels_last on CPU, the
+    # default layout elsewhere. Float sums are ordered differently by layout, so it is hashed
+    memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
     progress: Literal["auto", "on", "off"] = "auto"
     checkpoint: bool = True
     checkpoint_every_s: float = 0.0  # 0: after every epoch; else at most one per this many seconds (and the last)

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
-COLUMNS = ["params_total", "params_inference", "seconds_per_step", "seconds_per_epoch"]
+# train_seconds is a run's whole training time, every stage included (DSMTL-AL's search: an extra cost on
+# top of the budget every method gets, `epochs_run` says how many epochs that made)
+COLUMNS = ["params_total", "params_inference", "seconds_per_step", "seconds_per_epoch", "train_seconds", "epochs_run"]
 
 
 def efficiency_table(records: list[dict], reference: str = "hps", benchmark: Path | None = None) -> pd.DataFrame:
@@ -17,6 +19,7 @@ def efficiency_table(records: list[dict], reference: str = "hps", benchmark: Pat
     rows = [{"dataset": r["dataset"], "method": r["method"], "seed": r["seed"], "device": r["device"],
              "params_total": r["params"]["total"], "params_inference": r["params"]["inference"],
              "seconds_per_step": r["timing"]["seconds_per_step"], "seconds_per_epoch": r["timing"]["seconds_per_epoch"],
+             "train_seconds": r["timing"]["train_seconds"], "epochs_run": r["epochs_completed"],
              "process_max_rss_mb": r["peak_memory_mb"]} for r in records if r["status"] == "ok"]
     if not rows:
         return pd.DataFrame(columns=["dataset", "method", *COLUMNS])

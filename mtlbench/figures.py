@@ -128,3 +128,34 @@ def time_vs_delta_m(efficiency: pd.DataFrame, summary: pd.DataFrame, path: Path)
         ax.set_ylabel("delta_m % (lower is better)")
         ax.set_title(dataset, fontsize=9)
     _save(fig, path)
+
+
+def learning_curves(records: list[dict], path: Path) -> None:
+    """Per dataset, each method's summed validation loss per epoch: the median over seeds with the band from
+    the lowest to the highest seed, on a log scale; a dot marks each seed's selected epoch. Curves that level
+    off before their last epoch show a budget that trained to convergence."""
+    datasets = sorted({r["dataset"] for r in records if r.get("history")})
+    if not datasets:
+        return _placeholder(path, "no run has a training history")
+    fig, axes = plt.subplots(len(datasets), 1, figsize=(8, 3.4 * len(datasets)), squeeze=False)
+    for ax, dataset in zip(axes[:, 0], datasets, strict=True):
+        runs = [r for r in records if r["dataset"] == dataset and r.get("history")]
+        methods = sorted({r["method"] for r in runs})
+        colours = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(methods), 2)))
+        for colour, method in zip(colours, methods, strict=False):
+            curves = [[sum(e["val_loss"]) for e in r["history"]] for r in runs if r["method"] == method]
+            length = min(len(c) for c in curves)
+            values = np.array([c[:length] for c in curves], dtype=float)
+            epochs = np.arange(1, length + 1)
+            ax.plot(epochs, np.median(values, axis=0), color=colour, lw=1.2, label=method)
+            ax.fill_between(epochs, values.min(axis=0), values.max(axis=0), color=colour, alpha=0.15, lw=0)
+            selected = [r["selected_epoch"] for r in runs if r["method"] == method and r["selected_epoch"] is not None]
+            chosen = [e for e in selected if e < length]
+            ax.scatter(np.array(chosen) + 1, np.median(values, axis=0)[chosen], color=colour, s=10, zorder=3)
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation loss (sum over tasks)")
+        ax.set_title(f"{dataset}: validation loss per epoch (median and range over seeds; dots: selected epochs)",
+                     fontsize=9)
+        ax.legend(fontsize=7, ncol=2, loc="upper right")
+    _save(fig, path)

@@ -93,6 +93,7 @@ def draw_figures(records: list[Path], tables: Path, out_dir: Path, alpha: float 
     figures.metrics_with_ci(summary, out_dir / "metrics_ci.png")
     figures.relation_matrices(runs, out_dir / "relations.png")
     figures.gate_values(runs, out_dir / "gates.png")
+    figures.learning_curves(runs, out_dir / "learning_curves.png")
     tidy = pd.read_csv(tables / "metrics.csv")
     figures.critical_difference(friedman_nemenyi(tidy, alpha), out_dir / "cd_diagram.png")
     figures.time_vs_delta_m(pd.read_csv(tables / "efficiency.csv"), summary, out_dir / "time_vs_delta_m.png")

@@ -17,7 +17,7 @@ import mtlbench
 RECORD_KEYS = (
     "dataset", "method", "seed", "data_seed", "config", "config_hash", "status", "selected_epoch",
     "epochs_completed", "metrics", "directions", "timing", "params", "peak_memory_mb", "peak_memory_kind",
-    "versions", "git_commit", "device", "host", "method_state", "mlflow_run_id",
+    "versions", "git_commit", "device", "host", "method_state", "mlflow_run_id", "schedule",
 )
 
 

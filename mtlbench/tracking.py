@@ -286,7 +286,7 @@ def log_records(cfg: TrackingConfig, paths: list[Path]) -> dict[str, str]:
             tracker.log_params(run_params(record["config"], record["config_hash"]))
             tracker.set_tags(run_tags(record["config"]))
             _log_history(tracker, record)
-            tracker.log_final(final_metrics(record), step=record["config"]["train"]["epochs"])
+            tracker.log_final(final_metrics(record), step=epochs_run(record))
             tracker.log_artifact(Path(path))
             tracker.finish(final_status(record["status"]))
         if tracker.broken:
@@ -302,7 +302,7 @@ def track_finished(cfg: TrackingConfig, record: dict[str, Any], path: Path, key:
     tracker.log_params(run_params(record["config"], record["config_hash"]))
     tracker.set_tags(run_tags(record["config"]))
     _log_history(tracker, record)
-    tracker.log_final(final_metrics(record), step=record["config"]["train"]["epochs"])
+    tracker.log_final(final_metrics(record), step=epochs_run(record))
     tracker.log_artifact(path)
     tracker.finish(final_status(record["status"]))
 
@@ -316,10 +316,15 @@ def _run_exists(client: Any, run_id: str) -> bool:
 
 
 def _log_history(tracker: Tracker, record: dict[str, Any]) -> None:
-    every = log_every(record["config"].get("tracking", {}).get("log_every", 0), record["config"]["train"]["epochs"])
+    every = log_every(record["config"].get("tracking", {}).get("log_every", 0), epochs_run(record))
     seconds = record["timing"].get("epoch_seconds") or [float("nan")] * len(record["history"])
-    log_history(tracker, list(record["directions"]), record["history"], seconds, record["config"]["train"]["epochs"],
+    log_history(tracker, list(record["directions"]), record["history"], seconds, epochs_run(record),
                 every, record["status"] != "ok")
+
+
+def epochs_run(record: dict[str, Any]) -> int:
+    """The epochs the loop planned: `train.epochs`, plus a stage outside the budget (DSMTL-AL's search)."""
+    return record.get("schedule", {}).get("epochs_total", record["config"]["train"]["epochs"])
 
 
 def log_history(tracker: Tracker | NullTracker, task_names: list[str], history: list[dict[str, Any]],

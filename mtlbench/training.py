@@ -110,6 +110,13 @@ def _build_dataset(name: str, kwargs: dict[str, Any], data_seed: int) -> Dataset
     return bundle
 
 
+def apply_memory_format(model: torch.nn.Module, memory_format: str, device: torch.device) -> None:
+    """`train.memory_format`: conv weights (4-D parameters) in channels_last, which the convolutions then
+    keep for their activations; other parameters are untouched."""
+    if memory_format == "channels_last" or (memory_format == "auto" and device.type == "cpu"):
+        model.to(memory_format=torch.channels_last)
+
+
 def make_optimizer(params: list[dict[str, Any]], tc: TrainConfig) -> torch.optim.Optimizer:
     if tc.optimizer == "adam":
         return torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay)
@@ -155,15 +162,25 @@ def peak_memory(device: torch.device) -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_max_rss"
 
 
+def plan_epochs(rule: UpdateRule, epochs: int, method: str) -> int:
+    """The epochs the loop runs for a budget of `train.epochs`: the rule turns its stage fractions into
+    epochs; a budget too short for its stages ends in one message naming the method and the stage key."""
+    try:
+        return rule.plan(epochs)
+    except MtlbenchError as exc:
+        raise MtlbenchError(f"method {method!r}: {exc}") from None
+
+
 def check_budget(rule: UpdateRule, epochs: int, method: str) -> int:
-    """The first selectable epoch; a budget that ends before a staged method's mechanism starts is refused."""
+    """The first selectable epoch; a run that would end before a staged method's mechanism starts is refused
+    (a guard: `UpdateRule.plan` keeps at least one epoch of the mechanism)."""
     first = rule.first_active_epoch()
     if first >= epochs:
-        stages = ", ".join(f"{k}={v}" for k, v in rule.stages_before_mechanism().items())
+        stages = ", ".join(f"{k} -> {v} epoch(s)" for k, v in rule.stages_before_mechanism().items())
         raise MtlbenchError(
             f"method {method!r} needs {first} epoch(s) before its own mechanism is active ({stages}), but "
-            f"train.epochs={epochs}: no epoch could be reported as {method}. Raise train.epochs above {first} "
-            f"or lower {' / '.join(rule.stages_before_mechanism())}"
+            f"runs {epochs}: no epoch could be reported as {method}. Raise train.epochs or lower "
+            f"{' / '.join(rule.stages_before_mechanism())}"
         )
     return first
 
@@ -252,7 +269,7 @@ class Trainer:
         a checkpoint is written (at most one per `checkpoint_every_s`), never on the epochs in between."""
         if not self.tc.checkpoint:
             return
-        last = state["epoch"] >= self.tc.epochs or state["status"] != "ok"
+        last = state["epoch"] >= self.total_epochs or state["status"] != "ok"
         now = time.monotonic()
         if not last and now - getattr(self, "_last_save", -math.inf) < self.tc.checkpoint_every_s:
             return
@@ -295,9 +312,11 @@ class Trainer:
             load_dataset(cfg)
         with clock("build"):
             bundle, model, rule = build(cfg)
-        first_active = check_budget(rule, tc.epochs, cfg["method"])
+        total = self.total_epochs = plan_epochs(rule, tc.epochs, cfg["method"])
+        first_active = check_budget(rule, total, cfg["method"])
         tasks = bundle.tasks
         model.to(device)
+        apply_memory_format(model, tc.memory_format, device)
         train_data = rule.prepare(bundle.train.to(device) if hasattr(bundle.train, "to") else bundle.train)
 
         def fresh_optimizer():
@@ -322,18 +341,17 @@ class Trainer:
             torch.set_rng_state(state["rng"])
 
         name = run_name(cfg)
-        every = log_every(self.tracking.log_every, tc.epochs)
+        every = log_every(self.tracking.log_every, total)
         with clock("tracking"):
             tracker = TimedTracker(make_tracker(self.tracking, name, run_id, run_key(self.out, self.hash)), clock)
         # idempotent on a reopened run; a new one (a replaced database) gets the epochs it lacks from the history
         tracker.log_params(run_params(cfg, self.hash))
         tracker.set_tags(run_tags(cfg))
-        log_history(tracker, [t.name for t in bundle.tasks], history, timing["epoch_seconds"], tc.epochs, every,
+        log_history(tracker, [t.name for t in bundle.tasks], history, timing["epoch_seconds"], total, every,
                     status != "ok")
 
         show = tc.progress == "on" or (tc.progress == "auto" and sys.stderr.isatty())
-        bar = tqdm(range(start_epoch, tc.epochs), desc=name, disable=not show, initial=start_epoch,
-                   total=tc.epochs)
+        bar = tqdm(range(start_epoch, total), desc=name, disable=not show, initial=start_epoch, total=total)
         for epoch in bar:
             if status != "ok":
                 break
@@ -374,7 +392,7 @@ class Trainer:
                 if epoch >= first_active and score < best["score"]:
                     best = {"epoch": epoch, "score": score, "val": val,
                             "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-            if is_logged_epoch(epoch, tc.epochs, every, status != "ok"):
+            if is_logged_epoch(epoch, total, every, status != "ok"):
                 tracker.log_metrics(epoch_metrics([t.name for t in tasks], entry, epoch_seconds), step=epoch)
             state = {"epoch": epoch + 1, "status": status,
                      "build": lambda epoch=epoch, status=status, optimizer=optimizer, scheduler=scheduler,
@@ -386,7 +404,7 @@ class Trainer:
                          "rule": rule.state_dict(), "history": json.dumps(history), "best": best,
                          "timing": json.dumps(timing),
                          "rng": torch.get_rng_state(), "mlflow_run_id": tracker.run_id}}
-            if epoch + 1 < tc.epochs and status == "ok":  # the final checkpoint is written once, with the record
+            if epoch + 1 < total and status == "ok":  # the final checkpoint is written once, with the record
                 self._save_checkpoint(state)
         bar.close()
 
@@ -399,6 +417,8 @@ class Trainer:
             final = {**final, "model": {k: v.detach().clone() for k, v in final["model"].items()}}
         with clock("finalise"):
             record = self._record(bundle, model, rule, device, status, history, best, timing, tracker.run_id)
+            record["schedule"] = {"epochs_total": total, "first_selectable_epoch": first_active,
+                                  "stages": rule.schedule()}
             clock.seconds["training"] = sum(timing["epoch_seconds"][start_epoch:])
             clock.seconds["finalise"] = time.perf_counter() - finalise_start  # up to here: test metrics, record
             record["timing"]["breakdown"] = dict(clock.seconds)
@@ -410,7 +430,7 @@ class Trainer:
             if final is not None:  # the final checkpoint keeps the record's exact text
                 with clock("checkpoints"):
                     self._write_checkpoint({**final, "record_text": text})
-        tracker.log_final(final_metrics(record), step=tc.epochs)
+        tracker.log_final(final_metrics(record), step=total)
         tracker.log_artifact(self.out / "record.json")
         tracker.finish(final_status(status))
         return record

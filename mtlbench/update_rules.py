@@ -8,6 +8,7 @@ offers what it needs and refuses a combination that makes no sense with one clea
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -38,9 +39,31 @@ def assign_flat_gradient(params: list[nn.Parameter], flat: torch.Tensor) -> None
     """Write a flattened gradient into `.grad` (adding to what is there)."""
     offset = 0
     for p in params:
-        piece = flat[offset : offset + p.numel()].view_as(p)
-        p.grad = piece.clone() if p.grad is None else p.grad + piece
+        piece = flat[offset : offset + p.numel()].view(p.shape)
+        if p.grad is None:  # in the parameter's own layout (channels_last conv weights stay channels_last)
+            p.grad = torch.empty_like(p).copy_(piece)
+        else:
+            p.grad = p.grad + piece
         offset += p.numel()
+
+
+def stage_epochs(key: str, fraction: float, epochs: int, *, minimum: int = 0, leave: int = 1) -> int:
+    """Epochs of a stage given as `fraction` of the budget `epochs` (rounded half up). A stage inside the
+    budget (`leave` >= 1) keeps `leave` epochs for the stages after it, shrinking if it must; one that cannot
+    keep its `minimum` ends in one message naming the key and the budget it needs."""
+    if fraction < 0 or (leave > 0 and fraction >= 1):
+        bound = "in [0, 1)" if leave > 0 else ">= 0"
+        raise MtlbenchError(f"{key} must be {bound} (a share of train.epochs), got {fraction}")
+    n = math.floor(fraction * epochs + 0.5)
+    if leave > 0:
+        n = min(n, epochs - leave)
+    n = max(n, minimum if fraction > 0 else 0)
+    if leave > 0 and n > epochs - leave:
+        raise MtlbenchError(
+            f"train.epochs={epochs} is too short for the stages: {key}={fraction} needs {minimum} epoch(s) "
+            f"and the stages after it {leave}; use train.epochs >= {minimum + leave}"
+        )
+    return n
 
 
 class UpdateRule:
@@ -85,13 +108,22 @@ class UpdateRule:
         the network was re-initialised, so the loop starts a fresh optimiser."""
         return False
 
+    def plan(self, epochs: int) -> int:
+        """Called once before training with the budget `train.epochs`: a staged method turns its stage
+        fractions into epochs here (`stage_epochs`) and returns how many epochs the loop runs in all:
+        `epochs`, or more for a stage that is an extra cost on top of the budget (DSMTL-AL's search)."""
+        return epochs
+
+    def schedule(self) -> dict[str, int]:
+        """The stages of the planned run in order, with their epochs (the run record's `schedule`)."""
+        return {}
+
     def stages_before_mechanism(self) -> dict[str, int]:
         """Staged methods: the `rule.*` keys of the stages that run before the method's own mechanism is active
-        (SRDML's warm-up, DSMTL-IL's stage 1, DSMTL-AL's search), with their epochs.
+        (SRDML's warm-up, DSMTL-IL's stage 1, DSMTL-AL's search), with their planned epochs.
 
         The training loop reads this once, for every method alike: an epoch before their sum is never
-        selected (it would report another method's model under this method's name), and a budget of
-        `train.epochs` that ends before the mechanism starts is refused with these keys in the message."""
+        selected (it would report another method's model under this method's name)."""
         return {}
 
     def first_active_epoch(self) -> int:

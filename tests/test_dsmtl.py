@@ -64,8 +64,9 @@ def test_lite_model_stores_only_the_chosen_encoders():
 def test_individual_learning_stage_two_leaves_the_public_encoder_bit_identical():
     torch.manual_seed(0)
     model = DSMTL(TASKS, MULTILENET)
-    rule = IndividualLearning(stage1_epochs=1)
+    rule = IndividualLearning(stage1_fraction=0.5)
     rule.bind(model, TASKS)
+    assert rule.plan(2) == 2 and rule.stage1_epochs == 1
     optimizer = torch.optim.Adam(model.param_groups(1e-3)[0]["params"], lr=1e-2, weight_decay=1e-5)
     rule.on_epoch_start(0)  # stage 1: hard sharing through the public encoder, private parts untouched
     private_before = [p.detach().clone() for p in model.private.parameters()]
@@ -108,8 +109,9 @@ def test_frozen_batchnorm_encoder_stays_bit_identical_through_the_training_loop(
     """Frozen means bit-identical: DSMTL-IL's public ResNet-18 keeps its BatchNorm running statistics in
     stage 2 (audit: running_mean / running_var changed), also after the loop's `model.train()`."""
     model, tasks = _resnet_dsmtl()
-    rule = IndividualLearning(stage1_epochs=1)
+    rule = IndividualLearning(stage1_fraction=1 / 3)
     rule.bind(model, tasks)
+    rule.plan(3)
     optimizer = torch.optim.Adam(model.param_groups(1e-3)[0]["params"], lr=1e-2, weight_decay=1e-5)
     for epoch in range(3):
         rule.on_epoch_start(epoch)
@@ -143,8 +145,9 @@ def test_individual_learning_stage_two_is_separable_by_task():
     """Task 0's private parts get the gradient of task 0's loss alone."""
     torch.manual_seed(0)
     model = DSMTL(TASKS, MULTILENET).eval()
-    rule = IndividualLearning(stage1_epochs=0)
+    rule = IndividualLearning(stage1_fraction=0)
     rule.bind(model, TASKS)
+    rule.plan(1)
     rule.on_epoch_start(0)
     x, y = _batch()
     rule.backward(x, y)

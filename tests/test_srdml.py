@@ -264,7 +264,8 @@ def test_synthetic_srdml_optimises_the_official_objective():
     objective must be 2T times the official one (same gradients up to that factor) and omega's step the same."""
     cfg = resolve_config("synthetic_relations", "srdml", 0, {"tracking.enabled": False, "dataset.trunk": "identity"})
     bundle, model, rule = build(cfg)
-    rule.on_epoch_start(cfg["rule"]["warmup_epochs"])  # the regulariser is on
+    rule.plan(cfg["train"]["epochs"])
+    rule.on_epoch_start(rule.warmup_epochs)  # the regulariser is on
     x, y = bundle.train.x, bundle.train.targets
     t, m = len(bundle.tasks), len(x)
     rule.backward(x, y)

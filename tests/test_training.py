@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from mtlbench.config import resolve_config
+from mtlbench.errors import MtlbenchError
 from mtlbench.record import RECORD_KEYS
 from mtlbench.training import CHECKPOINT, train
 from tests.conftest import ROOT, TINY_MULTIMNIST
@@ -114,7 +115,7 @@ def test_default_multimnist_hard_sharing_reaches_the_accuracy_target(tmp_path):
         assert record["metrics"]["test"][task]["accuracy"] >= 0.85
 
 
-STAGED = [("dsmtl_al", "rule.search_epochs"), ("dsmtl_il", "rule.stage1_epochs"), ("srdml", "rule.warmup_epochs"),
+STAGED = [("dsmtl_al", "rule.search_fraction"), ("dsmtl_il", "rule.stage1_fraction"), ("srdml", "rule.warmup_fraction"),
           ("mgda", None)]
 
 
@@ -123,7 +124,7 @@ def test_staged_methods_resume_exactly_across_their_stages(tmp_path, monkeypatch
     """Interrupt after each epoch in turn, before and after a stage switch; the resumed run equals the whole."""
     from mtlbench.training import Trainer
 
-    overrides = {"train.epochs": 6, "tracking.enabled": False, **({stage_key: 3} if stage_key else {})}
+    overrides = {"train.epochs": 6, "tracking.enabled": False, **({stage_key: 0.5} if stage_key else {})}
     cfg = resolve_config("synthetic_relations", method, 0, overrides)
     whole = train(cfg, tmp_path / "whole")
     original = Trainer._save_checkpoint
@@ -151,26 +152,70 @@ def test_srdml_never_reports_a_warm_up_epoch(tmp_path, method, baseline, seed):
     """The audit's cases: these seeds selected a warm-up epoch and reported the plain baseline bit for bit."""
     cfg = resolve_config("synthetic_relations", method, seed, {"tracking.enabled": False})
     record = train(cfg, tmp_path / method)
-    warmup = cfg["rule"]["warmup_epochs"]
-    assert warmup > 0 and record["status"] == "ok" and record["selected_epoch"] >= warmup
+    warmup = record["schedule"]["first_selectable_epoch"]
+    assert warmup == round(cfg["train"]["epochs"] * 11 / 150) > 0  # the official share of the budget
+    assert record["status"] == "ok" and record["selected_epoch"] >= warmup
     plain = train(resolve_config("synthetic_relations", baseline, seed, {"tracking.enabled": False}),
                   tmp_path / baseline)
     assert record["metrics"]["test"] != plain["metrics"]["test"]
 
 
-@pytest.mark.parametrize(("method", "epochs", "key"),
-                         [("dsmtl_al", 1, "rule.search_epochs"), ("srdml", 2, "rule.warmup_epochs"),
-                          ("dsmtl_il", 3, "rule.stage1_epochs")])
-def test_a_budget_that_ends_before_the_mechanism_is_refused(tmp_path, capsys, method, epochs, key):
+TINY_MULTIMNIST_ARGS = ["--set", "dataset.n_train=64", "--set", "dataset.n_val=16", "--set", "dataset.n_test=16"]
+
+
+@pytest.mark.parametrize(("method", "epochs", "key"), [("dsmtl_il", 1, "rule.stage1_fraction")])
+def test_a_budget_too_short_for_the_stages_is_refused(tmp_path, capsys, method, epochs, key):
+    """DSMTL-IL needs an epoch of each stage: one epoch cannot hold them, one message says so."""
     from mtlbench.cli import main
 
     code = main(["train", "--dataset", "multimnist", "--method", method, "--epochs", str(epochs), "--no-tracking",
-                 "--out", str(tmp_path / "run"), "--set", "dataset.n_train=64", "--set", "dataset.n_val=16",
-                 "--set", "dataset.n_test=16"])
+                 "--out", str(tmp_path / "run"), *TINY_MULTIMNIST_ARGS])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
-    assert key in err and f"train.epochs={epochs}" in err
+    assert key in err and f"train.epochs={epochs}" in err and method in err
     assert not (tmp_path / "run" / "record.json").exists()
+
+
+@pytest.mark.parametrize(("method", "epochs"), [("dsmtl_al", 1), ("srdml", 2), ("srdml", 1), ("dsmtl_il", 3)])
+def test_stages_scale_with_any_budget(tmp_path, method, epochs):
+    """The audit's short budgets (`dsmtl_al --epochs 1` reported `ok` with no metrics, `srdml --epochs 2` was
+    hard sharing): the stages are shares of the budget, so the run is valid and reports its own mechanism."""
+    from mtlbench.cli import main
+
+    assert main(["train", "--dataset", "multimnist", "--method", method, "--epochs", str(epochs),
+                 "--no-tracking", "--out", str(tmp_path / "run"), *TINY_MULTIMNIST_ARGS]) == 0
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    schedule = record["schedule"]
+    assert record["status"] == "ok" and record["metrics"]["test"]
+    assert record["selected_epoch"] >= schedule["first_selectable_epoch"]
+    assert record["epochs_completed"] == schedule["epochs_total"] == sum(schedule["stages"].values())
+    if method == "dsmtl_al":  # the derived network gets the whole budget; the search comes on top
+        assert list(schedule["stages"].values())[-1] == epochs and schedule["epochs_total"] > epochs
+    else:
+        assert schedule["epochs_total"] == epochs
+
+
+@pytest.mark.parametrize("method", ["srdml", "dsmtl_il", "dsmtl_al"])
+@pytest.mark.parametrize("fraction", [0.0, 0.05, 0.3, 0.5, 0.75, 0.99])
+def test_planned_stages_keep_the_mechanism_for_every_budget(method, fraction):
+    """Every budget from 2 to 40 epochs: the stage shares round to whole epochs, the mechanism keeps at least
+    one epoch, and the stages add up to the epochs the loop runs."""
+    from mtlbench.registry import UPDATE_RULES
+
+    key = {"srdml": "warmup_fraction", "dsmtl_il": "stage1_fraction", "dsmtl_al": "search_fraction"}[method]
+    if method == "dsmtl_al" and fraction == 0:
+        with pytest.raises(MtlbenchError, match="search_fraction"):
+            UPDATE_RULES.get(method)(**{key: fraction}).plan(5)
+        return
+    for epochs in range(2, 41):
+        rule = UPDATE_RULES.get(method)(**{key: fraction})
+        total = rule.plan(epochs)
+        stages = list(rule.schedule().values())
+        assert sum(stages) == total and rule.first_active_epoch() < total and stages[-1] >= 1
+        first, minimum = stages[0], (1 if method != "srdml" and fraction > 0 else 0)
+        clipped = first in (minimum, epochs - 1) if method != "dsmtl_al" else first == minimum
+        assert abs(first - fraction * epochs) <= 0.5 or clipped  # the share, rounded, unless it had to give way
+        assert total == (epochs + first if method == "dsmtl_al" else epochs)
 
 
 def test_an_ok_record_always_has_test_metrics(tmp_path, monkeypatch):
@@ -178,6 +223,5 @@ def test_an_ok_record_always_has_test_metrics(tmp_path, monkeypatch):
     from mtlbench import training
 
     monkeypatch.setattr(training, "check_budget", lambda rule, epochs, method: epochs)
-    record = _train(tmp_path, "a", dataset="synthetic_relations", method="srdml",
-                    **{"train.epochs": 5, "rule.warmup_epochs": 11})
+    record = _train(tmp_path, "a", dataset="synthetic_relations", method="srdml", **{"train.epochs": 5})
     assert record["status"] == "incomplete" and record["metrics"]["test"] == {}

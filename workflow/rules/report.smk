@@ -8,6 +8,8 @@ rule report_figures:
         metrics_ci=report(f"{FIGURES}/metrics_ci.png", caption="../report/metrics_ci.rst", category="Figures"),
         relations=report(f"{FIGURES}/relations.png", caption="../report/relations.rst", category="Figures"),
         gates=report(f"{FIGURES}/gates.png", caption="../report/gates.rst", category="Figures"),
+        learning_curves=report(f"{FIGURES}/learning_curves.png", caption="../report/learning_curves.rst",
+                               category="Figures"),
         cd_diagram=report(f"{FIGURES}/cd_diagram.png", caption="../report/cd_diagram.rst", category="Figures"),
         time_vs_delta_m=report(f"{FIGURES}/time_vs_delta_m.png", caption="../report/time_vs_delta_m.rst",
                                category="Figures"),
