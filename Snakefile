@@ -24,3 +24,11 @@ rule all:
     input:
         get_final_output(),
     default_target: True
+
+
+onsuccess:
+    # the headline (verdicts, leading methods) and where to read on, as the run's last lines
+    from mtlbench.pipeline import headline
+
+    if os.path.exists(f"{TABLES}/claims.csv"):
+        print("\n" + headline(TABLES, FIGURES, f"{RESULTS}/report.html"))

@@ -209,10 +209,11 @@ def summarize(tidy: pd.DataFrame, split: str = "test") -> pd.DataFrame:
 
 
 def bootstrap_delta_m(tidy: pd.DataFrame, baselines: tuple[str, ...] = ("hps", "stl"), resamples: int = 9999,
-                      seed: int = 0) -> pd.DataFrame:
+                      seed: int = 0, rope_pp: float = 1.0) -> pd.DataFrame:
     """Per (dataset, method): mean Delta_m over seeds with a percentile bootstrap 95% CI (scipy.stats.bootstrap),
-    and the probability of improvement over each baseline: the share of (method run, baseline run) pairs in
-    which the method's Delta_m is lower (ties count half)."""
+    the probability of improvement over each baseline (the share of (method run, baseline run) pairs in which
+    the method's Delta_m is lower, ties count half), and the Bayesian signed-rank test against each baseline
+    paired by seed, with a region of practical equivalence of `rope_pp` percentage points of Delta_m."""
     dm = tidy[(tidy.metric == DELTA_M) & (tidy.status == "ok")]
     rows = []
     for (dataset, method), grp in dm.groupby(["dataset", "method"], sort=True):
@@ -227,10 +228,32 @@ def bootstrap_delta_m(tidy: pd.DataFrame, baselines: tuple[str, ...] = ("hps", "
         row = {"dataset": dataset, "method": method, "mean_delta_m": values.mean(), "boot_ci95_low": low,
                "boot_ci95_high": high, "n": len(values)}
         for baseline in baselines:
-            other = dm[(dm.dataset == dataset) & (dm.method == baseline)].value.to_numpy(float)
-            row[f"p_improve_vs_{baseline}"] = probability_of_improvement(values, other)
+            other = dm[(dm.dataset == dataset) & (dm.method == baseline)]
+            row[f"p_improve_vs_{baseline}"] = probability_of_improvement(values, other.value.to_numpy(float))
+            paired = grp.set_index("seed").value.to_frame("m").join(other.set_index("seed").value.rename("b"),
+                                                                   how="inner")
+            better, rope, worse = bayesian_signed_rank(paired.b.to_numpy(float) - paired.m.to_numpy(float), rope_pp,
+                                                       seed)
+            row |= {f"bayes_better_vs_{baseline}": better, f"bayes_rope_vs_{baseline}": rope,
+                    f"bayes_worse_vs_{baseline}": worse}
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def bayesian_signed_rank(improvement: np.ndarray, rope: float, seed: int = 0) -> tuple[float, float, float]:
+    """Benavoli et al.'s Bayesian signed-rank test (baycomp) on per-seed improvements (baseline's Delta_m minus
+    the method's, percentage points): the posterior probabilities that the method is better by more than
+    `rope`, practically equivalent (within +-rope), or worse by more than `rope`. No differences at all (a
+    method against itself) are equivalent with certainty; fewer than two pairs say nothing (NaN)."""
+    if len(improvement) < 2:
+        return np.nan, np.nan, np.nan
+    if np.all(improvement == 0):
+        return 0.0, 1.0, 0.0
+    import baycomp
+
+    better, within, worse = baycomp.SignedRankTest.probs(improvement, np.zeros_like(improvement), rope=rope,
+                                                         random_state=seed)
+    return float(better), float(within), float(worse)
 
 
 def probability_of_improvement(a: np.ndarray, b: np.ndarray) -> float:

@@ -2,7 +2,8 @@
 
 A claim (config/claims.yaml, or a user's file) names a method, a baseline, the datasets and a test:
 
-- `superior`: the method beats the baseline on Delta_m (or on one `task.metric`);
+- `superior`: the method beats the baseline on Delta_m, on one `task.metric`, or on every task's primary metric
+  (`metric: tasks`, Holm across the tasks);
 - `non_inferior`: on every task's primary metric (`metric: tasks`) or on Delta_m (`metric: delta_m`) the
   method is not worse than the baseline by more than `margin` (% of the baseline's value; percentage points
   for Delta_m), Holm across the tasks;
@@ -126,6 +127,16 @@ def primary_metrics(tidy: pd.DataFrame, dataset: str) -> list[tuple[str, str]]:
     return list(data.groupby("task", sort=False).metric.first().items())
 
 
+def task_differences(claim: Claim, tidy: pd.DataFrame, dataset: str) -> list[tuple[str, np.ndarray]]:
+    """Per task's primary metric (`task.metric`), the per-seed differences of the claim's method to its baseline."""
+    return [(f"{t}.{m}", paired_differences(tidy, dataset, claim.method, claim.baseline, t, m))
+            for t, m in primary_metrics(tidy, dataset)]
+
+
+def holm(p: np.ndarray | list[float]) -> np.ndarray:
+    return multipletests(np.nan_to_num(np.asarray(p, float), nan=1.0), method="holm")[1]
+
+
 # --- the tests ------------------------------------------------------------------------------------------------
 def _row(claim: Claim, dataset: str, **values: Any) -> dict[str, Any]:
     return {"id": claim.id, "claim": claim.claim, "source": claim.source, "dataset": dataset, "method": claim.method,
@@ -138,6 +149,8 @@ def _no_data(claim: Claim, dataset: str) -> dict[str, Any]:
 
 
 def _superior(claim: Claim, tidy: pd.DataFrame, dataset: str, alpha: float) -> dict[str, Any]:
+    if claim.metric == "tasks":
+        return _superior_on_every_task(claim, tidy, dataset, alpha)
     task, _, metric = ("all", "", DELTA_M) if claim.metric == DELTA_M else claim.metric.partition(".")
     d = paired_differences(tidy, dataset, claim.method, claim.baseline, task, metric)
     mean, low, high = mean_ci(d)
@@ -156,13 +169,41 @@ def _superior(claim: Claim, tidy: pd.DataFrame, dataset: str, alpha: float) -> d
                 verdict=verdict, note=note)
 
 
+def _superior_on_every_task(claim: Claim, tidy: pd.DataFrame, dataset: str, alpha: float) -> dict[str, Any]:
+    """Better on every task's primary metric: one-sided paired t-tests, Holm across the tasks; the estimate is
+    the task where the method gains least."""
+    parts = task_differences(claim, tidy, dataset)
+    if not parts or min(len(d) for _, d in parts) == 0:
+        return _no_data(claim, dataset)
+    names, diffs = [name for name, _ in parts], [d for _, d in parts]
+    better = holm([one_sided_p(d) for d in diffs])
+    worse = holm([one_sided_p(-d) for d in diffs])
+    least = int(np.argmin([d.mean() for d in diffs]))
+    mean, low, high = mean_ci(diffs[least])
+    if (better < alpha).all():
+        verdict, note = "reproduced", f"better on every one of {len(diffs)} tasks (Holm)"
+    elif (worse < alpha).any():
+        bad = [names[i] for i in np.flatnonzero(worse < alpha)]
+        verdict, note = "contradicted", f"significantly worse on {', '.join(bad)} (Holm)"
+    elif high < claim.margin:
+        verdict, note = "not reproduced", (f"the 95% CI on {names[least]} excludes an improvement of "
+                                           f"{claim.margin:g}% or more")
+    else:
+        won = [names[i] for i in np.flatnonzero(better < alpha)]
+        verdict, note = "inconclusive", (f"better on {', '.join(won) if won else 'no task'} (Holm); smallest "
+                                         f"detectable improvement on {names[least]} at n={len(diffs[least])}: "
+                                         f"{detectable_effect(diffs[least], alpha):.3g}")
+    return _row(claim, dataset, estimate=mean, ci95_low=low, ci95_high=high,
+                unit=f"% of {claim.baseline}'s value, least-improved task ({names[least]})",
+                n=min(len(d) for d in diffs), p=float(better.max()), verdict=verdict, note=note)
+
+
 def _non_inferior(claim: Claim, tidy: pd.DataFrame, dataset: str, alpha: float) -> dict[str, Any]:
     if claim.metric == DELTA_M:
         parts = [(DELTA_M, paired_differences(tidy, dataset, claim.method, claim.baseline, "all", DELTA_M))]
         unit = "pp of Delta_m"
     else:
-        parts = [(f"{t}.{m}", paired_differences(tidy, dataset, claim.method, claim.baseline, t, m))
-                 for t, m in primary_metrics(tidy, dataset)]
+        parts = task_differences(claim, tidy, dataset)
         unit = f"% of {claim.baseline}'s value, worst task"
     if not parts or min(len(d) for _, d in parts) == 0:
         return _no_data(claim, dataset)
@@ -171,7 +212,6 @@ def _non_inferior(claim: Claim, tidy: pd.DataFrame, dataset: str, alpha: float) 
     p_ni = np.array([one_sided_p(d, -claim.margin) for d in diffs])  # H0: worse by the margin or more
     p_beyond = np.array([one_sided_p(-d, claim.margin) for d in diffs])  # H1: worse by more than the margin
     p_worse = np.array([one_sided_p(-d) for d in diffs])  # H1: worse at all
-    holm = lambda p: multipletests(np.nan_to_num(p, nan=1.0), method="holm")[1]  # noqa: E731
     ni, beyond, worse = holm(p_ni), holm(p_beyond), holm(p_worse)
     worst = int(np.argmin([d.mean() if len(d) else np.inf for d in diffs]))
     mean, low, high = mean_ci(diffs[worst])
@@ -192,13 +232,12 @@ def _non_inferior(claim: Claim, tidy: pd.DataFrame, dataset: str, alpha: float) 
 
 
 def _negative_sharing(claim: Claim, tidy: pd.DataFrame, dataset: str, alpha: float) -> dict[str, Any]:
-    parts = [(f"{t}.{m}", paired_differences(tidy, dataset, claim.method, claim.baseline, t, m))
-             for t, m in primary_metrics(tidy, dataset)]
+    parts = task_differences(claim, tidy, dataset)
     if not parts or min(len(d) for _, d in parts) == 0:
         return _no_data(claim, dataset)
     diffs = [d for _, d in parts]
-    worse = multipletests([np.nan_to_num(one_sided_p(-d), nan=1.0) for d in diffs], method="holm")[1]
-    ni = multipletests([np.nan_to_num(one_sided_p(d, -claim.margin), nan=1.0) for d in diffs], method="holm")[1]
+    worse = holm([one_sided_p(-d) for d in diffs])
+    ni = holm([one_sided_p(d, -claim.margin) for d in diffs])
     worst = int(np.argmin([d.mean() for d in diffs]))
     mean, low, high = mean_ci(diffs[worst])
     if (worse < alpha).any():

@@ -129,3 +129,44 @@ def test_the_default_claims_file_loads_and_a_bad_one_is_named(tmp_path):
     bad.write_text("- {id: mine, claim: x, source: y, test: better, method: a, baseline: b}\n")
     with pytest.raises(MtlbenchError, match="unknown test 'better'"):
         load_claims(bad)
+
+
+def test_bayesian_signed_rank_orientation_and_rope():
+    """Per-seed improvements far beyond the ROPE: the method is better with high probability; all within it:
+    practically equivalent; the mirror image swaps better and worse; a method against itself is equivalent."""
+    from mtlbench.aggregate import bayesian_signed_rank
+
+    far = np.array([9.0, 11.0, 10.0, 12.0, 8.0])
+    better, rope, worse = bayesian_signed_rank(far, 1.0)
+    assert better > 0.9 and worse < 0.05 and better + rope + worse == pytest.approx(1.0)
+    assert bayesian_signed_rank(-far, 1.0) == pytest.approx((worse, rope, better))
+    near = np.array([0.2, -0.1, 0.15, -0.2, 0.05])
+    assert bayesian_signed_rank(near, 1.0)[1] > 0.9
+    assert bayesian_signed_rank(np.zeros(5), 1.0) == (0.0, 1.0, 0.0)
+    # in the table: method "a" has a lower Delta_m than hps in every seed (improvements 2..5 pp, ROPE 1)
+    tidy = _tidy({("a", "all", DELTA_M): [3.0, -1.0, 2.0, 0.5, 4.0], ("hps", "all", DELTA_M): [5.0, 4.0, 6.0, 5.5, 8.0],
+                  ("stl", "all", DELTA_M): [0.0] * 5})
+    row = bootstrap_delta_m(tidy).set_index("method").loc["a"]
+    assert row.bayes_better_vs_hps > 0.9 and row.bayes_worse_vs_hps < 0.05
+
+
+@pytest.mark.parametrize(("gains", "verdict"), [
+    (([2.0, 3.0, 2.5, 2.2, 2.8], [1.0, 1.5, 1.2, 1.4, 1.1]), "reproduced"),  # better on both tasks
+    (([2.0, 3.0, 2.5, 2.2, 2.8], [-1.0, -1.5, -1.2, -1.4, -1.1]), "contradicted"),  # worse on t2
+    (([2.0, 3.0, 2.5, 2.2, 2.8], [0.1, -0.1, 0.05, -0.05, 0.0]), "not reproduced"),  # t2 gains less than 1%
+    (([2.0, 3.0, 2.5, 2.2, 2.8], [3.0, -2.0, 4.0, -3.0, 1.0]), "inconclusive"),
+])
+def test_superiority_on_every_task(gains, verdict):
+    """`metric: tasks`: paired one-sided t-tests per task in % of the baseline, Holm across tasks; the row
+    reports the least-improved task, whose p-value is checked by hand."""
+    base = np.array([0.8, 0.7, 0.9, 0.75, 0.85])
+    g1, g2 = (np.array(g) for g in gains)
+    tidy = _tidy({("b", "t1", "acc"): list(base), ("a", "t1", "acc"): list(base * (1 + g1 / 100)),
+                  ("b", "t2", "acc"): list(base), ("a", "t2", "acc"): list(base * (1 + g2 / 100))})
+    claim = Claim(id="every", claim="A beats B on every task", source="test", test="superior", method="a",
+                  baseline="b", metric="tasks")
+    row = evaluate_claims([claim], tidy, _records(["a", "b"])).iloc[0]
+    assert row.verdict == verdict and "t2.acc" in row.unit
+    assert row.estimate == pytest.approx(g2.mean())
+    raw = sorted(st.ttest_1samp(g, 0.0, alternative="greater").pvalue for g in (g1, g2))
+    assert row.p == pytest.approx(max(min(1.0, 2 * raw[0]), raw[1]), rel=1e-6)  # Holm's larger adjusted p

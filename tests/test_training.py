@@ -108,11 +108,15 @@ def test_killed_run_resumes_to_identical_metrics(tmp_path):
 
 @pytest.mark.slow
 def test_default_multimnist_hard_sharing_reaches_the_accuracy_target(tmp_path):
-    """The README's main job: the default config, accuracy >= 0.85 on both tasks."""
-    cfg = resolve_config("multimnist", "hps", 0, {"tracking.enabled": False})
-    record = train(cfg, tmp_path / "default")
+    """The README's main job: MultiMNIST as the default pipeline trains it (config/config.yaml's overrides),
+    hard sharing reaches test accuracy >= 0.88 on both tasks (issue 15's acceptance)."""
+    import yaml
+
+    overrides = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["overrides"]
+    sets = {**overrides.get("common", {}), **overrides["datasets"]["multimnist"], "tracking.enabled": False}
+    record = train(resolve_config("multimnist", "hps", 0, sets), tmp_path / "default")
     for task in ("left", "right"):
-        assert record["metrics"]["test"][task]["accuracy"] >= 0.85
+        assert record["metrics"]["test"][task]["accuracy"] >= 0.88
 
 
 STAGED = [("dsmtl_al", "rule.search_fraction"), ("dsmtl_il", "rule.stage1_fraction"), ("srdml", "rule.warmup_fraction"),
