@@ -59,7 +59,13 @@ def write_summary_tables(summary: pd.DataFrame, out_dir: Path, excluded: pd.Data
                 f"{r.task}.{r.metric} ({r.reason})" for r in left_out.itertuples()) + ".", ""]
         tex.append(_latex(table, best, dataset))
     (out_dir / "summary.md").write_text("\n".join(md) + "\n")
-    (out_dir / "summary.tex").write_text("\n\n".join(tex) + "\n")
+    (out_dir / "summary.tex").write_text(LATEX_PREAMBLE_NOTE + "\n\n".join(tex) + "\n")
+
+
+# a table wider than the text is scaled down to it (12 synthetic tasks would be ~1,000 pt wide); others keep
+# their natural size
+FIT_TO_TEXT = r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%"
+LATEX_PREAMBLE_NOTE = "% mtlbench summary tables: \\input{summary.tex} with \\usepackage{booktabs,graphicx}\n\n"
 
 
 def _latex(table: pd.DataFrame, best: dict[str, str], dataset: str) -> str:
@@ -67,8 +73,9 @@ def _latex(table: pd.DataFrame, best: dict[str, str], dataset: str) -> str:
         return s.replace("_", r"\_").replace("±", r"$\pm$").replace("%", r"\%")
 
     cols = list(table.columns)
-    lines = [r"\begin{table}[t]", r"\centering", f"\\caption{{Test metrics on {escape(dataset)} "
-             r"(mean $\pm$ std over seeds; best in bold).}}", r"\begin{tabular}{l" + "r" * len(cols) + "}",
+    lines = [r"\begin{table}[t]", r"\centering",
+             f"\\caption{{Test metrics on {escape(dataset)} (mean $\\pm$ std over seeds; best in bold).}}",
+             FIT_TO_TEXT, r"\begin{tabular}{l" + "r" * len(cols) + "}",
              r"\toprule", "method & " + " & ".join(escape(c) for c in cols) + r" \\", r"\midrule"]
     for method, row in table.iterrows():
         cells = []
@@ -76,7 +83,7 @@ def _latex(table: pd.DataFrame, best: dict[str, str], dataset: str) -> str:
             cell = escape(str(row[c]))
             cells.append(rf"\textbf{{{cell}}}" if best.get(c) == method else cell)
         lines.append(escape(str(method)) + " & " + " & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    lines += [r"\bottomrule", r"\end{tabular}", "}", r"\end{table}"]
     return "\n".join(lines)
 
 
