@@ -26,24 +26,48 @@ def _placeholder(path: Path, text: str) -> None:
     _save(fig, path)
 
 
-def metrics_with_ci(summary: pd.DataFrame, path: Path) -> None:
-    """Per dataset and task, each method's primary test metric with its 95% CI."""
+def metrics_with_ci(summary: pd.DataFrame, path: Path, reference: str = "stl") -> None:
+    """Per dataset and task, each method's primary test metric (the one Delta_m and the tables use) with its 95%
+    CI, the reference method as a dashed line, and the better direction in the axis label. The y-range is set
+    by the middle of the methods (a method far outside it, e.g. MGDA on unnormalised regression tasks, is drawn
+    as an arrow at the edge with its value), so one outlier cannot flatten the others."""
     data = summary[summary.metric.notna() & (summary.task != "all")]
-    primary = data.groupby(["dataset", "task"]).metric.first().reset_index()
-    data = data.merge(primary, on=["dataset", "task", "metric"])
+    data = data[data.primary.astype(bool)] if "primary" in data else data
     panels = list(data.groupby(["dataset", "task"]))
     if not panels:
         return _placeholder(path, "no successful runs")
     cols = min(4, len(panels))
     rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False)
     for ax, ((dataset, task), grp) in zip(axes.flat, panels, strict=False):
-        grp = grp.sort_values("method")
+        grp = grp.sort_values("method").reset_index(drop=True)
+        x = np.arange(len(grp))
+        q1, q3 = np.nanpercentile(grp["mean"], [25, 75])
+        fence = 3 * max(q3 - q1, 1e-9 * max(abs(q1), abs(q3), 1.0))
+        inside = grp["mean"].between(q1 - fence, q3 + fence)  # outliers: beyond 3 IQR of the methods' means
+        shown = grp[inside]
+        lo = np.nanmin(np.fmin(shown.ci95_low, shown["mean"]))
+        hi = np.nanmax(np.fmax(shown.ci95_high, shown["mean"]))
+        pad = 0.08 * ((hi - lo) or abs(hi) or 1.0)
+        lo, hi = lo - pad, hi + pad
+        inside = grp["mean"].between(lo, hi)  # drawn as points; the rest as arrows at the edge
         err = np.vstack([grp["mean"] - grp.ci95_low, grp.ci95_high - grp["mean"]])
-        ax.errorbar(range(len(grp)), grp["mean"], yerr=np.nan_to_num(err), fmt="o", capsize=3)
-        ax.set_xticks(range(len(grp)), grp.method, rotation=60, ha="right", fontsize=7)
+        ax.errorbar(x[inside], grp["mean"][inside], yerr=np.nan_to_num(err[:, inside]), fmt="o", ms=4, capsize=3)
+        for i in np.flatnonzero(~inside):
+            edge = hi if grp["mean"][i] > hi else lo
+            ax.annotate(f"{grp['mean'][i]:.3g}", (x[i], edge), xytext=(0, -6 if edge == hi else 6),
+                        textcoords="offset points", rotation=90, ha="center", va="top" if edge == hi else "bottom",
+                        fontsize=6, color="tab:red")
+            ax.plot(x[i], edge, marker="^" if edge == hi else "v", color="tab:red", ms=6)
+        ref = grp[grp.method == reference]
+        if len(ref):
+            ax.axhline(float(ref["mean"].iloc[0]), color="grey", ls="--", lw=0.8, label=reference)
+            ax.legend(fontsize=6, loc="best")
+        ax.set_ylim(lo, hi)
+        ax.set_xticks(x, grp.method, rotation=60, ha="right", fontsize=7)
         ax.set_title(f"{dataset}: {task}", fontsize=8)
-        ax.set_ylabel(grp.metric.iloc[0], fontsize=8)
+        better = "higher" if bool(grp.higher_is_better.iloc[0]) else "lower"
+        ax.set_ylabel(f"{grp.metric.iloc[0]} ({better} is better)", fontsize=8)
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
     _save(fig, path)
@@ -57,18 +81,22 @@ def relation_matrices(records: list[dict], path: Path) -> None:
                 if r["dataset"] == dataset and r["status"] == "ok" and "relation" in r["method_state"]]
         if not runs or len(runs[0]["method_state"]["relation"]) < 3:  # with two tasks omega is trivially 1
             continue
+        names = runs[0]["method_state"].get("relation_tasks") or list(runs[0]["directions"])
         for method in sorted({r["method"] for r in runs}):
             mats = [np.array(r["method_state"]["relation"]) for r in runs if r["method"] == method]
-            panels.append((f"{dataset}: {method} (mean of {len(mats)})", np.mean(mats, axis=0)))
+            panels.append((f"{dataset}: {method} (mean of {len(mats)} seeds)", np.mean(mats, axis=0), names))
         truth = runs[0].get("task_info", {}).get("ground_truth_relation")
         if truth is not None:
-            panels.append((f"{dataset}: ground truth", np.array(truth)))
+            panels.append((f"{dataset}: ground truth", np.array(truth), names))
     if not panels:
         return _placeholder(path, "no SRDML runs")
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
-    for ax, (title, mat) in zip(axes.flat, panels, strict=True):
+    for ax, (title, mat, names) in zip(axes.flat, panels, strict=True):
         im = ax.imshow(mat, cmap="viridis")
         ax.set_title(title, fontsize=8)
+        ticks = np.arange(len(mat))
+        ax.set_xticks(ticks, names, rotation=90, fontsize=6)
+        ax.set_yticks(ticks, names, fontsize=6)
         fig.colorbar(im, ax=ax, fraction=0.046)
     _save(fig, path)
 
@@ -113,21 +141,42 @@ def critical_difference(ranking: dict, path: Path) -> None:
 
 
 def time_vs_delta_m(efficiency: pd.DataFrame, summary: pd.DataFrame, path: Path) -> None:
+    """Cost against benefit per dataset: ms per training step (log scale) against mean Delta_m, one marker and
+    colour per method named in the legend (no labels on the points, so nothing overlaps); lower-left is
+    cheaper and better. Delta_m's axis is symlog so that a far-off method does not flatten the rest."""
     dm = summary[summary.metric == "delta_m"][["dataset", "method", "mean"]]
     data = efficiency.merge(dm, on=["dataset", "method"])
     if data.empty:
         return _placeholder(path, "no delta_m (needs STL runs)")
     datasets = sorted(data.dataset.unique())
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.4), squeeze=False)
+    methods = sorted(data.method.unique())
+    colours = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(methods), 2)))
+    markers = "osD^vP*Xhp<>8"
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.8 * len(datasets) + 1.6, 3.6), squeeze=False)
     for ax, dataset in zip(axes.flat, datasets, strict=True):
         d = data[data.dataset == dataset]
-        ax.scatter(d.seconds_per_step * 1e3, d["mean"])
-        for row in d.itertuples():
-            ax.annotate(row.method, (row.seconds_per_step * 1e3, row.mean), fontsize=7)
-        ax.set_xlabel("ms per training step")
-        ax.set_ylabel("delta_m % (lower is better)")
+        for k, method in enumerate(methods):
+            row = d[d.method == method]
+            if len(row):
+                ax.scatter(row.seconds_per_step * 1e3, row["mean"], color=colours[k], marker=markers[k % len(markers)],
+                           s=40, label=method, edgecolors="black", linewidths=0.4)
+        ax.axhline(0, color="grey", ls="--", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("symlog", linthresh=10)
+        plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
+        ax.tick_params(axis="x", which="minor", labelsize=6)
+        ax.set_xlabel("ms per training step (log)")
+        ax.set_ylabel("Delta_m % vs STL (lower is better)")
         ax.set_title(dataset, fontsize=9)
-    _save(fig, path)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center right")
+    fig.tight_layout(rect=(0, 0, 1 - 1.5 / (4.8 * len(datasets) + 1.6), 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def learning_curves(records: list[dict], path: Path) -> None:
