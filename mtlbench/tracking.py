@@ -56,15 +56,24 @@ def init_store(cfg: TrackingConfig) -> str:
     return _experiment_id(client, cfg)
 
 
+# MLflow 3's UI opens an experiment by its kind: without this tag it shows the GenAI overview (traces, an
+# assistant) instead of the training runs
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def _experiment_id(client: Any, cfg: TrackingConfig) -> str:
     def get_or_create() -> str:
         exp = client.get_experiment_by_name(cfg.experiment)
         if exp is not None:
+            if exp.tags.get("mlflow.experimentKind") is None:
+                for key, value in EXPERIMENT_KIND.items():
+                    client.set_experiment_tag(exp.experiment_id, key, value)
             return exp.experiment_id
         location = Path(cfg.artifacts).resolve()
         location.mkdir(parents=True, exist_ok=True)
         try:
-            return client.create_experiment(cfg.experiment, artifact_location=location.as_uri())
+            return client.create_experiment(cfg.experiment, artifact_location=location.as_uri(),
+                                            tags=EXPERIMENT_KIND)
         except Exception:  # another process created it in between
             exp = client.get_experiment_by_name(cfg.experiment)
             if exp is None:

@@ -33,6 +33,8 @@ def test_parallel_runs_are_all_tracked(tmp_path):
         assert proc.returncode == 0, err
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("par")
+    # MLflow 3's UI opens it on its training runs, not on the GenAI overview (issue 16.7)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == n_runs
     assert {r.data.tags["seed"] for r in runs} == {str(s) for s in range(n_runs)}
