@@ -240,6 +240,9 @@ def bootstrap_delta_m(tidy: pd.DataFrame, baselines: tuple[str, ...] = ("hps", "
     return pd.DataFrame(rows)
 
 
+BAYES_SAMPLES = 5000
+
+
 def bayesian_signed_rank(improvement: np.ndarray, rope: float, seed: int = 0) -> tuple[float, float, float]:
     """Benavoli et al.'s Bayesian signed-rank test (baycomp) on per-seed improvements (baseline's Delta_m minus
     the method's, percentage points): the posterior probabilities that the method is better by more than
@@ -251,8 +254,10 @@ def bayesian_signed_rank(improvement: np.ndarray, rope: float, seed: int = 0) ->
         return 0.0, 1.0, 0.0
     import baycomp
 
+    # 5,000 posterior samples (baycomp's default 50,000 cost ~1 s per comparison, 40 s per pipeline run): each
+    # probability is then within about +-0.014 (two standard errors at p = 0.5) of its exact value
     better, within, worse = baycomp.SignedRankTest.probs(improvement, np.zeros_like(improvement), rope=rope,
-                                                         random_state=seed)
+                                                         random_state=seed, nsamples=BAYES_SAMPLES)
     return float(better), float(within), float(worse)
 
 
