@@ -20,13 +20,15 @@ from mtlbench.aggregate import (
     with_delta_m,
 )
 from mtlbench.efficiency import efficiency_table, pipeline_profile, profile_line
+from mtlbench.published import published_comparison, published_markdown
 from mtlbench.stats import friedman_nemenyi, safeness, significance
 from mtlbench.tables import write_summary_tables, write_task_averaged
 
 
 def aggregate(records: list[Path], out_dir: Path, reference: str = "stl", allow_mixed_configs: bool = False) -> None:
     """metrics.csv (tidy, Delta_m rows included), delta_m.csv (per run), delta_m_metrics.csv (which metrics
-    Delta_m averages, and why others are left out), summary.{csv,md,tex} and task_averaged.{csv,md}."""
+    Delta_m averages, and why others are left out), summary.{csv,md,tex}, task_averaged.{csv,md} and
+    published.{csv,md} (the papers' numbers beside the suite's, for the datasets of the run that have them)."""
     runs = load_records(records)
     if not allow_mixed_configs:
         check_one_config(runs, list(records))
@@ -37,8 +39,13 @@ def aggregate(records: list[Path], out_dir: Path, reference: str = "stl", allow_
     delta_m(tidy, reference).to_csv(out_dir / "delta_m.csv", index=False)
     used = delta_m_metrics(tidy, reference)
     used.to_csv(out_dir / "delta_m_metrics.csv", index=False)
-    write_summary_tables(summarize(full), out_dir, excluded=used[~used.used.astype(bool)])
-    write_task_averaged(task_averaged(tidy), out_dir)
+    summary = summarize(full)
+    write_summary_tables(summary, out_dir, excluded=used[~used.used.astype(bool)])
+    averaged = task_averaged(tidy)
+    write_task_averaged(averaged, out_dir)
+    beside = published_comparison(averaged, summary)
+    beside.to_csv(out_dir / "published.csv", index=False)
+    (out_dir / "published.md").write_text(published_markdown(beside))
     bootstrap_delta_m(full).to_csv(out_dir / "delta_m_bootstrap.csv", index=False)
 
 

@@ -70,6 +70,7 @@ def test_tables_have_a_row_per_method_and_seed(tiny_run):
     eff = pd.read_csv(tables / "efficiency.csv")
     assert (eff[eff.method == "hps"].params_total_ratio == 1).all()
     assert "\\toprule" in (tables / "summary.tex").read_text()
+    assert "No dataset of this run has published numbers" in (tables / "published.md").read_text()
     for name in ("metrics_ci", "learning_curves", "relations", "gates", "cd_diagram", "time_vs_delta_m"):
         assert (tiny_run / "results" / "figures" / f"{name}.png").stat().st_size > 1000
 

@@ -18,6 +18,8 @@ rule aggregate_tables:
         task_averaged_csv=f"{TABLES}/task_averaged.csv",
         task_averaged_md=report(f"{TABLES}/task_averaged.md", caption="../report/task_averaged.rst",
                                 category="Tables"),
+        published_csv=f"{TABLES}/published.csv",
+        published_md=report(f"{TABLES}/published.md", caption="../report/published.rst", category="Tables"),
         significance=report(f"{TABLES}/significance.csv", caption="../report/significance.rst",
                             category="Significance tests"),
         safeness=report(f"{TABLES}/safeness.csv", caption="../report/safeness.rst", category="Significance tests"),

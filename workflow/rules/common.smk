@@ -169,12 +169,12 @@ def _yaml_value(value):
 
 def get_tables():
     names = ["claims.csv", "claims.md", "delta_m_bootstrap.csv", "metrics.csv", "delta_m.csv", "delta_m_metrics.csv", "summary.csv", "summary.md", "summary.tex",
-             "task_averaged.csv", "task_averaged.md", "pipeline_profile.csv", "pipeline_profile.md", "significance.csv",
+             "task_averaged.csv", "task_averaged.md", "published.csv", "published.md", "pipeline_profile.csv", "pipeline_profile.md", "significance.csv",
              "safeness.csv", "ranking.csv", "nemenyi.csv", "efficiency.csv"]
     return [f"{TABLES}/{n}" for n in names]
 
 
-FIGURE_NAMES = ["metrics_ci", "relations", "gates", "cd_diagram", "time_vs_delta_m"]
+FIGURE_NAMES = ["metrics_ci", "learning_curves", "relations", "gates", "cd_diagram", "time_vs_delta_m"]
 
 
 def get_figures():
