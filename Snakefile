@@ -31,4 +31,5 @@ onsuccess:
     from mtlbench.pipeline import headline
 
     if os.path.exists(f"{TABLES}/claims.csv"):
-        print("\n" + headline(TABLES, FIGURES, f"{RESULTS}/report.html"))
+        print()
+        print(headline(TABLES, FIGURES, f"{RESULTS}/report.html"))

@@ -212,8 +212,9 @@ def test_the_documented_user_method_runs_through_the_pipeline(tmp_path):
 def test_paper_config_dry_run_has_one_job_per_dataset_method_seed():
     paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
     expected = len(paper["datasets"]) * len(paper["methods"]) * len(paper["seeds"])
-    result = subprocess.run([*SNAKEMAKE, "-n", "--configfile", "config/paper.yaml"], capture_output=True, text=True,
-                            cwd=ROOT, timeout=300)
+    # --printshellcmds: the default profile keeps the terminal quiet and hides them
+    result = subprocess.run([*SNAKEMAKE, "-n", "--printshellcmds", "--configfile", "config/paper.yaml"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(rf"train_run\s+{expected}\b", result.stdout), result.stdout[-2000:]
     assert "--set train.device=auto" in result.stdout
