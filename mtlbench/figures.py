@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -12,11 +13,23 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig, path: Path, rect: tuple[float, float, float, float] | None = None) -> None:
+    """`rect`: the part of the figure the axes may fill (room left for a figure legend)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    fig.tight_layout(rect=rect)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _method_colours(methods: list[str]) -> dict[str, Any]:
+    """One colour per method, the same rule in every figure."""
+    return dict(zip(methods, plt.get_cmap("tab20")(np.linspace(0, 1, max(len(methods), 2))), strict=False))
+
+
+def primary_panels(summary: pd.DataFrame) -> list[tuple[tuple[str, str], pd.DataFrame]]:
+    """(dataset, task) -> the rows of each task's primary metric (the one the tables and Delta_m use)."""
+    data = summary[summary.metric.notna() & (summary.task != "all")]
+    return list(data[data.primary.astype(bool)].groupby(["dataset", "task"]))
 
 
 def _placeholder(path: Path, text: str) -> None:
@@ -31,9 +44,7 @@ def metrics_with_ci(summary: pd.DataFrame, path: Path, reference: str = "stl") -
     CI, the reference method as a dashed line, and the better direction in the axis label. The y-range is set
     by the middle of the methods (a method far outside it, e.g. MGDA on unnormalised regression tasks, is drawn
     as an arrow at the edge with its value), so one outlier cannot flatten the others."""
-    data = summary[summary.metric.notna() & (summary.task != "all")]
-    data = data[data.primary.astype(bool)] if "primary" in data else data
-    panels = list(data.groupby(["dataset", "task"]))
+    panels = primary_panels(summary)
     if not panels:
         return _placeholder(path, "no successful runs")
     cols = min(4, len(panels))
@@ -150,7 +161,7 @@ def time_vs_delta_m(efficiency: pd.DataFrame, summary: pd.DataFrame, path: Path)
         return _placeholder(path, "no delta_m (needs STL runs)")
     datasets = sorted(data.dataset.unique())
     methods = sorted(data.method.unique())
-    colours = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(methods), 2)))
+    colours = _method_colours(methods)
     markers = "osD^vP*Xhp<>8"
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.8 * len(datasets) + 1.6, 3.6), squeeze=False)
     for ax, dataset in zip(axes.flat, datasets, strict=True):
@@ -158,7 +169,8 @@ def time_vs_delta_m(efficiency: pd.DataFrame, summary: pd.DataFrame, path: Path)
         for k, method in enumerate(methods):
             row = d[d.method == method]
             if len(row):
-                ax.scatter(row.seconds_per_step * 1e3, row["mean"], color=colours[k], marker=markers[k % len(markers)],
+                ax.scatter(row.seconds_per_step * 1e3, row["mean"], color=colours[method],
+                           marker=markers[k % len(markers)],
                            s=40, label=method, edgecolors="black", linewidths=0.4)
         ax.axhline(0, color="grey", ls="--", lw=0.8)
         ax.set_xscale("log")
@@ -173,10 +185,7 @@ def time_vs_delta_m(efficiency: pd.DataFrame, summary: pd.DataFrame, path: Path)
         ax.set_title(dataset, fontsize=9)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=7, loc="center right")
-    fig.tight_layout(rect=(0, 0, 1 - 1.5 / (4.8 * len(datasets) + 1.6), 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, rect=(0, 0, 1 - 1.5 / (4.8 * len(datasets) + 1.6), 1))
 
 
 def learning_curves(records: list[dict], path: Path) -> None:
@@ -189,9 +198,7 @@ def learning_curves(records: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(len(datasets), 1, figsize=(8, 3.4 * len(datasets)), squeeze=False)
     for ax, dataset in zip(axes[:, 0], datasets, strict=True):
         runs = [r for r in records if r["dataset"] == dataset and r.get("history")]
-        methods = sorted({r["method"] for r in runs})
-        colours = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(methods), 2)))
-        for colour, method in zip(colours, methods, strict=False):
+        for method, colour in _method_colours(sorted({r["method"] for r in runs})).items():
             curves = [[sum(e["val_loss"]) for e in r["history"]] for r in runs if r["method"] == method]
             length = min(len(c) for c in curves)
             values = np.array([c[:length] for c in curves], dtype=float)
