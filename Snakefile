@@ -32,4 +32,4 @@ onsuccess:
 
     if os.path.exists(f"{TABLES}/claims.csv"):
         print()
-        print(headline(TABLES, FIGURES, f"{RESULTS}/report.html"))
+        print(headline(TABLES, FIGURES, f"{RESULTS}/report.html", config["statistics"]["reference"]))

@@ -208,8 +208,11 @@ def summarize(tidy: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     return summary
 
 
+ROPE_PP = 1.0  # the Bayesian comparisons' region of practical equivalence, in percentage points of Delta_m
+
+
 def bootstrap_delta_m(tidy: pd.DataFrame, baselines: tuple[str, ...] = ("hps", "stl"), resamples: int = 9999,
-                      seed: int = 0, rope_pp: float = 1.0) -> pd.DataFrame:
+                      seed: int = 0, rope_pp: float = ROPE_PP) -> pd.DataFrame:
     """Per (dataset, method): mean Delta_m over seeds with a percentile bootstrap 95% CI (scipy.stats.bootstrap),
     the probability of improvement over each baseline (the share of (method run, baseline run) pairs in which
     the method's Delta_m is lower, ties count half), and the Bayesian signed-rank test against each baseline

@@ -355,11 +355,15 @@ def evaluate_claims(claims: list[Claim], tidy: pd.DataFrame, records: list[dict]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def claims_markdown(table: pd.DataFrame) -> str:
-    lines = ["# Claims", "", "One row per claim and dataset: the estimate favours the method when positive (for "
-             "ratios: below 1); paired by seed; verdicts as defined in mtlbench/claims.py.", ""]
+def claims_display(table: pd.DataFrame) -> pd.DataFrame:
+    """The claims table as it is shown (Markdown and the HTML report): estimates with their CI, rounded p."""
     shown = table.assign(estimate=[f"{e:.3g} [{lo:.3g}, {hi:.3g}]" if pd.notna(e) else "—"
                                    for e, lo, hi in zip(table.estimate, table.ci95_low, table.ci95_high, strict=True)],
                          p=[f"{p:.3g}" if pd.notna(p) else "—" for p in table.p])
-    columns = ["verdict", "claim", "dataset", "test", "estimate", "unit", "n", "p", "note", "source"]
-    return "\n".join(lines) + shown[columns].to_markdown(index=False) + "\n"
+    return shown[["verdict", "claim", "dataset", "test", "estimate", "unit", "n", "p", "note", "source"]]
+
+
+def claims_markdown(table: pd.DataFrame) -> str:
+    lines = ["# Claims", "", "One row per claim and dataset: the estimate favours the method when positive (for "
+             "ratios: below 1); paired by seed; verdicts as defined in mtlbench/claims.py.", ""]
+    return "\n".join(lines) + claims_display(table).to_markdown(index=False) + "\n"

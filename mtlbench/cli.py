@@ -88,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
     fig.add_argument("--tables", type=Path, required=True)
     fig.add_argument("--out", type=Path, required=True)
 
+    rep = sub.add_parser("report-tables", help="tables -> HTML pages for the report: claims, leaderboards, details")
+    rep.add_argument("--tables", type=Path, default=None, help="the pipeline's tables folder (claims first)")
+    rep.add_argument("--out", type=Path, required=True)
+    rep.add_argument("--reference", default="stl", help="the method Delta_m is measured against")
+    rep.add_argument("--extra", nargs="*", default=[], metavar="NAME=CSV", help="more CSVs to render")
+
     tr = sub.add_parser("tracking", help="MLflow tracking store")
     tr_sub = tr.add_subparsers(dest="tracking_command", required=True)
     init = tr_sub.add_parser("init", help="create the tracking database before parallel runs")
@@ -237,6 +243,12 @@ def cmd_pipeline_stage(args: argparse.Namespace) -> int:
         print(tables["growth"].round(2).to_string(index=False))
     elif args.command == "profile":
         print(pipeline.profile(args.records, args.out, args.cores))
+    elif args.command == "report-tables":
+        from mtlbench.report_tables import write_csv_pages, write_report_tables
+
+        pages = write_report_tables(args.tables, args.out, args.reference) if args.tables else []
+        pages += write_csv_pages({k: Path(v) for k, v in (item.split("=", 1) for item in args.extra)}, args.out)
+        print(f"{len(pages)} report pages in {args.out}")
     else:
         pipeline.draw_figures(args.records, args.tables, args.out)
     return 0
@@ -248,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                "aggregate": cmd_pipeline_stage,
                "stats": cmd_pipeline_stage, "efficiency": cmd_pipeline_stage, "profile": cmd_pipeline_stage,
                "bench": cmd_pipeline_stage, "claims": cmd_pipeline_stage,
-               "figures": cmd_pipeline_stage}[args.command]
+               "figures": cmd_pipeline_stage, "report-tables": cmd_pipeline_stage}[args.command]
     try:
         return handler(args)
     except MtlbenchError as exc:

@@ -110,7 +110,7 @@ def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def headline(tables: Path, figures_dir: Path, report: str = "results/report.html") -> str:
+def headline(tables: Path, figures_dir: Path, report: str = "results/report.html", reference: str = "stl") -> str:
     """What a finished pipeline run says in a few lines: the verdicts per claim and dataset, the leading
     methods by mean Delta_m (95% bootstrap CI) per dataset, and where the tables and figures are."""
     tables, lines = Path(tables), []
@@ -127,10 +127,10 @@ def headline(tables: Path, figures_dir: Path, report: str = "results/report.html
         table = pd.read_csv(boot)
         for dataset, rows in table.groupby("dataset"):
             best = rows.sort_values("mean_delta_m").head(3)
-            ranked = "; ".join(f"{r.method} (the reference)" if pd.isna(r.boot_ci95_low) else
+            ranked = "; ".join(f"{r.method} (the reference)" if r.method == reference or pd.isna(r.boot_ci95_low) else
                                f"{r.method} {r.mean_delta_m:+.1f} [{r.boot_ci95_low:+.1f}, {r.boot_ci95_high:+.1f}]"
                                for r in best.itertuples())
-            lines.append(f"Best Delta_m % vs STL (lower is better), {dataset}: {ranked}")
-    lines.append(f"Tables: {tables}/ (claims.md first); figures: {figures_dir}/; "
+            lines.append(f"Best Delta_m % vs {reference} (lower is better), {dataset}: {ranked}")
+    lines.append(f"Tables: {tables}/ (claims.md, then leaderboard.md); figures: {figures_dir}/; "
                  f"HTML report: snakemake --report {report}")
     return "\n".join(lines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -93,6 +94,44 @@ def test_report_collects_tables_and_figures(tiny_run):
     # a category named "Statistics" collided with Snakemake's own panel: 11 warnings, a System Message per caption
     assert "Duplicate explicit target" not in result.stderr + result.stdout
     assert "System Message" not in (tiny_run / "results" / "report.html").read_text()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def rendered_text(page: Path) -> str:
+    """The page's text after its scripts ran, in a real headless browser (Snakemake's report is a React app)."""
+    if CHROMIUM is None:
+        if os.environ.get("MTLBENCH_REQUIRE_BROWSER") == "1":
+            pytest.fail("chromium is not installed (.ci/run installs Debian's chromium)")
+        pytest.skip("chromium is not installed (CI installs it)")
+    result = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                             "--disable-background-networking", "--virtual-time-budget=15000", "--dump-dom",
+                             page.as_uri()], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = re.sub(r"<script.*?</script>|<style.*?</style>", " ", result.stdout, flags=re.S)
+    return " ".join(re.sub(r"<[^>]+>", " ", dom).split())
+
+
+def test_report_front_page_shows_claims_and_leaderboards_in_a_browser(tiny_run):
+    """Issue 16.2: the tables were `data:` links that Chromium blocks; the front page now renders the claims
+    table and one leaderboard per dataset, ranked by Delta_m, as text the browser shows."""
+    report = tiny_run / "results" / "report.html"
+    if not report.exists():
+        assert snakemake(tiny_run, "--report", "results/report.html", config=TINY).returncode == 0
+    text = rendered_text(report)
+    assert "System Message" not in text
+    claims = pd.read_csv(tiny_run / "results" / "tables" / "claims.csv")
+    assert len(claims) and text.index("Claims") < text.index("Leaderboards")
+    for row in claims.itertuples():
+        assert f"{row.verdict} {row.claim} {row.dataset} {row.test}" in text
+    board = pd.read_csv(tiny_run / "results" / "tables" / "leaderboard.csv")
+    for dataset, rows in board.groupby("dataset"):
+        ranked = rows.sort_values("mean_delta_m").method.tolist()
+        assert f"Leaderboard: {dataset}" in text
+        shown = text[text.index(f"Leaderboard: {dataset}"):]
+        positions = [shown.index(f" {r} {m} ") for r, m in enumerate(ranked, start=1)]
+        assert positions == sorted(positions)
 
 
 def test_deleting_one_record_reruns_only_its_job_and_restores_it(tiny_run):

@@ -75,6 +75,7 @@ METHODS = config["methods"]
 SEEDS = config["seeds"]
 TABLES = f"{RESULTS}/tables"
 FIGURES = f"{RESULTS}/figures"
+REPORT = f"{RESULTS}/report"
 
 
 def method_dir(method):
@@ -170,7 +171,7 @@ def _yaml_value(value):
 def get_tables():
     names = ["claims.csv", "claims.md", "delta_m_bootstrap.csv", "metrics.csv", "delta_m.csv", "delta_m_metrics.csv", "summary.csv", "summary.md", "summary.tex",
              "task_averaged.csv", "task_averaged.md", "published.csv", "published.md", "pipeline_profile.csv", "pipeline_profile.md", "significance.csv",
-             "safeness.csv", "ranking.csv", "nemenyi.csv", "efficiency.csv"]
+             "safeness.csv", "ranking.csv", "nemenyi.csv", "efficiency.csv", "leaderboard.csv", "leaderboard.md"]
     return [f"{TABLES}/{n}" for n in names]
 
 
@@ -181,7 +182,17 @@ def get_figures():
     return [f"{FIGURES}/{n}.png" for n in FIGURE_NAMES]
 
 
+REPORT_PAGES = ["front", "claims", "leaderboard", "summary", "task_averaged", "published", "significance",
+                "safeness", "ranking", "efficiency", "pipeline_profile"]
+
+
+def get_report_pages():
+    """The report's HTML tables (the benchmark's too when it runs)."""
+    names = REPORT_PAGES + (["step_cost", "growth"] if is_benchmarking() else [])
+    return [f"{REPORT}/{n}.html" for n in names]
+
+
 def get_final_output():
     """Every run record too: a deleted record is retrained (and the tables follow), not ignored."""
     tracked = [f"{RESULTS}/mlflow_runs.json"] if is_tracking() else []
-    return get_records() + get_tables() + get_figures() + tracked
+    return get_records() + get_tables() + get_figures() + get_report_pages() + tracked

@@ -3,7 +3,7 @@ rule efficiency_table:
         records=get_records(),
         benchmark=get_benchmark_table(),
     output:
-        efficiency=report(f"{TABLES}/efficiency.csv", caption="../report/efficiency.rst", category="Efficiency"),
+        efficiency=f"{TABLES}/efficiency.csv",
     params:
         benchmark=lambda wc, input: input.benchmark or "none",
     log:
@@ -22,7 +22,7 @@ rule efficiency_profile:
         records=get_records(),
     output:
         csv=f"{TABLES}/pipeline_profile.csv",
-        md=report(f"{TABLES}/pipeline_profile.md", caption="../report/pipeline_profile.rst", category="Efficiency"),
+        md=f"{TABLES}/pipeline_profile.md",
     params:
         cores=get_total_cores(),
     log:
@@ -40,11 +40,10 @@ rule efficiency_profile:
 # not rerun it); the training jobs' higher priority makes it start when a core has no training left to take.
 rule efficiency_benchmark:
     output:
-        step_cost=report(f"{RESULTS}/benchmarks/step_cost.csv", caption="../report/step_cost.rst",
-                         category="Efficiency"),
+        step_cost=f"{RESULTS}/benchmarks/step_cost.csv",
         scaling=f"{RESULTS}/benchmarks/scaling.csv",
-        growth=report(f"{RESULTS}/benchmarks/growth.csv", caption="../report/scaling.rst", category="Efficiency"),
-        figure=report(f"{RESULTS}/benchmarks/scaling.png", caption="../report/scaling.rst", category="Efficiency"),
+        growth=f"{RESULTS}/benchmarks/growth.csv",
+        figure=report(f"{RESULTS}/benchmarks/scaling.png", caption="../report/scaling.rst", category="6 Efficiency"),
     params:
         out=lambda wc, output: os.path.dirname(output.step_cost),
         rounds=config["efficiency"]["rounds"],
