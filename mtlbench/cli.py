@@ -100,6 +100,9 @@ def _parser() -> argparse.ArgumentParser:
     log = tr_sub.add_parser("log", help="log finished run records to MLflow (runs trained with tracking.live=false)")
     log.add_argument("records", nargs="+", type=Path)
     log.add_argument("--out", type=Path, default=None, help="write record -> MLflow run id here (JSON)")
+    log.add_argument("--delta-m", type=Path, default=None,
+                     help="delta_m.csv of the aggregation: log each run's Delta_m to its MLflow run")
+    log.add_argument("--reference", default="stl", help="the method that --delta-m measures against")
     for command in (init, log):
         command.add_argument("--uri", default=None)
         command.add_argument("--experiment", default=None)
@@ -171,7 +174,7 @@ def cmd_list(_: argparse.Namespace) -> int:
 
 def cmd_tracking(args: argparse.Namespace) -> int:
     from mtlbench.config import TrackingConfig
-    from mtlbench.tracking import init_store, log_records
+    from mtlbench.tracking import init_store, log_delta_m, log_records
 
     cfg = TrackingConfig()
     for key in ("uri", "experiment", "artifacts"):
@@ -189,6 +192,9 @@ def cmd_tracking(args: argparse.Namespace) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(runs, indent=2) + "\n")
     print(f"{len(runs)} run record(s) tracked in {cfg.uri} (experiment {cfg.experiment!r})")
+    if args.delta_m is not None:
+        updated = log_delta_m(cfg, runs, args.delta_m, args.reference)
+        print(f"Delta_m (against {args.reference}) logged to {updated} run(s) that did not hold it")
     return 0
 
 

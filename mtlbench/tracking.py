@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import sys
 import time
@@ -303,6 +304,34 @@ def log_records(cfg: TrackingConfig, paths: list[Path]) -> dict[str, str]:
                                 f"twice)")
         runs[str(path)] = tracker.run_id
     return runs
+
+
+def log_delta_m(cfg: TrackingConfig, runs: dict[str, str], delta_m_csv: Path, reference: str = "stl") -> int:
+    """Log each run's Delta_m (% against `reference` trained on the same seed, `delta_m.csv`) to its MLflow run
+    as `test.delta_m`, with the reference as a tag: known only once the runs it compares have finished, so the
+    pipeline logs it after the tables. Idempotent (a run that holds the value is left alone); returns how many
+    runs were updated."""
+    import pandas as pd
+    from mlflow.entities import Metric, RunTag
+    from mlflow.tracking import MlflowClient
+
+    table = pd.read_csv(delta_m_csv).set_index(["dataset", "method", "seed"]).delta_m
+    client = _retry(lambda: MlflowClient(tracking_uri=cfg.uri))
+    updated = 0
+    for path, run_id in runs.items():
+        record = json.loads(Path(path).read_text())
+        key = (record["dataset"], record["method"], int(record["seed"]))
+        if key not in table.index or not math.isfinite(float(table[key])):
+            continue
+        value = float(table[key])
+        held = _retry(lambda r=run_id: client.get_run(r)).data.metrics.get("test.delta_m")
+        if held is not None and math.isclose(held, value, rel_tol=1e-9, abs_tol=1e-12):
+            continue
+        metric = Metric("test.delta_m", value, int(time.time() * 1000), epochs_run(record))
+        _retry(lambda r=run_id, m=metric: client.log_batch(r, metrics=[m], tags=[
+            RunTag("delta_m.reference", reference)]))
+        updated += 1
+    return updated
 
 
 def track_finished(cfg: TrackingConfig, record: dict[str, Any], path: Path, key: str) -> None:

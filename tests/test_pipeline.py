@@ -85,6 +85,16 @@ def test_every_run_is_in_one_mlflow_database(tiny_run):
     assert len(runs) == 8 and all(r.info.status == "FINISHED" for r in runs)
     logged = json.loads((tiny_run / "results" / "mlflow_runs.json").read_text())
     assert sorted(logged.values()) == sorted(r.info.run_id for r in runs)
+    # each run's Delta_m (issue 16.7), as the tables have it; STL against itself is 0
+    table = pd.read_csv(tiny_run / "results" / "tables" / "delta_m.csv").set_index(["dataset", "method", "seed"])
+    by_id = {r.info.run_id: r for r in runs}
+    for path, run_id in logged.items():
+        record = json.loads(Path(path if os.path.isabs(path) else tiny_run / path).read_text())
+        run = by_id[run_id]
+        expected = table.delta_m[(record["dataset"], record["method"], record["seed"])]
+        assert run.data.metrics["test.delta_m"] == pytest.approx(expected)
+        assert run.data.tags["delta_m.reference"] == "stl"
+        assert expected == 0 or record["method"] != "stl"
 
 
 def test_report_collects_tables_and_figures(tiny_run):

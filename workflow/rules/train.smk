@@ -56,16 +56,19 @@ else:
 
 
 # With tracking.live=false the jobs above write only their records; one process logs them all to MLflow
-# (the same run content as live tracking; records logged before are recognised and skipped).
+# (the same run content as live tracking; records logged before are recognised and skipped). Either way it
+# then logs each run's Delta_m, which needs the reference method's run of the same seed.
 rule train_tracking_log:
     input:
         records=get_records(),
+        delta_m=f"{TABLES}/delta_m.csv",  # each run's Delta_m, known once the seed's runs have all finished
     output:
         runs=f"{RESULTS}/mlflow_runs.json",
     params:
         uri=config["tracking"]["uri"],
         experiment=config["tracking"]["experiment"],
         artifacts=config["tracking"]["artifacts"],
+        reference=config["statistics"]["reference"],
     log:
         "logs/train_tracking_log.log",
     resources:
@@ -74,4 +77,5 @@ rule train_tracking_log:
     localrule: True
     shell:
         "mtlbench tracking log {input.records:q} --uri {params.uri:q} --experiment {params.experiment:q} "
-        "--artifacts {params.artifacts:q} --out {output.runs:q} > {log} 2>&1"
+        "--artifacts {params.artifacts:q} --out {output.runs:q} --delta-m {input.delta_m:q} "
+        "--reference {params.reference:q} > {log} 2>&1"
