@@ -26,6 +26,11 @@ rule all:
     default_target: True
 
 
+onstart:
+    # a dataset missing on disk stops the run before any job (a dry run only warns)
+    stop_on_missing_data()
+
+
 onsuccess:
     # the headline (verdicts, leading methods) and where to read on, as the run's last lines
     from mtlbench.pipeline import headline

@@ -267,3 +267,24 @@ def test_paper_config_dry_run_has_one_job_per_dataset_method_seed():
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(rf"train_run\s+{expected}\b", result.stdout), result.stdout[-2000:]
     assert "--set train.device=auto" in result.stdout
+    # resources per dataset (issue 16.8): the tiny synthetic runs ask for no GPU and little memory
+    jobs = re.split(r"\n(?=rule |localrule )", result.stdout)
+    synthetic = [j for j in jobs if j.startswith("rule train_run") and "dataset=synthetic_relations" in j]
+    images = [j for j in jobs if j.startswith("rule train_run") and "dataset=cifar_mtl" in j]
+    assert len(synthetic) == len(paper["methods"]) * len(paper["seeds"]) and images
+    assert all("gpu=0" in j and "mem_mb=2000" in j and "train.threads=1" in j for j in synthetic)
+    assert all("gpu=1" in j and "mem_mb=16000" in j for j in images)
+
+
+def test_a_dataset_missing_on_disk_stops_the_run_before_any_job(tmp_path):
+    """Issue 16.8: the data check names what is missing and where it belongs; a dry run only warns."""
+    config = {**TINY, "datasets": ["synthetic_relations", "office31"],
+              "overrides": {**TINY["overrides"], "datasets": {"office31": {"dataset.root": str(tmp_path / "o31")}}}}
+    planned = snakemake(tmp_path, "-n", config=config)
+    assert planned.returncode == 0, planned.stderr[-2000:]
+    assert "1 dataset(s) not on disk (office31)" in planned.stderr
+    run = snakemake(tmp_path, config=config)
+    assert run.returncode != 0
+    assert f"missing domain folder {tmp_path / 'o31' / 'amazon'}" in run.stderr
+    assert "no job was started" in run.stderr
+    assert not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()

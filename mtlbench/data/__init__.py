@@ -90,4 +90,17 @@ class DatasetProvider:
         return [], []
 
 
+def missing_data(dataset: dict[str, Any]) -> list[str]:
+    """What is wrong with the copy of the data a resolved `dataset` config names (its provider's check; a
+    dataset that downloads itself has nothing to miss yet): problems only, with where to get the files."""
+    from mtlbench.params import signature_params
+
+    cls = DATASETS.get(dataset["name"])
+    params = signature_params(cls)
+    provider = cls(**{k: v for k, v in dataset.items() if k in params})
+    if getattr(provider, "download", False):
+        return []
+    return provider.check()[0]
+
+
 DATASETS.accepts(lambda obj: isinstance(obj, type) and issubclass(obj, DatasetProvider), "a DatasetProvider subclass")

@@ -1,5 +1,7 @@
 # Every decision of the workflow lives here: config validation, wildcard constraints, input functions.
+import json
 import shlex
+import sys
 
 from snakemake.utils import validate
 
@@ -12,14 +14,43 @@ def check_config():
     from mtlbench.config import resolve_config
     from mtlbench.errors import MtlbenchError
 
+    data = {}
     try:
         for dataset in config["datasets"]:
             for method in config["methods"]:
-                resolve_config(dataset, method, 0, get_overrides_for(dataset, method), config["data_seed"])
+                cfg = resolve_config(dataset, method, 0, get_overrides_for(dataset, method), config["data_seed"])
+                data.setdefault(json.dumps(cfg["dataset"], sort_keys=True), cfg["dataset"])
         check_override_names()
         check_statistics_methods()
     except MtlbenchError as exc:
         raise WorkflowError(f"config error: {exc}") from None
+    return check_data(list(data.values()))
+
+
+def check_data(datasets):
+    """Every dataset on disk is checked while the workflow is read (`mtlbench data check`): what is missing and
+    where to get it. A plan (-n), a report or --lint only warn; a run stops before any job starts
+    (`onstart` in the Snakefile). Returns the message, or None when every dataset is in place."""
+    from mtlbench.data import missing_data
+
+    problems = [(d, missing_data(d)) for d in datasets]
+    problems = [(d, p) for d, p in problems if p]
+    if not problems:
+        return None
+    names = ", ".join(d["name"] for d, _ in problems)
+    text = f"data check: {len(problems)} dataset(s) not in place ({names}); no job was started.\n" + "\n".join(
+        f"  {d['name']} (dataset.root {d.get('root')}): " + "; ".join(p) for d, p in problems) + (
+        "\nPlace the files as described (docs/fidelity.md names each dataset's source), check a copy with "
+        "`mtlbench data check --dataset NAME --root PATH`, or remove the dataset from `datasets:`.")
+    print(f"warning: {len(problems)} dataset(s) not on disk ({names}): a run would stop before its first job, "
+          f"saying what is missing", file=sys.stderr)
+    return text
+
+
+def stop_on_missing_data():
+    """The Snakefile's onstart: no job starts while a dataset is missing."""
+    if DATA_PROBLEMS:
+        raise WorkflowError(DATA_PROBLEMS)
 
 
 def check_override_names():
@@ -36,6 +67,10 @@ def check_override_names():
         if unknown:
             raise MtlbenchError(f"overrides.{group} names {', '.join(map(repr, unknown))}, which no {group[:-1]} "
                                 f"has; valid: {', '.join(known[group])}")
+    unknown = sorted(set(config["resources"].get("datasets") or {}) - set(known["datasets"]))
+    if unknown:
+        raise MtlbenchError(f"resources.datasets names {', '.join(map(repr, unknown))}, which no dataset has; "
+                            f"valid: {', '.join(known['datasets'])}")
     for key in ov.get("runs") or {}:
         dataset, _, method = key.partition("/")
         if dataset not in known["datasets"] or method not in known["methods"]:
@@ -67,7 +102,7 @@ def get_overrides_for(dataset, method):
     return merged
 
 
-check_config()
+DATA_PROBLEMS = check_config()
 
 RESULTS = config["results"]
 DATASETS = config["datasets"]
@@ -103,13 +138,19 @@ def get_train_rule_name(seeds):
     return "train_run" if len(get_seed_groups()) == 1 else f"train_run_seeds{seeds[0]}_{seeds[-1]}"
 
 
+def train_resources(dataset):
+    """A training job's threads, mem_mb, runtime (minutes per seed) and gpu: `resources.train`, with
+    `resources.datasets.<dataset>` on top (config/paper.yaml: no GPU and little memory for the tiny data)."""
+    return {**config["resources"]["train"], **(config["resources"].get("datasets") or {}).get(dataset, {})}
+
+
 def get_train_shell(seeds):
     """The training jobs' command: the given seeds in one process (exit 3, a diverged run, is a result)."""
     return (
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} mtlbench train --dataset {wildcards.dataset} "
         f"--method {{params.method:q}} --seed {seeds} --data-seed {{params.data_seed}} "
         # the configured thread count (hashed), not Snakemake's {threads}, which --cores may lower
-        f"--out {{params.out:q}} --set train.threads={config['resources']['train']['threads']} {{params.sets}} "
+        "--out {params.out:q} --set train.threads={params.threads} {params.sets} "
         "> {log} 2>&1 || [ $? -eq 3 ]"
     )
 

@@ -17,14 +17,15 @@ if len(get_seed_groups()) == len(SEEDS):  # one seed per job
             sets=get_set_args,
             data_seed=config["data_seed"],
             out=lambda wc, output: os.path.dirname(output.record),
+            threads=lambda wc: train_resources(wc.dataset)["threads"],  # the hashed count, whatever --cores
         log:
             "logs/train_run/{dataset}/{method}/seed{seed}.log",
-        threads: config["resources"]["train"]["threads"]
+        threads: lambda wc: train_resources(wc.dataset)["threads"]
         priority: 1
         resources:
-            mem_mb=config["resources"]["train"]["mem_mb"],
-            runtime=config["resources"]["train"]["runtime"],
-            gpu=config["resources"]["train"]["gpu"],
+            mem_mb=lambda wc: train_resources(wc.dataset)["mem_mb"],
+            runtime=lambda wc: train_resources(wc.dataset)["runtime"],
+            gpu=lambda wc: train_resources(wc.dataset)["gpu"],
         shell:
             get_train_shell("{wildcards.seed}")
 
@@ -43,14 +44,15 @@ else:
                 sets=get_set_args,
                 data_seed=config["data_seed"],
                 out=lambda wc: f"{RESULTS}/runs/{wc.dataset}/{wc.method}/seed{{seed}}",
+                threads=lambda wc: train_resources(wc.dataset)["threads"],  # the hashed count, whatever --cores
             log:
                 f"logs/train_run/{{dataset}}/{{method}}/seeds{seeds[0]}-{seeds[-1]}.log",
-            threads: config["resources"]["train"]["threads"]
+            threads: lambda wc: train_resources(wc.dataset)["threads"]
             priority: 1
             resources:
-                mem_mb=config["resources"]["train"]["mem_mb"],
-                runtime=lambda wc, seeds=seeds: config["resources"]["train"]["runtime"] * len(seeds),
-                gpu=config["resources"]["train"]["gpu"],
+                mem_mb=lambda wc: train_resources(wc.dataset)["mem_mb"],
+                runtime=lambda wc, seeds=seeds: train_resources(wc.dataset)["runtime"] * len(seeds),
+                gpu=lambda wc: train_resources(wc.dataset)["gpu"],
             shell:
                 get_train_shell(" ".join(map(str, seeds)))
 
