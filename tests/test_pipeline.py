@@ -238,24 +238,43 @@ def test_bad_config_names_the_key(tmp_path, config, fragment):
     assert not (tmp_path / "pwned").exists()
 
 
-def _doc_code(path: Path) -> str:
-    text = path.read_text()
-    return re.findall(r"```python\n(.*?)```", text, flags=re.S)[0]
+def _doc_blocks(path: Path, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", path.read_text(), flags=re.S)
 
 
 def test_the_documented_user_method_runs_through_the_pipeline(tmp_path):
+    """docs/adding-a-method.md as a user follows it: the method file, "Try it once" into its own folder, then
+    the pipeline with the page's config (its own results folder); no warning from the example's code."""
+    doc = ROOT / "docs" / "adding-a-method.md"
     package = tmp_path / "mymethods"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    (package / "uncertainty.py").write_text(_doc_code(ROOT / "docs" / "adding-a-method.md"))
-    config = {**TINY, "datasets": ["synthetic_relations"],
-              "methods": ["stl", "hps", "mymethods.uncertainty:UNCERTAINTY"]}
+    (package / "uncertainty.py").write_text(_doc_blocks(doc, "python")[0])
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    try_once = next(b for b in _doc_blocks(doc, "bash") if "mtlbench train" in b).strip()
+    argv = try_once.removeprefix("PYTHONPATH=. ").split()
+    tried = subprocess.run([sys.executable, "-m", "mtlbench", *argv[1:]], capture_output=True, text=True,
+                           cwd=tmp_path, env=env, timeout=600)
+    assert tried.returncode == 0, tried.stderr[-3000:]
+    assert "requires_grad" not in tried.stderr and "Warning" not in tried.stderr, tried.stderr[-2000:]
+    out = Path(argv[argv.index("--out") + 1])
+    record = json.loads((tmp_path / out / "record.json").read_text())
+    assert set(record["method_state"]["task_weights"]) == set(record["directions"])
+    assert not (tmp_path / "results").exists()  # the try did not write where the pipeline reads
+
+    mine = yaml.safe_load(next(b for b in _doc_blocks(doc, "yaml") if "UNCERTAINTY" in b))
+    config = {**TINY, **mine, "datasets": ["synthetic_relations"], "methods": ["stl", "hps", *mine["methods"][-1:]]}
     result = snakemake(tmp_path, config=config, env={"PYTHONPATH": str(tmp_path)})
     assert result.returncode == 0, result.stderr[-4000:]
-    sig = pd.read_csv(tmp_path / "results" / "tables" / "significance.csv")
+    results = tmp_path / mine["results"]
+    sig = pd.read_csv(results / "tables" / "significance.csv")
     assert "mymethods.uncertainty:UNCERTAINTY" in set(sig.method)
-    assert (tmp_path / "results" / "runs" / "synthetic_relations" / "mymethods.uncertainty_UNCERTAINTY" / "seed1"
+    assert (results / "runs" / "synthetic_relations" / "mymethods.uncertainty_UNCERTAINTY" / "seed1"
             / "record.json").exists()
+    assert (tmp_path / mine["tracking"]["uri"].removeprefix("sqlite:///")).is_file()
+    logs = list((tmp_path / "logs" / "train_run" / "synthetic_relations" / "mymethods.uncertainty_UNCERTAINTY")
+                .glob("*.log"))
+    assert logs and not any("requires_grad" in log.read_text() for log in logs)
 
 
 def test_paper_config_dry_run_has_one_job_per_dataset_method_seed():
