@@ -29,6 +29,7 @@ rule all:
 onstart:
     # a dataset missing on disk stops the run before any job (a dry run only warns)
     stop_on_missing_data()
+    print_time_estimate()
 
 
 onsuccess:

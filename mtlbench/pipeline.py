@@ -110,6 +110,28 @@ def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def time_estimate(planned: list[tuple[str, str, bool]], reference: Path, cores: int) -> str:
+    """The line a run starts with: how many runs it trains and about how long that takes at the reference
+    machine's speed (results/reference: each (dataset, method)'s measured training time per run, scaled by the
+    share of the pipeline's core-time that training took there, over `cores`). `planned` holds (dataset,
+    method, same config as the reference run) per run to train; runs of other configs are named, not guessed."""
+    line = f"{len(planned)} run(s) to train"
+    eff, prof = Path(reference) / "efficiency.csv", Path(reference) / "pipeline_profile.csv"
+    if not planned or cores <= 0 or not eff.is_file() or not prof.is_file():
+        return line
+    seconds = pd.read_csv(eff).set_index(["dataset", "method"]).train_seconds
+    known = [(d, m) for d, m, same in planned if same and (d, m) in seconds.index]
+    if not known:
+        return line + " (none with the reference config: no time estimate)"
+    profile = pd.read_csv(prof).set_index("kind").core_seconds
+    overhead = profile.sum() / profile["training"]
+    minutes = sum(float(seconds[k]) for k in known) * overhead / cores / 60
+    unknown = len(planned) - len(known)
+    return (line + f": about {minutes:.0f} min on {cores} core(s) at the reference machine's speed "
+            f"(results/reference/efficiency.csv)" + (f", plus {unknown} run(s) of other configs" if unknown else "")
+            + "; progress: the 'steps done' lines, each job's output in logs/")
+
+
 def headline(tables: Path, figures_dir: Path, report: str = "results/report.html", reference: str = "stl") -> str:
     """What a finished pipeline run says in a few lines: the verdicts per claim and dataset, the leading
     methods by mean Delta_m (95% bootstrap CI) per dataset, and where the tables and figures are."""

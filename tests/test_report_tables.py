@@ -52,3 +52,21 @@ def test_html_cells_are_escaped_and_verdicts_coloured():
     text = html_table(pd.DataFrame({"verdict": ["not reproduced"], "note": ["<script>x</script> & more"]}))
     assert "<script>" not in text and "&lt;script&gt;" in text and "&amp; more" in text
     assert '<td class="not-reproduced">not reproduced</td>' in text
+
+
+def test_time_estimate_of_the_default_run_is_the_reference_runs_wall_time():
+    """Every default run with the reference config: measured training time x (all core-time / training
+    core-time) / cores is, by construction, the reference run's wall time; other configs are only counted."""
+    from mtlbench.pipeline import time_estimate
+    from tests.conftest import ROOT
+
+    reference = ROOT / "results" / "reference"
+    eff = pd.read_csv(reference / "efficiency.csv")
+    planned = [(r.dataset, r.method, True) for r in eff.itertuples() for _ in range(int(r.n))]
+    profile = pd.read_csv(reference / "pipeline_profile.csv")
+    wall, cores = profile.wall_seconds.iloc[0], int(profile.cores.iloc[0])
+    line = time_estimate(planned, reference, cores)
+    assert line.startswith(f"{len(planned)} run(s) to train: about {wall / 60:.0f} min on {cores} core(s)")
+    mixed = time_estimate(planned[:10] + [("multimnist", "hps", False)] * 3, reference, cores)
+    assert "plus 3 run(s) of other configs" in mixed
+    assert time_estimate([("d", "m", False)], reference, 2).endswith("no time estimate)")

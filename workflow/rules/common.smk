@@ -47,6 +47,30 @@ def check_data(datasets):
     return text
 
 
+def print_time_estimate():
+    """The Snakefile's onstart: the runs still to train and about how long they take (pipeline.time_estimate)."""
+    import yaml
+
+    from mtlbench.config import resolve_config
+    from mtlbench.pipeline import time_estimate
+
+    with open(os.path.join(workflow.basedir, "config", "config.yaml")) as fh:
+        default = yaml.safe_load(fh)
+
+    def same_as_reference(dataset, method):
+        if dataset not in default["datasets"] or method not in default["methods"]:
+            return False
+        now, ref = (resolve_config(dataset, method, 0, get_overrides_for(dataset, method, c), c["data_seed"])
+                    for c in (config, default))
+        return {**now, "tracking": None} == {**ref, "tracking": None}
+
+    todo = [(d, m) for d in DATASETS for m in METHODS for s in SEEDS if not os.path.exists(get_record(d, m, s))]
+    same = {k: same_as_reference(*k) for k in set(todo)}
+    print(time_estimate([(d, m, same[d, m]) for d, m in todo], os.path.join(workflow.basedir, "results",
+                                                                             "reference"), get_total_cores()),
+          file=sys.stderr)
+
+
 def stop_on_missing_data():
     """The Snakefile's onstart: no job starts while a dataset is missing."""
     if DATA_PROBLEMS:
@@ -90,15 +114,16 @@ def check_statistics_methods():
                             f"the significance tests need its runs), or change statistics.reference / baselines")
 
 
-def get_overrides_for(dataset, method):
+def get_overrides_for(dataset, method, cfg=None):
     """Typed overrides for one run: common < per dataset < per method < per (dataset, method)."""
-    ov = config["overrides"]
+    cfg = config if cfg is None else cfg
+    ov = cfg["overrides"]
     merged = {}
     merged.update(ov.get("common") or {})
     merged.update((ov.get("datasets") or {}).get(dataset) or {})
     merged.update((ov.get("methods") or {}).get(method) or {})
     merged.update((ov.get("runs") or {}).get(f"{dataset}/{method}") or {})
-    merged.update({f"tracking.{k}": v for k, v in config["tracking"].items()})
+    merged.update({f"tracking.{k}": v for k, v in (cfg.get("tracking") or {}).items()})
     return merged
 
 
