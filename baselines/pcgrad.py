@@ -11,7 +11,7 @@ import torch
 
 from mtlbench.method import MethodSpec, register_method
 from mtlbench.registry import UPDATE_RULES
-from mtlbench.update_rules import UpdateRule, assign_flat_gradient, flat_task_gradients, task_losses
+from mtlbench.update_rules import JacobianRule
 
 
 def project_conflicts(grads: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -29,28 +29,12 @@ def project_conflicts(grads: torch.Tensor, generator: torch.Generator | None = N
     return projected.sum(0)
 
 
-def pcgrad_backward(model, losses: torch.Tensor) -> None:
-    """PCGrad on the shared parameters, plain loss gradients on everything else."""
-    shared = model.shared_parameters()
-    shared_ids = {id(p) for p in shared}
-    private = [p for p in model.parameters() if p.requires_grad and id(p) not in shared_ids]
-    surgery = project_conflicts(flat_task_gradients(losses, shared))
-    private_grads = torch.autograd.grad(losses.sum(), private, retain_graph=True, allow_unused=True)
-    for p, g in zip(private, private_grads, strict=True):
-        if g is not None:
-            p.grad = g if p.grad is None else p.grad + g
-    assign_flat_gradient(shared, surgery)
-
-
 @UPDATE_RULES.register("pcgrad", "PCGrad: project away conflicting components of the task gradients")
-class PCGrad(UpdateRule):
+class PCGrad(JacobianRule):
     name = "pcgrad"
-    requires_shared_parameters = True
 
-    def backward(self, x: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
-        losses = task_losses(self.model(x), targets, self.tasks)
-        pcgrad_backward(self.model, losses)
-        return losses.detach()
+    def aggregate(self, jacobian: torch.Tensor) -> torch.Tensor:
+        return project_conflicts(jacobian)
 
 
 register_method(MethodSpec("pcgrad", "PCGrad (Yu et al. 2020) on hard sharing", "hps", "pcgrad"))

@@ -20,13 +20,12 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from baselines.pcgrad import pcgrad_backward
 from mtlbench.data.synthetic import SCALES
 from mtlbench.errors import MtlbenchError
 from mtlbench.method import MethodSpec, register_method
 from mtlbench.registry import UPDATE_RULES
 from mtlbench.tasks import TaskSpec
-from mtlbench.update_rules import UpdateRule, stage_epochs, task_losses
+from mtlbench.update_rules import JacobianRule, UpdateRule, aggregated_backward, stage_epochs, task_losses
 
 Reduce = Literal["sum", "mean", "none"]
 Distance = Literal["l1", "l2", "sq_l2", "cosine"]
@@ -157,7 +156,7 @@ class SaliencyRegularized(UpdateRule):
         omega_optimizer: Literal["adam", "sgd"] = "adam",
         omega_lr: float = 1e-3,
         reset_omega_optimizer: bool = False,
-        pcgrad: bool = False,
+        aggregator: str = "sum",
         fresh_optimizer_after_warmup: bool = True,
     ):
         self.lam, self.reduce, self.dist, self.reduce_batch = lam, reduce, dist, reduce_batch
@@ -165,16 +164,24 @@ class SaliencyRegularized(UpdateRule):
         self.warmup_epochs, self._epochs = 0, 0  # planned by `plan` from the budget
         self.omega_optimizer, self.omega_lr = omega_optimizer, omega_lr
         self.reset_omega_optimizer = reset_omega_optimizer
-        self.pcgrad = pcgrad
+        self.aggregator = aggregator
+        self._aggregator: JacobianRule | None = None
         self.fresh_optimizer_after_warmup = fresh_optimizer_after_warmup
         self._active = warmup_fraction == 0
         self._last_distances: torch.Tensor | None = None
 
     def bind(self, model, tasks) -> None:
         super().bind(model, tasks)
-        if self.pcgrad and not model.shared_parameters():
-            raise MtlbenchError("rule.pcgrad=true needs shared parameters (a trunk with weights, e.g. "
-                                "dataset.trunk=linear on synthetic_relations)")
+        if self.aggregator != "sum":  # the regulariser as a part: any Jacobian rule combines the task gradients
+            cls = UPDATE_RULES.get(self.aggregator)
+            if not issubclass(cls, JacobianRule):
+                raise MtlbenchError(f"rule.aggregator={self.aggregator!r} is not a rule that aggregates task "
+                                    f"gradients; use sum, pcgrad or a TorchJD aggregator (upgrad, cagrad, ...)")
+            if not model.shared_parameters():
+                raise MtlbenchError(f"rule.aggregator={self.aggregator} needs shared parameters (a trunk with "
+                                    f"weights, e.g. dataset.trunk=linear on synthetic_relations)")
+            self._aggregator = cls()
+            self._aggregator.bind(model, tasks)
         t = len(tasks)
         device = next(model.parameters()).device
         self.omega = nn.Parameter(torch.ones(t * (t - 1) // 2, device=device))
@@ -230,8 +237,8 @@ class SaliencyRegularized(UpdateRule):
         losses = task_losses(outputs, targets, self.tasks)
         if self._active:
             reg = self.regulariser(rep, outputs, targets)
-        if self.pcgrad:
-            pcgrad_backward(self.model, losses)
+        if self._aggregator is not None:
+            aggregated_backward(self.model, losses, self._aggregator.aggregate)
             if reg is not None:
                 reg.backward()  # the regulariser's gradient is added after the surgery
         else:
@@ -266,13 +273,16 @@ class SaliencyRegularized(UpdateRule):
 
     def state_dict(self) -> dict[str, Any]:
         return {"omega": self.omega.detach().cpu(), "optimizer": self._optimizer.state_dict(),
-                "omega_updates": self._omega_updates}
+                "omega_updates": self._omega_updates,
+                "aggregator": self._aggregator.state_dict() if self._aggregator is not None else {}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         with torch.no_grad():
             self.omega.copy_(state["omega"].to(self.omega.device))
         self._optimizer.load_state_dict(state["optimizer"])
         self._omega_updates = int(state.get("omega_updates", 0))
+        if self._aggregator is not None:
+            self._aggregator.load_state_dict(state.get("aggregator") or {})
 
 
 # The official synthetic script (synthetic_train.py): SGD lr 0.01 for theta and omega, full batch, the
@@ -286,12 +296,17 @@ _SYNTHETIC = {"rule.omega_optimizer": "sgd", "rule.omega_lr": 0.01 / _OFFICIAL_S
               "rule.reduce_batch": "sum", "rule.warmup_fraction": 11 / 150,
               "rule.lam": 1.0 * _OFFICIAL_SYNTHETIC_SCALE}
 _MULTIMNIST = {"rule.lam": 0.1}
+_PAPER_DEFAULTS = {"synthetic_relations": _SYNTHETIC, "multimnist": _MULTIMNIST}
 
 register_method(MethodSpec(
     "srdml", "SRDML (Bai & Zhao 2022): hard sharing + saliency regulariser with learned task relations",
-    "hps", "srdml", dataset_overrides={"synthetic_relations": _SYNTHETIC, "multimnist": _MULTIMNIST},
+    "hps", "srdml", dataset_overrides=_PAPER_DEFAULTS,
 ))
 register_method(MethodSpec(
     "srdml_pcgrad", "SRDML with PCGrad on the task gradients of the shared trunk", "hps", "srdml",
-    rule_params={"pcgrad": True}, dataset_overrides={"synthetic_relations": _SYNTHETIC, "multimnist": _MULTIMNIST},
+    rule_params={"aggregator": "pcgrad"}, dataset_overrides=_PAPER_DEFAULTS,
+))
+register_method(MethodSpec(
+    "srdml_upgrad", "SRDML with TorchJD's UPGrad on the task gradients of the shared trunk", "hps", "srdml",
+    rule_params={"aggregator": "upgrad"}, dataset_overrides=_PAPER_DEFAULTS,
 ))

@@ -31,6 +31,7 @@ BUILTIN_MODULES = (
     "baselines.mgda",
     "baselines.cross_stitch",
     "baselines.pcgrad",
+    "baselines.torchjd",
     "methods.srdml",
     "methods.dsmtl",
 )

@@ -9,6 +9,7 @@ offers what it needs and refuses a combination that makes no sense with one clea
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -45,6 +46,21 @@ def assign_flat_gradient(params: list[nn.Parameter], flat: torch.Tensor) -> None
         else:
             p.grad = p.grad + piece
         offset += p.numel()
+
+
+def aggregated_backward(model: MTLArchitecture, losses: torch.Tensor,
+                        aggregate: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """The shared parameters descend along `aggregate` of the task losses' (T, D) Jacobian w.r.t. them; every
+    other parameter (each task's own head) gets its plain loss gradient. Gradients add to what `.grad` holds."""
+    shared = model.shared_parameters()
+    shared_ids = {id(p) for p in shared}
+    private = [p for p in model.parameters() if p.requires_grad and id(p) not in shared_ids]
+    update = aggregate(flat_task_gradients(losses, shared))
+    private_grads = torch.autograd.grad(losses.sum(), private, retain_graph=True, allow_unused=True)
+    for p, g in zip(private, private_grads, strict=True):
+        if g is not None:
+            p.grad = g if p.grad is None else p.grad + g
+    assign_flat_gradient(shared, update)
 
 
 def stage_epochs(key: str, fraction: float, epochs: int, *, minimum: int = 0, leave: int = 1) -> int:
@@ -147,6 +163,22 @@ class UpdateRule:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_")
                          and k not in ("model", "tasks"))
         return f"{type(self).__name__}({args})"
+
+
+class JacobianRule(UpdateRule):
+    """A rule that turns the (T, D) Jacobian of the task losses w.r.t. the shared parameters into one update
+    direction (`aggregate`): PCGrad, TorchJD's aggregators. Task-specific parameters get their own gradients.
+    SRDML's regulariser composes with any of them (`rule.aggregator`)."""
+
+    requires_shared_parameters = True
+
+    def aggregate(self, jacobian: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def backward(self, x: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
+        losses = task_losses(self.model(x), targets, self.tasks)
+        aggregated_backward(self.model, losses, self.aggregate)
+        return losses.detach()
 
 
 UPDATE_RULES.accepts(lambda obj: isinstance(obj, type) and issubclass(obj, UpdateRule), "an UpdateRule subclass")
