@@ -20,10 +20,9 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from mtlbench.errors import MtlbenchError
-from mtlbench.method import MethodSpec, register_method
+from mtlbench.method import rule_method
 from mtlbench.params import signature_params
-from mtlbench.registry import UPDATE_RULES
-from mtlbench.update_rules import JacobianRule
+from mtlbench.update_rules import JacobianRule, TaskWeightLog
 
 
 class TorchJDRule(JacobianRule):
@@ -54,8 +53,7 @@ class TorchJDRule(JacobianRule):
                                 f"them with pip install \"mtlbench[{self.extra or 'jd-solvers'}]\"") from None
         except ValueError as exc:  # an argument out of range, e.g. a preference vector of the wrong length
             raise MtlbenchError(f"update rule {self.name!r}: {exc}") from None
-        self._weights_sum = torch.zeros(len(tasks))
-        self._steps = 0
+        self.weight_log = TaskWeightLog(tasks)
 
     def aggregate(self, jacobian: torch.Tensor) -> torch.Tensor:
         from torchjd.aggregation import WeightedAggregator
@@ -63,34 +61,22 @@ class TorchJDRule(JacobianRule):
         if isinstance(self._aggregator, WeightedAggregator):
             with torch.no_grad():
                 weights = self._aggregator.weighting(jacobian)
-            self._weights_sum += weights.detach().float().cpu()
-            self._steps += 1
+            self.weight_log.add(weights)
             return weights @ jacobian
         with torch.no_grad():
             return self._aggregator(jacobian)
 
     def on_epoch_start(self, epoch: int) -> bool:
-        self._weights_sum.zero_()
-        self._steps = 0
+        self.weight_log.reset()
         return False
 
     def method_state(self) -> dict[str, Any]:
-        if not self._steps:
-            return {}
-        mean = (self._weights_sum / self._steps).tolist()
-        return {"task_weights": {t.name: w for t, w in zip(self.tasks, mean, strict=True)}}
+        return self.weight_log.state()
 
 
 def _jd_rule(name: str, description: str):
-    """Register a TorchJD rule and its method (hard sharing + the rule) under one name."""
-
-    def decorator(cls: type[TorchJDRule]) -> type[TorchJDRule]:
-        cls.name = name
-        UPDATE_RULES.add(name, cls, description)
-        register_method(MethodSpec(name, f"{description.split(':')[0]} on hard sharing (TorchJD)", "hps", name))
-        return cls
-
-    return decorator
+    """A TorchJD rule and its method on hard sharing, registered under one name."""
+    return rule_method(name, description, method_description=f"{description.split(':')[0]} on hard sharing (TorchJD)")
 
 
 @_jd_rule("upgrad", "UPGrad (Quinton & Rey 2024): each task gradient projected onto the dual cone, averaged")

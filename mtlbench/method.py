@@ -29,6 +29,20 @@ def register_method(spec: MethodSpec) -> MethodSpec:
     return spec
 
 
+def rule_method(name: str, description: str, architecture: str = "hps", method_description: str | None = None):
+    """Register an update rule and its method (the architecture, by default hard sharing, + the rule) under
+    one name, given once here: the decorator sets the class's `name`."""
+    from mtlbench.registry import UPDATE_RULES
+
+    def decorator(cls):
+        cls.name = name
+        UPDATE_RULES.add(name, cls, description)
+        register_method(MethodSpec(name, method_description or description, architecture, name))
+        return cls
+
+    return decorator
+
+
 def get_method(name: str) -> MethodSpec:
     """A registered name, or ``package.module:Name`` naming a MethodSpec, an update-rule class (trained on
     hard sharing) or an architecture class (trained with equal weights)."""

@@ -32,6 +32,11 @@ BUILTIN_MODULES = (
     "baselines.cross_stitch",
     "baselines.pcgrad",
     "baselines.torchjd",
+    "baselines.uncertainty_weighting",
+    "baselines.dwa",
+    "baselines.rlw",
+    "baselines.gradnorm",
+    "baselines.famo",
     "methods.srdml",
     "methods.dsmtl",
 )

@@ -165,6 +165,53 @@ class UpdateRule:
         return f"{type(self).__name__}({args})"
 
 
+class TaskWeightLog:
+    """The task weights a rule used, averaged over the current epoch: `method_state.task_weights`."""
+
+    def __init__(self, tasks: list[TaskSpec]):
+        self.names = [t.name for t in tasks]
+        self.total, self.steps = torch.zeros(len(tasks)), 0
+
+    def add(self, weights: torch.Tensor) -> None:
+        self.total += weights.detach().float().cpu()
+        self.steps += 1
+
+    def reset(self) -> None:
+        self.total.zero_()
+        self.steps = 0
+
+    def state(self) -> dict[str, Any]:
+        if not self.steps:
+            return {}
+        return {"task_weights": dict(zip(self.names, (self.total / self.steps).tolist(), strict=True))}
+
+
+class LossWeighting(UpdateRule):
+    """A rule that descends along a weighted combination of the task losses (`weighted_loss`): uncertainty
+    weighting, DWA, RLW, GradNorm, FAMO. The weights it used go to `self.weight_log` (the run record's
+    `method_state.task_weights`); rules with weights of their own step them in `after_step`."""
+
+    def bind(self, model: MTLArchitecture, tasks: list[TaskSpec]) -> None:
+        super().bind(model, tasks)
+        self.weight_log = TaskWeightLog(tasks)
+
+    def weighted_loss(self, losses: torch.Tensor) -> torch.Tensor:
+        """The scalar to differentiate, from the (T,) task losses of the batch."""
+        raise NotImplementedError
+
+    def backward(self, x: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
+        losses = task_losses(self.model(x), targets, self.tasks)
+        self.weighted_loss(losses).backward()
+        return losses.detach()
+
+    def on_epoch_start(self, epoch: int) -> bool:
+        self.weight_log.reset()
+        return False
+
+    def method_state(self) -> dict[str, Any]:
+        return self.weight_log.state()
+
+
 class JacobianRule(UpdateRule):
     """A rule that turns the (T, D) Jacobian of the task losses w.r.t. the shared parameters into one update
     direction (`aggregate`): PCGrad, TorchJD's aggregators. Task-specific parameters get their own gradients.
