@@ -34,7 +34,7 @@ class TwoTask(nn.Module):
 
 TASKS = [TaskSpec("a", "regression", 1), TaskSpec("b", "regression", 1)]
 X = torch.randn(8, 4, generator=torch.Generator().manual_seed(1))
-Y = [torch.randn(8, generator=torch.Generator().manual_seed(2)), torch.randn(8, generator=torch.Generator().manual_seed(3))]
+Y = [torch.randn(8, generator=torch.Generator().manual_seed(seed)) for seed in (2, 3)]
 
 
 def bound(name: str, **kw):
