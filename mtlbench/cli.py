@@ -32,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
-    sub.add_parser("list", help="list registered datasets and methods")
+    lst = sub.add_parser("list", help="registered datasets, methods, update rules, architectures and their parameters")
+    lst.add_argument("--brief", action="store_true", help="names and descriptions only")
 
     data = sub.add_parser("data", help="datasets on disk")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -162,13 +163,29 @@ def _current_record(out: Path, config_hash: str) -> dict | None:
     return record if isinstance(record, dict) and record.get("config_hash") == config_hash else None
 
 
-def cmd_list(_: argparse.Namespace) -> int:
-    from mtlbench.registry import DATASETS, METHODS
+def cmd_list(args: argparse.Namespace) -> int:
+    """Datasets, methods, update rules and architectures, each with its typed parameters and their defaults
+    (the `dataset.*`, `rule.*`, `arch.*` keys of `--set`); `--brief`: names and descriptions only."""
+    from mtlbench.params import signature_params
+    from mtlbench.registry import ARCHITECTURES, DATASETS, METHODS, UPDATE_RULES
 
-    for title, registry in (("datasets", DATASETS), ("methods", METHODS)):
+    groups = (("datasets", DATASETS, "dataset"), ("methods", METHODS, None),
+              ("update rules", UPDATE_RULES, "rule"), ("architectures", ARCHITECTURES, "arch"))
+    for title, registry, prefix in groups:
         print(f"{title}:")
         for entry in registry.entries():
             print(f"  {entry.name:<22} {entry.description}")
+            if prefix is None:
+                spec = entry.obj
+                print(f"  {'':<22}   = {spec.architecture} + {spec.update_rule}"
+                      + "".join(f", {k}={v!r}" for k, v in {**{f'rule.{k}': v for k, v in spec.rule_params.items()},
+                                                           **{f'arch.{k}': v for k, v in spec.arch_params.items()}
+                                                           }.items()))
+            elif not args.brief:
+                params = signature_params(entry.obj, ("tasks", "network"))
+                if params:
+                    print(f"  {'':<22}   " + ", ".join(f"{prefix}.{p.name}: {p.type_name()} = {p.default!r}"
+                                                       for p in params.values()))
     return 0
 
 

@@ -47,17 +47,16 @@ def get_method(name: str) -> MethodSpec:
     """A registered name, or ``package.module:Name`` naming a MethodSpec, an update-rule class (trained on
     hard sharing) or an architecture class (trained with equal weights)."""
     from mtlbench.architectures import MTLArchitecture
-    from mtlbench.registry import ARCHITECTURES, UPDATE_RULES
     from mtlbench.update_rules import UpdateRule
 
     obj = METHODS.get(name)  # an imported name is checked by METHODS.accepts below: nothing of it is called
     if isinstance(obj, MethodSpec):
         return obj
+    # a bare class: the spec names it by its import path, which the rule and architecture registries resolve
+    # the same way (looking a name up registers nothing)
     if inspect.isclass(obj) and issubclass(obj, UpdateRule):
-        UPDATE_RULES.add(name, obj)
         return MethodSpec(name, obj.__doc__ or name, "hps", name)
     if inspect.isclass(obj) and issubclass(obj, MTLArchitecture):
-        ARCHITECTURES.add(name, obj)
         return MethodSpec(name, obj.__doc__ or name, name)
     raise MtlbenchError(f"{name!r} is neither a MethodSpec, an UpdateRule class nor an MTLArchitecture class")
 

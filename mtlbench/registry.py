@@ -16,30 +16,10 @@ from mtlbench.errors import MtlbenchError, UnknownNameError
 
 T = TypeVar("T")
 
-# Modules whose import registers the built-in components.
-BUILTIN_MODULES = (
-    "mtlbench.data.synthetic",
-    "mtlbench.data.multimnist",
-    "mtlbench.data.dense",
-    "mtlbench.data.cifar_mtl",
-    "mtlbench.data.celeba",
-    "mtlbench.data.office",
-    "mtlbench.architectures",
-    "mtlbench.update_rules",
-    "baselines.stl",
-    "baselines.hard_sharing",
-    "baselines.mgda",
-    "baselines.cross_stitch",
-    "baselines.pcgrad",
-    "baselines.torchjd",
-    "baselines.uncertainty_weighting",
-    "baselines.dwa",
-    "baselines.rlw",
-    "baselines.gradnorm",
-    "baselines.famo",
-    "methods.srdml",
-    "methods.dsmtl",
-)
+# The built-in components: every module of these packages registers its own (a new file is found, no list to
+# edit); the first two modules define the base classes and the generic components.
+CORE_MODULES = ("mtlbench.architectures", "mtlbench.update_rules")
+COMPONENT_PACKAGES = ("mtlbench.data", "baselines", "methods")
 
 
 @dataclass(frozen=True)
@@ -127,8 +107,20 @@ def load_builtins() -> None:
     if _loaded:
         return
     _loaded = True
-    for module in BUILTIN_MODULES:
+    for module in builtin_modules():
         importlib.import_module(module)
+
+
+def builtin_modules() -> list[str]:
+    """The modules that register the built-in components, found by scanning COMPONENT_PACKAGES."""
+    import pkgutil
+
+    found = list(CORE_MODULES)
+    for package in COMPONENT_PACKAGES:
+        path = importlib.import_module(package).__path__
+        found += [f"{package}.{m.name}" for m in sorted(pkgutil.iter_modules(path), key=lambda m: m.name)
+                  if not m.name.startswith("_")]
+    return found
 
 
 DATASETS: Registry[Any] = Registry("dataset")
