@@ -58,3 +58,16 @@ def test_a_new_file_under_methods_is_listed_trained_and_tabled_with_no_other_edi
     board = pd.read_csv(tmp_path / "results" / "tables" / "leaderboard.csv")
     assert "probe_scaled_sum" in set(board.method)
     assert "probe_scaled_sum" in set(pd.read_csv(tmp_path / "results" / "tables" / "significance.csv").method)
+
+
+def test_the_zoo_config_runs_every_registered_method():
+    import re
+
+    import yaml
+
+    zoo = yaml.safe_load((ROOT / "config" / "zoo.yaml").read_text())
+    assert sorted(zoo["methods"]) == METHODS.names()
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", "config/zoo.yaml"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(rf"train_run\s+{2 * len(zoo['methods'])}\b", result.stdout), result.stdout[-2000:]
