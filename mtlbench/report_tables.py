@@ -129,8 +129,18 @@ def leaderboard_section(board: pd.DataFrame, reference: str) -> list[str]:
     return body
 
 
+def read_table(path: Path) -> pd.DataFrame | None:
+    """A CSV of the pipeline, or None when it is missing or empty (one method: no comparisons to tabulate)."""
+    try:
+        return pd.read_csv(path)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return None
+
+
 def _csv_page(path: Path, title: str) -> str:
-    table = pd.read_csv(path)
+    table = read_table(path)
+    if table is None or table.empty:
+        return _page(title, [_heading(2, title), "<p>No rows in this run.</p>"])
     return _page(title, [_heading(2, title), html_table(table.round(4))])
 
 
@@ -155,8 +165,7 @@ def write_report_tables(tables: Path, out: Path, reference: str = "stl") -> list
     beside the other tables. Returns the pages written."""
     tables, out = Path(tables), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    claims = pd.read_csv(tables / "claims.csv") if (tables / "claims.csv").is_file() else None
-    safe = pd.read_csv(tables / "safeness.csv") if (tables / "safeness.csv").is_file() else None
+    claims, safe = read_table(tables / "claims.csv"), read_table(tables / "safeness.csv")
     board = leaderboard(pd.read_csv(tables / "delta_m_bootstrap.csv"), safe, claims)
     board.to_csv(tables / "leaderboard.csv", index=False)
     (tables / "leaderboard.md").write_text("# Leaderboards\n\n" + "\n\n".join(

@@ -39,8 +39,11 @@ def test_a_method_against_itself_shows_a_dash_and_the_reference_is_named(tmp_pat
     pd.DataFrame({"dataset": ["d"], "method": ["hps"], "task": ["all"], "metric": ["delta_m"], "primary": [True],
                   "higher_is_better": [False], "mean": [2.0], "std": [0.5], "n": [5],
                   "n_diverged": [0]}).to_csv(tables / "summary.csv", index=False)
+    (tables / "significance.csv").write_text("")  # one method only: pandas writes an empty file
     pages = write_report_tables(tables, tmp_path / "html", reference="stl")
-    assert {p.name for p in pages} == {"front.html", "claims.html", "leaderboard.html", "summary.html"}
+    assert {p.name for p in pages} == {"front.html", "claims.html", "leaderboard.html", "summary.html",
+                                       "significance.html"}
+    assert "No rows in this run" in (tmp_path / "html" / "significance.html").read_text()
     md = (tables / "leaderboard.md").read_text()
     stl_row = next(line for line in md.splitlines() if "| stl " in line and "reference" in line)
     assert stl_row.count("—") == 1 and "0.50" not in stl_row  # P(better than stl) for stl: not 0.5
