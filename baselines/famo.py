@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from mtlbench.method import rule_method
-from mtlbench.update_rules import LossWeighting, task_losses
+from mtlbench.update_rules import LossWeighting, learned_state, load_learned_state, task_losses
 
 EPS = 1e-8
 
@@ -70,9 +70,7 @@ class FAMO(LossWeighting):
         return [self.logits]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"logits": self.logits.detach().cpu(), "optimizer": self._optimizer.state_dict()}
+        return learned_state(self.logits, self._optimizer)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        with torch.no_grad():
-            self.logits.copy_(state["logits"].to(self.logits.device))
-        self._optimizer.load_state_dict(state["optimizer"])
+        load_learned_state(self.logits, self._optimizer, state)

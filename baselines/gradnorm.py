@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from mtlbench.method import rule_method
-from mtlbench.update_rules import LossWeighting, flat_task_gradients
+from mtlbench.update_rules import LossWeighting, flat_task_gradients, learned_state, load_learned_state
 
 
 def gradnorm_loss(weights: torch.Tensor, grad_norms: torch.Tensor, losses: torch.Tensor, initial: torch.Tensor,
@@ -61,12 +61,9 @@ class GradNorm(LossWeighting):
         return [self.weights]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"weights": self.weights.detach().cpu(), "optimizer": self._optimizer.state_dict(),
-                "initial": None if self._initial is None else self._initial.cpu()}
+        initial = None if self._initial is None else self._initial.cpu()
+        return {**learned_state(self.weights, self._optimizer), "initial": initial}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        device = self.weights.device
-        with torch.no_grad():
-            self.weights.copy_(state["weights"].to(device))
-        self._optimizer.load_state_dict(state["optimizer"])
-        self._initial = None if state["initial"] is None else state["initial"].to(device)
+        load_learned_state(self.weights, self._optimizer, state)
+        self._initial = None if state["initial"] is None else state["initial"].to(self.weights.device)

@@ -79,20 +79,21 @@ def _jd_rule(name: str, description: str):
     return rule_method(name, description, method_description=f"{description.split(':')[0]} on hard sharing (TorchJD)")
 
 
-@_jd_rule("upgrad", "UPGrad (Quinton & Rey 2024): each task gradient projected onto the dual cone, averaged")
-class UPGradRule(TorchJDRule):
-    aggregator_class = "UPGrad"
+class _PreferenceRule(TorchJDRule):
+    """An aggregator whose one argument is a preference vector over the tasks (None: uniform)."""
 
     def __init__(self, pref_vector: list[float] | None = None):
         self.pref_vector = pref_vector
+
+
+@_jd_rule("upgrad", "UPGrad (Quinton & Rey 2024): each task gradient projected onto the dual cone, averaged")
+class UPGradRule(_PreferenceRule):
+    aggregator_class = "UPGrad"
 
 
 @_jd_rule("dualproj", "DualProj: the mean gradient projected onto the dual cone of the task gradients")
-class DualProjRule(TorchJDRule):
+class DualProjRule(_PreferenceRule):
     aggregator_class = "DualProj"
-
-    def __init__(self, pref_vector: list[float] | None = None):
-        self.pref_vector = pref_vector
 
 
 @_jd_rule("cagrad", "CAGrad (Liu et al. 2021): conflict-averse gradient within a ball around the mean")
@@ -141,11 +142,8 @@ class GradDropRule(TorchJDRule):
 
 
 @_jd_rule("config", "ConFIG (Liu et al. 2024): a conflict-free direction of equal cosine to every task")
-class ConFIGRule(TorchJDRule):
+class ConFIGRule(_PreferenceRule):
     aggregator_class = "ConFIG"
-
-    def __init__(self, pref_vector: list[float] | None = None):
-        self.pref_vector = pref_vector
 
 
 @_jd_rule("gradvac", "GradVac (Wang et al. 2021): gradient vaccine towards the tasks' EMA similarity")

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from mtlbench.method import rule_method
-from mtlbench.update_rules import LossWeighting
+from mtlbench.update_rules import LossWeighting, learned_state, load_learned_state
 
 
 @rule_method("uw", "Uncertainty weighting (Kendall et al. 2018): learned per-task log-variances")
@@ -41,9 +41,7 @@ class UncertaintyWeighting(LossWeighting):
         return [self.log_vars]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"log_vars": self.log_vars.detach().cpu(), "optimizer": self._optimizer.state_dict()}
+        return learned_state(self.log_vars, self._optimizer)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        with torch.no_grad():
-            self.log_vars.copy_(state["log_vars"].to(self.log_vars.device))
-        self._optimizer.load_state_dict(state["optimizer"])
+        load_learned_state(self.log_vars, self._optimizer, state)

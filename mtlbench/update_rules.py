@@ -186,6 +186,17 @@ class TaskWeightLog:
         return {"task_weights": dict(zip(self.names, (self.total / self.steps).tolist(), strict=True))}
 
 
+def learned_state(param: nn.Parameter, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """A rule's own learned tensor and its optimiser, for the checkpoint (`load_learned_state` restores them)."""
+    return {"param": param.detach().cpu(), "optimizer": optimizer.state_dict()}
+
+
+def load_learned_state(param: nn.Parameter, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    with torch.no_grad():
+        param.copy_(state["param"].to(param.device))
+    optimizer.load_state_dict(state["optimizer"])
+
+
 class LossWeighting(UpdateRule):
     """A rule that descends along a weighted combination of the task losses (`weighted_loss`): uncertainty
     weighting, DWA, RLW, GradNorm, FAMO. The weights it used go to `self.weight_log` (the run record's

@@ -61,14 +61,20 @@ def assert_network_gradient(model, expected):
         torch.testing.assert_close(p.grad, torch.as_tensor(e).expand_as(p.grad), rtol=1e-5, atol=1e-7)
 
 
-def test_uncertainty_weighting_gradients():
-    """sum_t exp(-s_t) L_t + s_t: the network gets sum_t exp(-s_t) grad L_t, s_t gets 1 - exp(-s_t) L_t."""
-    model, rule = bound("uw")
+def stepped(name: str, learned: str, values: list[float]):
+    """The rule with its learned tensor set to `values`, after one backward; the per-task losses and gradients."""
+    model, rule = bound(name)
     with torch.no_grad():
-        rule.log_vars.copy_(torch.tensor([0.3, -0.7]))
+        getattr(rule, learned).copy_(torch.tensor(values))
     losses, grads = per_task_grads(model)
     model.zero_grad()
     rule.backward(X, Y)
+    return model, rule, losses, grads
+
+
+def test_uncertainty_weighting_gradients():
+    """sum_t exp(-s_t) L_t + s_t: the network gets sum_t exp(-s_t) grad L_t, s_t gets 1 - exp(-s_t) L_t."""
+    model, rule, losses, grads = stepped("uw", "log_vars", [0.3, -0.7])
     precision = torch.exp(-torch.tensor([0.3, -0.7]))
     assert_network_gradient(model, combined(grads, precision))
     torch.testing.assert_close(rule.log_vars.grad, 1 - precision * losses)
@@ -120,12 +126,7 @@ def test_gradnorm_weight_gradient_is_the_sign_of_the_gap_times_the_gradient_norm
 
 
 def test_famo_scales_each_task_gradient_and_moves_logits_along_the_softmax_jacobian():
-    model, rule = bound("famo")
-    with torch.no_grad():
-        rule.logits.copy_(torch.tensor([0.4, -0.2]))
-    losses, grads = per_task_grads(model)
-    model.zero_grad()
-    rule.backward(X, Y)
+    model, rule, losses, grads = stepped("famo", "logits", [0.4, -0.2])
     z = torch.softmax(torch.tensor([0.4, -0.2]), dim=0)
     c = (z / (losses + EPS)).sum()
     assert_network_gradient(model, combined(grads, z / (c * (losses + EPS))))
