@@ -120,7 +120,9 @@ def test_default_multimnist_hard_sharing_reaches_the_accuracy_target(tmp_path):
 
 
 STAGED = [("dsmtl_al", "rule.search_fraction"), ("dsmtl_il", "rule.stage1_fraction"), ("srdml", "rule.warmup_fraction"),
-          ("mgda", None)]
+          ("mgda", None), ("static_weights", "rule.tuning_fraction"),
+          # loss weightings with a state of their own (learned weights and their optimiser, loss history)
+          ("uw", None), ("dwa", None), ("gradnorm", None), ("famo", None)]
 
 
 @pytest.mark.parametrize(("method", "stage_key"), STAGED)
