@@ -8,7 +8,7 @@ channel-wise (one alpha per pair and channel), and may learn with a larger lr.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -53,7 +53,7 @@ class CrossStitch(MTLArchitecture):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         xs = [x] * len(self.tasks)
         for stage, unit in enumerate(self.units):
-            xs = unit([enc[stage](h) for enc, h in zip(self.encoders, xs, strict=True)])
+            xs = unit([cast(nn.Sequential, enc)[stage](h) for enc, h in zip(self.encoders, xs, strict=True)])
         return [head(h) for head, h in zip(self.heads, xs, strict=True)]
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
@@ -62,7 +62,7 @@ class CrossStitch(MTLArchitecture):
         return [{"params": rest, "lr": lr}, {"params": list(self.units.parameters()), "lr": lr * self.alpha_lr_mult}]
 
     def method_state(self) -> dict[str, Any]:
-        return {"cross_stitch": [u.alpha.detach().cpu().tolist() for u in self.units]}
+        return {"cross_stitch": [cast(CrossStitchUnit, u).alpha.detach().cpu().tolist() for u in self.units]}
 
 
 # On synthetic_relations (12 regression tasks, losses in the thousands at the start) the units' gradients are

@@ -59,6 +59,7 @@ class FAMO(LossWeighting):
         return objective
 
     def after_step(self) -> None:
+        assert self._batch is not None, "after_step follows a backward"
         x, targets, before = self._batch
         with torch.no_grad():
             after = task_losses(self.model(x), targets, self.tasks)

@@ -20,7 +20,7 @@ are reconstructions, documented as such in docs/fidelity.md.
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -86,6 +86,11 @@ def _count(modules) -> int:
 
 @ARCHITECTURES.register("dsmtl", "DSMTL: public + private encoders mixed by a gate per task")
 class DSMTL(MTLArchitecture):
+    public: nn.Sequential
+    private: nn.ModuleList
+    gates: Gates
+    public_only: torch.Tensor  # a buffer
+
     def __init__(self, tasks: list[TaskSpec], network: Network, gate: GateKind = "softmax", tau: float = 0.1,
                  private_init: Literal["copy", "independent"] = "copy", force_gate: Force = "none"):
         super().__init__(tasks, network)
@@ -134,6 +139,11 @@ class DSMTL(MTLArchitecture):
 
 @ARCHITECTURES.register("dsmtl_al", "DSMTL-AL: a public-or-private gate per encoder stage and task")
 class DSMTLArchitectureLearning(MTLArchitecture):
+    public: nn.Sequential
+    private: nn.ModuleList
+    gates: Gates
+    choice: torch.Tensor  # a buffer
+
     def __init__(self, tasks: list[TaskSpec], network: Network, tau: float = 0.1,
                  private_init: Literal["copy", "independent"] = "copy"):
         super().__init__(tasks, network)
@@ -149,6 +159,9 @@ class DSMTLArchitectureLearning(MTLArchitecture):
     def derived(self) -> bool:
         return bool((self.choice >= 0).all())
 
+    def private_layer(self, t: int, s: int) -> nn.Module:
+        return cast(nn.Sequential, self.private[t])[s]
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if not self.derived:
             pub, priv = self.gates()
@@ -157,9 +170,9 @@ class DSMTLArchitectureLearning(MTLArchitecture):
             h = x
             for s in range(self.n_stages):
                 if self.derived:
-                    h = (self.private[t][s] if int(self.choice[t, s]) == 1 else self.public[s])(h)
+                    h = (self.private_layer(t, s) if int(self.choice[t, s]) == 1 else self.public[s])(h)
                 else:
-                    h = pub[t, s] * self.public[s](h) + priv[t, s] * self.private[t][s](h)
+                    h = pub[t, s] * self.public[s](h) + priv[t, s] * self.private_layer(t, s)(h)
             outputs.append(head(h))
         return outputs
 
@@ -168,7 +181,7 @@ class DSMTLArchitectureLearning(MTLArchitecture):
         self.choice.copy_((self.gates.probabilities() <= 0.5).long())
         for t in range(len(self.tasks)):
             for s in range(self.n_stages):
-                set_frozen(self.private[t][s], int(self.choice[t, s]) != 1)
+                set_frozen(self.private_layer(t, s), int(self.choice[t, s]) != 1)
         for s in range(self.n_stages):
             set_frozen(self.public[s], not bool((self.choice[:, s] == 0).any()))
         set_frozen(self.gates, True)
@@ -182,7 +195,7 @@ class DSMTLArchitectureLearning(MTLArchitecture):
     def inference_parameter_count(self) -> int:
         if not self.derived:
             return sum(p.numel() for p in self.parameters())
-        private = [self.private[t][s] for t in range(len(self.tasks)) for s in range(self.n_stages)
+        private = [self.private_layer(t, s) for t in range(len(self.tasks)) for s in range(self.n_stages)
                    if int(self.choice[t, s]) == 1]
         public = [self.public[s] for s in range(self.n_stages) if bool((self.choice[:, s] == 0).any())]
         return _count(self.heads) + _count(private) + _count(public)
@@ -234,6 +247,8 @@ class JointLearning(_GatesOnHoldout):
     the weights take the network optimiser's step on the training loss with the updated gates.
     `gate_optimizer=network` instead lets the network's optimiser step the gates, simultaneously with the
     weights (the suite's earlier reading)."""
+
+    model: DSMTL  # checked in bind
 
     name = "dsmtl_jl"
 
@@ -304,6 +319,8 @@ class IndividualLearning(EqualWeights):
     gate and decoder receive exactly the gradient of that task's loss alone (and Adam keeps per-parameter
     state), so one run equals T separate stage-2 trainings on the same batches."""
 
+    model: DSMTL  # checked in bind
+
     name = "dsmtl_il"
 
     def __init__(self, stage1_fraction: float = 0.5):
@@ -340,6 +357,7 @@ class IndividualLearning(EqualWeights):
 
 @UPDATE_RULES.register("dsmtl_al", "DSMTL-AL: search per-stage gates on held-out data, derive, retrain")
 class ArchitectureLearning(_GatesOnHoldout):
+    model: DSMTLArchitectureLearning  # checked in bind
     name = "dsmtl_al"
 
     def __init__(self, search_fraction: float = 0.3, holdout_fraction: float = 0.2, holdout_batch_size: int = 256):

@@ -296,7 +296,7 @@ _SYNTHETIC = {"rule.omega_optimizer": "sgd", "rule.omega_lr": 0.01 / _OFFICIAL_S
               "rule.reduce_batch": "sum", "rule.warmup_fraction": 11 / 150,
               "rule.lam": 1.0 * _OFFICIAL_SYNTHETIC_SCALE}
 _MULTIMNIST = {"rule.lam": 0.1}
-_PAPER_DEFAULTS = {"synthetic_relations": _SYNTHETIC, "multimnist": _MULTIMNIST}
+_PAPER_DEFAULTS: dict[str, dict[str, Any]] = {"synthetic_relations": _SYNTHETIC, "multimnist": _MULTIMNIST}
 
 register_method(MethodSpec(
     "srdml", "SRDML (Bai & Zhao 2022): hard sharing + saliency regulariser with learned task relations",

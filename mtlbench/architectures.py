@@ -28,7 +28,7 @@ def set_frozen(module: nn.Module, frozen: bool) -> None:
     Every part the suite freezes (DSMTL-IL's public encoder in stage 2, DSMTL-AL's unused layers) goes
     through here."""
     module.requires_grad_(not frozen)
-    module.mtlbench_frozen = frozen
+    setattr(module, "mtlbench_frozen", frozen)  # noqa: B010 - an attribute of our own on any module
     for bn in batchnorm_layers(module):
         bn.train(module.training and not frozen)
 

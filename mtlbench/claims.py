@@ -346,12 +346,12 @@ def evaluate_claims(claims: list[Claim], tidy: pd.DataFrame, records: list[dict]
                     continue  # a dataset without a known relation structure has nothing to compare with
                 rows.append(_relations(claim, records, dataset, alpha))
             elif claim.test in ("fewer_parameters", "cheaper_step"):
-                test = _fewer_parameters if claim.test == "fewer_parameters" else _cheaper_step
-                rows.append(test(claim, records, dataset, alpha))
+                on_records = _fewer_parameters if claim.test == "fewer_parameters" else _cheaper_step
+                rows.append(on_records(claim, records, dataset, alpha))
             else:
-                test = {"superior": _superior, "non_inferior": _non_inferior,
-                        "negative_sharing": _negative_sharing}[claim.test]
-                rows.append(test(claim, tidy, dataset, alpha))
+                on_metrics = {"superior": _superior, "non_inferior": _non_inferior,
+                              "negative_sharing": _negative_sharing}[claim.test]
+                rows.append(on_metrics(claim, tidy, dataset, alpha))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

@@ -88,8 +88,8 @@ def set_key(cfg: dict[str, Any], key: str, value: Any) -> None:
         return
     section, _, name = key.partition(".")
     if section not in SECTIONS or not name:
-        valid = sorted(TOP_LEVEL) + [f"{s}.<key>" for s in SECTIONS]
-        raise MtlbenchError(f"unknown config key {key!r}; valid keys: {', '.join(valid)}")
+        keys = sorted(TOP_LEVEL) + [f"{s}.<key>" for s in SECTIONS]
+        raise MtlbenchError(f"unknown config key {key!r}; valid keys: {', '.join(keys)}")
     params = section_params(cfg, section)
     if name not in params:
         valid = ", ".join(f"{section}.{p}" for p in sorted(params)) or "(none)"

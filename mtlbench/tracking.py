@@ -21,8 +21,9 @@ import random
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from mtlbench.config import TrackingConfig
 
@@ -153,7 +154,7 @@ class Tracker:
 
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for start in range(0, len(items), 100):
-            self._call(lambda s=start: self.client.log_batch(self.run_id, params=items[s : s + 100]))
+            self._call(partial(self.client.log_batch, self.run_id, params=items[start : start + 100]))
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Per-epoch metrics; an epoch the run already holds is not logged again."""
@@ -180,7 +181,7 @@ class Tracker:
     def flush(self) -> None:
         while self._pending:
             chunk, self._pending = self._pending[:1000], self._pending[1000:]
-            self._call(lambda c=chunk: self.client.log_batch(self.run_id, metrics=c))
+            self._call(partial(self.client.log_batch, self.run_id, metrics=chunk))
         self._last_flush = time.monotonic()
 
     def set_tags(self, tags: dict[str, str]) -> None:
@@ -198,6 +199,18 @@ class Tracker:
 
 def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
+
+
+class RunTracker(Protocol):
+    """What the training loop and the loggers call on a tracker (Tracker, NullTracker, the loop's timed one)."""
+
+    def log_params(self, params: dict[str, Any]) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+    def log_final(self, metrics: dict[str, float], step: int) -> None: ...
+    def flush(self) -> None: ...
+    def set_tags(self, tags: dict[str, str]) -> None: ...
+    def log_artifact(self, path: Path) -> None: ...
+    def finish(self, status: str) -> None: ...
 
 
 class NullTracker:
@@ -324,12 +337,11 @@ def log_delta_m(cfg: TrackingConfig, runs: dict[str, str], delta_m_csv: Path, re
         if key not in table.index or not math.isfinite(float(table[key])):
             continue
         value = float(table[key])
-        held = _retry(lambda r=run_id: client.get_run(r)).data.metrics.get("test.delta_m")
+        held = _retry(partial(client.get_run, run_id)).data.metrics.get("test.delta_m")
         if held is not None and math.isclose(held, value, rel_tol=1e-9, abs_tol=1e-12):
             continue
         metric = Metric("test.delta_m", value, int(time.time() * 1000), epochs_run(record))
-        _retry(lambda r=run_id, m=metric: client.log_batch(r, metrics=[m], tags=[
-            RunTag("delta_m.reference", reference)]))
+        _retry(partial(client.log_batch, run_id, metrics=[metric], tags=[RunTag("delta_m.reference", reference)]))
         updated += 1
     return updated
 
@@ -353,7 +365,7 @@ def _run_exists(client: Any, run_id: str) -> bool:
         return False
 
 
-def _log_history(tracker: Tracker, record: dict[str, Any]) -> None:
+def _log_history(tracker: RunTracker, record: dict[str, Any]) -> None:
     every = log_every(record["config"].get("tracking", {}).get("log_every", 0), epochs_run(record))
     seconds = record["timing"].get("epoch_seconds") or [float("nan")] * len(record["history"])
     log_history(tracker, list(record["directions"]), record["history"], seconds, epochs_run(record),
@@ -365,7 +377,7 @@ def epochs_run(record: dict[str, Any]) -> int:
     return record.get("schedule", {}).get("epochs_total", record["config"]["train"]["epochs"])
 
 
-def log_history(tracker: Tracker | NullTracker, task_names: list[str], history: list[dict[str, Any]],
+def log_history(tracker: RunTracker, task_names: list[str], history: list[dict[str, Any]],
                 epoch_seconds: list[float], epochs: int, every: int, ended: bool) -> None:
     """The logged epochs of a run's history (those the MLflow run already holds are skipped by the tracker)."""
     for i, (entry, seconds) in enumerate(zip(history, epoch_seconds, strict=True)):

@@ -327,7 +327,7 @@ class Trainer:
 
         history: list[dict[str, Any]] = []
         best: dict[str, Any] = {"epoch": -1, "score": math.inf, "model": None, "val": None}
-        timing = {"train_seconds": 0.0, "step_seconds": 0.0, "steps": 0, "epoch_seconds": []}
+        timing: dict[str, Any] = {"train_seconds": 0.0, "step_seconds": 0.0, "steps": 0, "epoch_seconds": []}
         start_epoch, status, run_id = 0, "ok", None
         if state is not None:
             model.load_state_dict(state["model"])

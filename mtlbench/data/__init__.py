@@ -42,7 +42,7 @@ class TensorTaskData(Dataset):
 
 
 def iterate_batches(
-    data: Dataset, batch_size: int, shuffle: bool, generator: torch.Generator | None, device: torch.device
+    data: Any, batch_size: int, shuffle: bool, generator: torch.Generator | None, device: torch.device
 ) -> Iterator[Batch]:
     """Batches of (x, [target per task]); `batch_size <= 0` means the whole split as one batch.
 

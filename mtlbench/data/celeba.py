@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -26,7 +26,7 @@ from mtlbench.tasks import TaskSpec
 
 
 @functools.cache
-def celeba_classes() -> tuple[type, type]:
+def celeba_classes() -> tuple[Any, Any]:
     """(torchvision's CelebA, its subclass whose MD5 checks are presence checks)."""
     from torchvision.datasets import CelebA
 
@@ -42,7 +42,7 @@ def celeba_classes() -> tuple[type, type]:
 class AttributeTasks(Dataset):
     """torchvision's CelebA items as (image, [attribute_t for each of the 40 tasks])."""
 
-    def __init__(self, celeba: Dataset):
+    def __init__(self, celeba: Any):
         self.celeba = celeba
 
     def __len__(self) -> int:
@@ -136,5 +136,5 @@ class CelebAttributes(DatasetProvider):
         tasks = [TaskSpec(n, "binary") for n in names]
         encoder, head = BACKBONES[self.backbone]
         network = Network(encoder, head, (3, self.image_size, self.image_size))
-        return DatasetBundle(*(AttributeTasks(splits[s]) for s in ("train", "valid", "test")), tasks,
-                             (3, self.image_size, self.image_size), network)
+        train, val, test = (AttributeTasks(splits[s]) for s in ("train", "valid", "test"))
+        return DatasetBundle(train, val, test, tasks, (3, self.image_size, self.image_size), network)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import pickle
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,7 +29,7 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 
 
 @functools.cache
-def cifar10_classes() -> tuple[type, type]:
+def cifar10_classes() -> tuple[Any, Any]:
     """(torchvision's CIFAR10, its subclass whose MD5 checks are presence checks); imported on first use so
     that registering the dataset costs no torchvision import."""
     from torchvision.datasets import CIFAR10

@@ -139,7 +139,7 @@ class DenseNpyDataset(DatasetProvider):
         n_val = max(1, int(round(self.val_fraction * len(train_all))))
         val, train = Subset(train_all, perm[:n_val]), Subset(train_all, perm[n_val:])
         image, _ = train_all[0]
-        size = tuple(image.shape[1:])
+        size = (int(image.shape[1]), int(image.shape[2]))
         network = Network(dilated_resnet50_stages, lambda task: UpsampledHead(task.num_outputs, size),
                           tuple(image.shape))
         return DatasetBundle(train, val, test, list(self.folders.values()), tuple(image.shape), network)

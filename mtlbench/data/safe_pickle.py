@@ -44,9 +44,9 @@ def restricted_load(file: io.BufferedIOBase, *, encoding: str = "ASCII", **_: An
 def restricted_pickle_in(module: ModuleType) -> Iterator[None]:
     """While the block runs, `module.pickle.load` is `restricted_load` (for library code, such as
     torchvision's CIFAR10, that parses pickles itself)."""
-    original = module.pickle
-    module.pickle = SimpleNamespace(load=restricted_load, UnpicklingError=pickle.UnpicklingError)
+    original = getattr(module, "pickle")  # noqa: B009 - a module attribute that typing does not know
+    setattr(module, "pickle", SimpleNamespace(load=restricted_load, UnpicklingError=pickle.UnpicklingError))  # noqa: B010
     try:
         yield
     finally:
-        module.pickle = original
+        setattr(module, "pickle", original)  # noqa: B010
