@@ -41,8 +41,14 @@ class CrossStitchUnit(nn.Module):
 
 @ARCHITECTURES.register("cross_stitch", "One network per task, activations mixed by cross-stitch units per stage")
 class CrossStitch(MTLArchitecture):
-    def __init__(self, tasks: list[TaskSpec], network: Network, alpha_self: float = 0.9,
-                 unit: Literal["scalar", "channel"] = "scalar", alpha_lr_mult: float = 1.0):
+    def __init__(
+        self,
+        tasks: list[TaskSpec],
+        network: Network,
+        alpha_self: float = 0.9,
+        unit: Literal["scalar", "channel"] = "scalar",
+        alpha_lr_mult: float = 1.0,
+    ):
         super().__init__(tasks, network)
         self.alpha_lr_mult = alpha_lr_mult
         self.encoders = nn.ModuleList(network.make_encoder() for _ in tasks)
@@ -67,5 +73,11 @@ class CrossStitch(MTLArchitecture):
 
 # On synthetic_relations (12 regression tasks, losses in the thousands at the start) the units' gradients are
 # large enough to make SGD diverge at the network's lr; a 10x smaller lr for alpha keeps them stable.
-register_method(MethodSpec("cross_stitch", "Cross-stitch networks (Misra et al. 2016)", "cross_stitch",
-                           dataset_overrides={"synthetic_relations": {"arch.alpha_lr_mult": 0.1}}))
+register_method(
+    MethodSpec(
+        "cross_stitch",
+        "Cross-stitch networks (Misra et al. 2016)",
+        "cross_stitch",
+        dataset_overrides={"synthetic_relations": {"arch.alpha_lr_mult": 0.1}},
+    )
+)

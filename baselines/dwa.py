@@ -46,8 +46,11 @@ class DynamicWeightAverage(LossWeighting):
         return (self._weights.to(losses.device, losses.dtype) * losses).sum()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": [h.clone() for h in self._history], "epoch_sum": self._epoch_sum.clone(),
-                "batches": self._batches}
+        return {
+            "history": [h.clone() for h in self._history],
+            "epoch_sum": self._epoch_sum.clone(),
+            "batches": self._batches,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._history = [h.clone() for h in state["history"]]

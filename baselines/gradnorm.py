@@ -20,8 +20,9 @@ from mtlbench.method import rule_method
 from mtlbench.update_rules import LossWeighting, flat_task_gradients, learned_state, load_learned_state
 
 
-def gradnorm_loss(weights: torch.Tensor, grad_norms: torch.Tensor, losses: torch.Tensor, initial: torch.Tensor,
-                  alpha: float) -> torch.Tensor:
+def gradnorm_loss(
+    weights: torch.Tensor, grad_norms: torch.Tensor, losses: torch.Tensor, initial: torch.Tensor, alpha: float
+) -> torch.Tensor:
     """L_grad for weights w, the unweighted task gradients' norms ||grad_W L_t||, losses and initial losses."""
     g = weights * grad_norms
     ratio = losses / initial.clamp_min(1e-12)

@@ -167,8 +167,9 @@ def frank_wolfe_min_norm(gram: torch.Tensor, tol: float = 1e-5, max_iter: int = 
     return alpha
 
 
-def min_norm_weights(grads: torch.Tensor, solver: Solver = "active_set", tol: float | None = None,
-                     max_iter: int | None = None) -> torch.Tensor:
+def min_norm_weights(
+    grads: torch.Tensor, solver: Solver = "active_set", tol: float | None = None, max_iter: int | None = None
+) -> torch.Tensor:
     """Weights alpha (T,) on the simplex minimising ||alpha^T grads||, for `grads` of shape (T, D).
 
     Works on the T x T Gram matrix in float64 on the gradients' device; the gradients never leave it.
@@ -213,8 +214,13 @@ class _MinNormRule(UpdateRule):
 
     requires_shared_parameters = True
 
-    def __init__(self, normalization: Normalization = "none", solver: Solver = "active_set",
-                 max_iter: int = 250, tol: float = 1e-5):
+    def __init__(
+        self,
+        normalization: Normalization = "none",
+        solver: Solver = "active_set",
+        max_iter: int = 250,
+        tol: float = 1e-5,
+    ):
         self.normalization, self.solver, self.max_iter, self.tol = normalization, solver, max_iter, tol
         self._sum: torch.Tensor | None = None
         self._count = 0
@@ -223,8 +229,9 @@ class _MinNormRule(UpdateRule):
     def weights(self, grads: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
         grads = normalize_grads(grads, losses.detach(), self.normalization)
         iterative = self.solver != "active_set"
-        alpha = min_norm_weights(grads, self.solver, self.tol if iterative else None,
-                                 self.max_iter if iterative else None)
+        alpha = min_norm_weights(
+            grads, self.solver, self.tol if iterative else None, self.max_iter if iterative else None
+        )
         alpha = self.last_alpha = alpha.detach()
         self._sum = alpha if self._sum is None else self._sum + alpha
         self._count += 1
@@ -274,8 +281,7 @@ class MGDAUB(_MinNormRule):
         rep = self.model.encode(x)
         rep_leaf = rep.detach().requires_grad_(True)
         losses = task_losses(self.model.decode(rep_leaf), targets, self.tasks)
-        grads = torch.stack([torch.autograd.grad(loss, rep_leaf, retain_graph=True)[0].reshape(-1)
-                             for loss in losses])
+        grads = torch.stack([torch.autograd.grad(loss, rep_leaf, retain_graph=True)[0].reshape(-1) for loss in losses])
         alpha = self.weights(grads, losses)
         (alpha * losses).sum().backward()  # heads, and d(sum alpha L)/dA into rep_leaf.grad
         rep.backward(rep_leaf.grad)  # one backward through the trunk

@@ -29,8 +29,9 @@ from mtlbench.update_rules import LossWeighting, stage_epochs, task_losses
 CANDIDATE_SEED = 20221128  # one fixed set of candidates for every training seed
 
 
-def candidate_weights(t: int, candidates: int, concentration: float,
-                      grid: list[list[float]] | None = None) -> torch.Tensor:
+def candidate_weights(
+    t: int, candidates: int, concentration: float, grid: list[list[float]] | None = None
+) -> torch.Tensor:
     """(K, T) weight vectors summing to T: `grid` as given (rescaled), else equal weights then draws from a
     symmetric Dirichlet with a fixed generator (the same candidates for every training seed)."""
     if grid is not None:
@@ -46,8 +47,14 @@ def candidate_weights(t: int, candidates: int, concentration: float,
 
 @rule_method("static_weights", "Tuned static weights: per-task loss weights chosen on held-out data")
 class TunedStaticWeights(LossWeighting):
-    def __init__(self, candidates: int = 6, tuning_fraction: float = 0.2, holdout_fraction: float = 0.2,
-                 concentration: float = 1.0, grid: list[list[float]] | None = None):
+    def __init__(
+        self,
+        candidates: int = 6,
+        tuning_fraction: float = 0.2,
+        holdout_fraction: float = 0.2,
+        concentration: float = 1.0,
+        grid: list[list[float]] | None = None,
+    ):
         self.candidates, self.tuning_fraction = candidates, tuning_fraction
         self.holdout_fraction, self.concentration, self.grid = holdout_fraction, concentration, grid
         self.tuning_epochs, self._epochs = 0, 0  # planned by `plan` from the budget
@@ -70,8 +77,13 @@ class TunedStaticWeights(LossWeighting):
         return len(self._candidates) * self.tuning_epochs + epochs
 
     def schedule(self) -> dict[str, int]:
-        return {f"tuning ({len(self._candidates)} candidates x {self.tuning_epochs} epochs; extra cost)":
-                len(self._candidates) * self.tuning_epochs, "train the chosen weights": self._epochs}
+        return {
+            f"tuning ({len(self._candidates)} candidates x {self.tuning_epochs} epochs; extra cost)": len(
+                self._candidates
+            )
+            * self.tuning_epochs,
+            "train the chosen weights": self._epochs,
+        }
 
     def stages_before_mechanism(self) -> dict[str, int]:
         return {"rule.tuning_fraction": len(self._candidates) * self.tuning_epochs}
@@ -117,9 +129,14 @@ class TunedStaticWeights(LossWeighting):
 
     def method_state(self) -> dict[str, Any]:
         names = [t.name for t in self.tasks]
-        out: dict[str, Any] = {"tuning": {"candidates": [dict(zip(names, c.tolist(), strict=True))
-                                                         for c in self._candidates[: len(self._scores)]],
-                                          "scores": self.scores() if self._scores else []}}
+        out: dict[str, Any] = {
+            "tuning": {
+                "candidates": [
+                    dict(zip(names, c.tolist(), strict=True)) for c in self._candidates[: len(self._scores)]
+                ],
+                "scores": self.scores() if self._scores else [],
+            }
+        }
         if self._chosen is not None:
             out["task_weights"] = dict(zip(names, self._candidates[self._chosen].tolist(), strict=True))
         return out

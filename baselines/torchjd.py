@@ -43,14 +43,17 @@ class TorchJDRule(JacobianRule):
         for key in signature_params(type(self)):  # a list (preference vector, leak) has one entry per task
             value = getattr(self, key)
             if isinstance(value, list) and len(value) != len(tasks):
-                raise MtlbenchError(f"rule.{key} has {len(value)} entries but the dataset has {len(tasks)} "
-                                    f"tasks: one per task")
+                raise MtlbenchError(
+                    f"rule.{key} has {len(value)} entries but the dataset has {len(tasks)} tasks: one per task"
+                )
 
         try:
             self._aggregator = getattr(aggregation, self.aggregator_class)(**self.aggregator_args())
         except ImportError as exc:
-            raise MtlbenchError(f"update rule {self.name!r} needs TorchJD's optional solvers ({exc}); install "
-                                f"them with pip install \"mtlbench[{self.extra or 'jd-solvers'}]\"") from None
+            raise MtlbenchError(
+                f"update rule {self.name!r} needs TorchJD's optional solvers ({exc}); install "
+                f'them with pip install "mtlbench[{self.extra or "jd-solvers"}]"'
+            ) from None
         except ValueError as exc:  # an argument out of range, e.g. a preference vector of the wrong length
             raise MtlbenchError(f"update rule {self.name!r}: {exc}") from None
         self.weight_log = TaskWeightLog(tasks)

@@ -51,8 +51,7 @@ class Gates(nn.Module):
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(public weight, private weight), each of the gate shape."""
         if self.force != "none":
-            pub = torch.full(self.logits.shape[:-1], 1.0 if self.force == "public" else 0.0,
-                             device=self.logits.device)
+            pub = torch.full(self.logits.shape[:-1], 1.0 if self.force == "public" else 0.0, device=self.logits.device)
             return pub, 1.0 - pub
         if self.kind == "sigmoid":
             w = torch.sigmoid(self.logits)
@@ -91,8 +90,15 @@ class DSMTL(MTLArchitecture):
     gates: Gates
     public_only: torch.Tensor  # a buffer
 
-    def __init__(self, tasks: list[TaskSpec], network: Network, gate: GateKind = "softmax", tau: float = 0.1,
-                 private_init: Literal["copy", "independent"] = "copy", force_gate: Force = "none"):
+    def __init__(
+        self,
+        tasks: list[TaskSpec],
+        network: Network,
+        gate: GateKind = "softmax",
+        tau: float = 0.1,
+        private_init: Literal["copy", "independent"] = "copy",
+        force_gate: Force = "none",
+    ):
         super().__init__(tasks, network)
         self.public = network.make_encoder()
         self.private = _private_encoders(network, self.public, len(tasks), private_init)
@@ -144,8 +150,13 @@ class DSMTLArchitectureLearning(MTLArchitecture):
     gates: Gates
     choice: torch.Tensor  # a buffer
 
-    def __init__(self, tasks: list[TaskSpec], network: Network, tau: float = 0.1,
-                 private_init: Literal["copy", "independent"] = "copy"):
+    def __init__(
+        self,
+        tasks: list[TaskSpec],
+        network: Network,
+        tau: float = 0.1,
+        private_init: Literal["copy", "independent"] = "copy",
+    ):
         super().__init__(tasks, network)
         self.public = network.make_encoder()
         self.private = _private_encoders(network, self.public, len(tasks), private_init)
@@ -195,8 +206,12 @@ class DSMTLArchitectureLearning(MTLArchitecture):
     def inference_parameter_count(self) -> int:
         if not self.derived:
             return sum(p.numel() for p in self.parameters())
-        private = [self.private_layer(t, s) for t in range(len(self.tasks)) for s in range(self.n_stages)
-                   if int(self.choice[t, s]) == 1]
+        private = [
+            self.private_layer(t, s)
+            for t in range(len(self.tasks))
+            for s in range(self.n_stages)
+            if int(self.choice[t, s]) == 1
+        ]
         public = [self.public[s] for s in range(self.n_stages) if bool((self.choice[:, s] == 0).any())]
         return _count(self.heads) + _count(private) + _count(public)
 
@@ -204,8 +219,9 @@ class DSMTLArchitectureLearning(MTLArchitecture):
         p = self.gates.probabilities().cpu().tolist()
         state: dict[str, Any] = {"gates": {t.name: v for t, v in zip(self.tasks, p, strict=True)}}
         if self.derived:
-            state["architecture"] = {t.name: ["private" if int(c) else "public" for c in self.choice[i]]
-                                     for i, t in enumerate(self.tasks)}
+            state["architecture"] = {
+                t.name: ["private" if int(c) else "public" for c in self.choice[i]] for i, t in enumerate(self.tasks)
+            }
         return state
 
 
@@ -252,9 +268,15 @@ class JointLearning(_GatesOnHoldout):
 
     name = "dsmtl_jl"
 
-    def __init__(self, gate_on_val: bool = False, holdout_fraction: float = 0.2, unroll_lr: float = 0.0,
-                 holdout_batch_size: int = 256, gate_optimizer: Literal["own", "network"] = "own",
-                 gate_lr: float = 1e-4):
+    def __init__(
+        self,
+        gate_on_val: bool = False,
+        holdout_fraction: float = 0.2,
+        unroll_lr: float = 0.0,
+        holdout_batch_size: int = 256,
+        gate_optimizer: Literal["own", "network"] = "own",
+        gate_lr: float = 1e-4,
+    ):
         super().__init__()
         self.gate_on_val, self.holdout_fraction, self.unroll_lr = gate_on_val, holdout_fraction, unroll_lr
         self.holdout_batch_size, self.gate_optimizer, self.gate_lr = holdout_batch_size, gate_optimizer, gate_lr
@@ -298,8 +320,7 @@ class JointLearning(_GatesOnHoldout):
         weights = {k: p for k, p in named.items() if id(p) not in gate_ids and p.requires_grad}
         train_loss = task_losses(functional_call(self.model, {**weights, **gates}, (x,)), targets, self.tasks).sum()
         grads = torch.autograd.grad(train_loss, list(weights.values()), create_graph=True, allow_unused=True)
-        unrolled = {k: (w - xi * g if g is not None else w)
-                    for (k, w), g in zip(weights.items(), grads, strict=True)}
+        unrolled = {k: (w - xi * g if g is not None else w) for (k, w), g in zip(weights.items(), grads, strict=True)}
         xv, yv = held_out
         val_loss = task_losses(functional_call(self.model, {**unrolled, **gates}, (xv,)), yv, self.tasks).sum()
         return torch.autograd.grad(val_loss, list(gates.values()))
@@ -348,8 +369,10 @@ class IndividualLearning(EqualWeights):
         return epochs
 
     def schedule(self) -> dict[str, int]:
-        return {"stage 1 (public encoder by hard sharing)": self.stage1_epochs,
-                "stage 2 (private parts per task, public frozen)": self._epochs - self.stage1_epochs}
+        return {
+            "stage 1 (public encoder by hard sharing)": self.stage1_epochs,
+            "stage 2 (private parts per task, public frozen)": self._epochs - self.stage1_epochs,
+        }
 
     def stages_before_mechanism(self) -> dict[str, int]:
         return {"rule.stage1_fraction": self.stage1_epochs}
@@ -387,15 +410,18 @@ class ArchitectureLearning(_GatesOnHoldout):
         # the derived network is retrained for the whole budget every method gets; the search comes on top of
         # it (an extra cost, counted in the record's training time)
         if self.search_fraction <= 0:
-            raise MtlbenchError(f"rule.search_fraction must be > 0 (the search is the method), got "
-                                f"{self.search_fraction}")
+            raise MtlbenchError(
+                f"rule.search_fraction must be > 0 (the search is the method), got {self.search_fraction}"
+            )
         self._epochs = epochs
         self.search_epochs = stage_epochs("rule.search_fraction", self.search_fraction, epochs, minimum=1, leave=0)
         return self.search_epochs + epochs
 
     def schedule(self) -> dict[str, int]:
-        return {"search (gates on held-out data; extra cost)": self.search_epochs,
-                "retrain the derived network": self._epochs}
+        return {
+            "search (gates on held-out data; extra cost)": self.search_epochs,
+            "retrain the derived network": self._epochs,
+        }
 
     def stages_before_mechanism(self) -> dict[str, int]:
         return {"rule.search_fraction": self.search_epochs}
@@ -414,7 +440,11 @@ class ArchitectureLearning(_GatesOnHoldout):
 
 
 register_method(MethodSpec("dsmtl_jl", "DSMTL joint learning (gated public + private encoders)", "dsmtl", "dsmtl_jl"))
-register_method(MethodSpec("dsmtl_il", "DSMTL individual learning (public by hard sharing, then per task)",
-                           "dsmtl", "dsmtl_il"))
-register_method(MethodSpec("dsmtl_al", "DSMTL-AL, the compact extension: learned per-stage public/private layers",
-                           "dsmtl_al", "dsmtl_al"))
+register_method(
+    MethodSpec("dsmtl_il", "DSMTL individual learning (public by hard sharing, then per task)", "dsmtl", "dsmtl_il")
+)
+register_method(
+    MethodSpec(
+        "dsmtl_al", "DSMTL-AL, the compact extension: learned per-stage public/private layers", "dsmtl_al", "dsmtl_al"
+    )
+)

@@ -57,8 +57,11 @@ def saliency_logit(task: TaskSpec, output: torch.Tensor, target: torch.Tensor, w
 @contextmanager
 def batchnorm_in_eval(module: nn.Module | None):
     """Yields whether any BatchNorm layer of `module` was in training mode (and is in eval mode inside)."""
-    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training] \
-        if module is not None else []
+    layers = (
+        [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+        if module is not None
+        else []
+    )
     for m in layers:
         m.eval()
     try:
@@ -68,8 +71,15 @@ def batchnorm_in_eval(module: nn.Module | None):
             m.train()
 
 
-def saliencies(rep: torch.Tensor, outputs: list[torch.Tensor], targets: list[torch.Tensor], tasks: list[TaskSpec],
-               reduce: Reduce = "sum", which: str = "label", create_graph: bool = True) -> torch.Tensor:
+def saliencies(
+    rep: torch.Tensor,
+    outputs: list[torch.Tensor],
+    targets: list[torch.Tensor],
+    tasks: list[TaskSpec],
+    reduce: Reduce = "sum",
+    which: str = "label",
+    create_graph: bool = True,
+) -> torch.Tensor:
     """(T, B, F) saliencies of every task for every sample, without a loop over samples.
 
     When the heads act on each sample separately, the gradient of the batch sum of a task's logits w.r.t. A
@@ -86,8 +96,15 @@ def saliencies(rep: torch.Tensor, outputs: list[torch.Tensor], targets: list[tor
     return torch.stack(rows)
 
 
-def task_saliencies(model, rep: torch.Tensor, outputs: list[torch.Tensor], targets: list[torch.Tensor],
-                    tasks: list[TaskSpec], reduce: Reduce = "sum", which: str = "label") -> torch.Tensor:
+def task_saliencies(
+    model,
+    rep: torch.Tensor,
+    outputs: list[torch.Tensor],
+    targets: list[torch.Tensor],
+    tasks: list[TaskSpec],
+    reduce: Reduce = "sum",
+    which: str = "label",
+) -> torch.Tensor:
     """Per-sample saliencies for any heads. Heads with BatchNorm in training mode normalise with batch
     statistics, so one sample's logit depends on the others' features and the batch-sum trick would mix
     samples (measured relative error ~1 on DeepLab heads). Those heads are then run once more with their
@@ -130,8 +147,15 @@ def relation_matrix(omega: torch.Tensor, t: int) -> list[list[float]]:
 KERAS_ADAM_CALLS_PER_STEP = 3
 
 
-def keras_fresh_moment_adam_step(param: torch.Tensor, grad: torch.Tensor, step: int, lr: float,
-                                 beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7) -> None:
+def keras_fresh_moment_adam_step(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    step: int,
+    lr: float,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-7,
+) -> None:
     """One Keras (TF2 OptimizerV2) Adam update with zero moments at global step `step`:
     m = (1 - b1) g, v = (1 - b2) g^2, param -= lr sqrt(1 - b2^k) / (1 - b1^k) * m / (sqrt(v) + eps).
     Not lr * sign(g): the bias correction uses the shared step count (3.08x lr per step at k = 3000)."""
@@ -175,11 +199,15 @@ class SaliencyRegularized(UpdateRule):
         if self.aggregator != "sum":  # the regulariser as a part: any Jacobian rule combines the task gradients
             cls = UPDATE_RULES.get(self.aggregator)
             if not issubclass(cls, JacobianRule):
-                raise MtlbenchError(f"rule.aggregator={self.aggregator!r} is not a rule that aggregates task "
-                                    f"gradients; use sum, pcgrad or a TorchJD aggregator (upgrad, cagrad, ...)")
+                raise MtlbenchError(
+                    f"rule.aggregator={self.aggregator!r} is not a rule that aggregates task "
+                    f"gradients; use sum, pcgrad or a TorchJD aggregator (upgrad, cagrad, ...)"
+                )
             if not model.shared_parameters():
-                raise MtlbenchError(f"rule.aggregator={self.aggregator} needs shared parameters (a trunk with "
-                                    f"weights, e.g. dataset.trunk=linear on synthetic_relations)")
+                raise MtlbenchError(
+                    f"rule.aggregator={self.aggregator} needs shared parameters (a trunk with "
+                    f"weights, e.g. dataset.trunk=linear on synthetic_relations)"
+                )
             self._aggregator = cls()
             self._aggregator.bind(model, tasks)
         t = len(tasks)
@@ -203,8 +231,7 @@ class SaliencyRegularized(UpdateRule):
         return epochs
 
     def schedule(self) -> dict[str, int]:
-        return {"warm-up (hard sharing, lam = 0)": self.warmup_epochs,
-                "regularised": self._epochs - self.warmup_epochs}
+        return {"warm-up (hard sharing, lam = 0)": self.warmup_epochs, "regularised": self._epochs - self.warmup_epochs}
 
     def stages_before_mechanism(self) -> dict[str, int]:
         return {"rule.warmup_fraction": self.warmup_epochs} if self.lam != 0 else {}
@@ -251,8 +278,9 @@ class SaliencyRegularized(UpdateRule):
         if self.reset_omega_optimizer:  # the official CIFAR code: fresh moments each step, shared step count
             self._omega_updates += 1
             with torch.no_grad():
-                keras_fresh_moment_adam_step(self.omega, self.omega.grad,
-                                             KERAS_ADAM_CALLS_PER_STEP * self._omega_updates, self.omega_lr)
+                keras_fresh_moment_adam_step(
+                    self.omega, self.omega.grad, KERAS_ADAM_CALLS_PER_STEP * self._omega_updates, self.omega_lr
+                )
         else:
             self._optimizer.step()
         with torch.no_grad():
@@ -268,13 +296,18 @@ class SaliencyRegularized(UpdateRule):
         return out
 
     def method_state(self) -> dict[str, Any]:
-        return {"relation": relation_matrix(self.omega, len(self.tasks)),
-                "relation_tasks": [t.name for t in self.tasks]}
+        return {
+            "relation": relation_matrix(self.omega, len(self.tasks)),
+            "relation_tasks": [t.name for t in self.tasks],
+        }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"omega": self.omega.detach().cpu(), "optimizer": self._optimizer.state_dict(),
-                "omega_updates": self._omega_updates,
-                "aggregator": self._aggregator.state_dict() if self._aggregator is not None else {}}
+        return {
+            "omega": self.omega.detach().cpu(),
+            "optimizer": self._optimizer.state_dict(),
+            "omega_updates": self._omega_updates,
+            "aggregator": self._aggregator.state_dict() if self._aggregator is not None else {},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         with torch.no_grad():
@@ -292,21 +325,42 @@ class SaliencyRegularized(UpdateRule):
 # share of the budget (11 of 150). Elsewhere the rule's default warm-up is the official two-stage CIFAR
 # schedule: half the epochs plain (30 + 30).
 _OFFICIAL_SYNTHETIC_SCALE = 2 * len(SCALES)
-_SYNTHETIC = {"rule.omega_optimizer": "sgd", "rule.omega_lr": 0.01 / _OFFICIAL_SYNTHETIC_SCALE,
-              "rule.reduce_batch": "sum", "rule.warmup_fraction": 11 / 150,
-              "rule.lam": 1.0 * _OFFICIAL_SYNTHETIC_SCALE}
+_SYNTHETIC = {
+    "rule.omega_optimizer": "sgd",
+    "rule.omega_lr": 0.01 / _OFFICIAL_SYNTHETIC_SCALE,
+    "rule.reduce_batch": "sum",
+    "rule.warmup_fraction": 11 / 150,
+    "rule.lam": 1.0 * _OFFICIAL_SYNTHETIC_SCALE,
+}
 _MULTIMNIST = {"rule.lam": 0.1}
 _PAPER_DEFAULTS: dict[str, dict[str, Any]] = {"synthetic_relations": _SYNTHETIC, "multimnist": _MULTIMNIST}
 
-register_method(MethodSpec(
-    "srdml", "SRDML (Bai & Zhao 2022): hard sharing + saliency regulariser with learned task relations",
-    "hps", "srdml", dataset_overrides=_PAPER_DEFAULTS,
-))
-register_method(MethodSpec(
-    "srdml_pcgrad", "SRDML with PCGrad on the task gradients of the shared trunk", "hps", "srdml",
-    rule_params={"aggregator": "pcgrad"}, dataset_overrides=_PAPER_DEFAULTS,
-))
-register_method(MethodSpec(
-    "srdml_upgrad", "SRDML with TorchJD's UPGrad on the task gradients of the shared trunk", "hps", "srdml",
-    rule_params={"aggregator": "upgrad"}, dataset_overrides=_PAPER_DEFAULTS,
-))
+register_method(
+    MethodSpec(
+        "srdml",
+        "SRDML (Bai & Zhao 2022): hard sharing + saliency regulariser with learned task relations",
+        "hps",
+        "srdml",
+        dataset_overrides=_PAPER_DEFAULTS,
+    )
+)
+register_method(
+    MethodSpec(
+        "srdml_pcgrad",
+        "SRDML with PCGrad on the task gradients of the shared trunk",
+        "hps",
+        "srdml",
+        rule_params={"aggregator": "pcgrad"},
+        dataset_overrides=_PAPER_DEFAULTS,
+    )
+)
+register_method(
+    MethodSpec(
+        "srdml_upgrad",
+        "SRDML with TorchJD's UPGrad on the task gradients of the shared trunk",
+        "hps",
+        "srdml",
+        rule_params={"aggregator": "upgrad"},
+        dataset_overrides=_PAPER_DEFAULTS,
+    )
+)

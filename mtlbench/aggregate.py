@@ -27,13 +27,16 @@ def load_records(paths: Iterable[Path]) -> list[dict]:
         try:
             record = json.loads(Path(path).read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise MtlbenchError(f"{path} is not a readable run record ({exc}); delete it and rerun to retrain "
-                                f"that run") from None
-        missing = [k for k in ("dataset", "method", "seed", "status")
-                   if not isinstance(record, dict) or k not in record]
+            raise MtlbenchError(
+                f"{path} is not a readable run record ({exc}); delete it and rerun to retrain that run"
+            ) from None
+        missing = [
+            k for k in ("dataset", "method", "seed", "status") if not isinstance(record, dict) or k not in record
+        ]
         if missing:
-            raise MtlbenchError(f"{path} is not a run record (missing {', '.join(missing)}); delete it and rerun "
-                                f"to retrain that run")
+            raise MtlbenchError(
+                f"{path} is not a run record (missing {', '.join(missing)}); delete it and rerun to retrain that run"
+            )
         records.append(record)
     return records
 
@@ -63,8 +66,10 @@ def check_one_config(records: list[dict], paths: list[Path] | None = None) -> No
         repeated = sorted({s for s in seeds if seeds.count(s) > 1})
         if repeated:
             which = [names[i] for i in idx if records[i]["seed"] in repeated]
-            raise MtlbenchError(f"{dataset}/{method}: seed(s) {repeated} appear in more than one record "
-                                f"({', '.join(which)}); keep one record per seed")
+            raise MtlbenchError(
+                f"{dataset}/{method}: seed(s) {repeated} appear in more than one record "
+                f"({', '.join(which)}); keep one record per seed"
+            )
         hashes = {i: config_hash({**records[i]["config"], "seed": None}) for i in idx}
         if len(set(hashes.values())) == 1:
             continue
@@ -90,14 +95,23 @@ def tidy_metrics(records: list[dict]) -> pd.DataFrame:
     for r in records:
         base = {"dataset": r["dataset"], "method": r["method"], "seed": r["seed"], "status": r["status"]}
         if r["status"] != "ok":
-            rows.append({**base, "split": "test", "task": None, "metric": None, "value": np.nan,
-                         "higher_is_better": None})
+            rows.append(
+                {**base, "split": "test", "task": None, "metric": None, "value": np.nan, "higher_is_better": None}
+            )
             continue
         for split in ("val", "test"):
             for task, metrics in r["metrics"][split].items():
                 for metric, value in metrics.items():
-                    rows.append({**base, "split": split, "task": task, "metric": metric, "value": value,
-                                 "higher_is_better": r["directions"][task][metric]})
+                    rows.append(
+                        {
+                            **base,
+                            "split": split,
+                            "task": task,
+                            "metric": metric,
+                            "value": value,
+                            "higher_is_better": r["directions"][task][metric],
+                        }
+                    )
     return pd.DataFrame(rows, columns=TIDY_COLUMNS)
 
 
@@ -142,16 +156,18 @@ def delta_m(tidy: pd.DataFrame, reference: str = "stl", split: str = "test") -> 
     merged["rel"] = sign * (merged.value - merged.ref) / merged.ref.abs() * 100
     if merged.empty:
         return pd.DataFrame(columns=["dataset", "method", "seed", DELTA_M, "n_metrics"])
-    out = (merged.groupby(["dataset", "method", "seed"], as_index=False)
-           .agg(**{DELTA_M: ("rel", "mean"), "n_metrics": ("rel", "size")}))
+    out = merged.groupby(["dataset", "method", "seed"], as_index=False).agg(
+        **{DELTA_M: ("rel", "mean"), "n_metrics": ("rel", "size")}
+    )
     return out
 
 
 def with_delta_m(tidy: pd.DataFrame, reference: str = "stl") -> pd.DataFrame:
     """The tidy table plus Delta_m rows (task `all`, metric `delta_m`, lower is better)."""
     dm = delta_m(tidy, reference)
-    rows = dm.assign(split="test", task="all", metric=DELTA_M, value=dm[DELTA_M], higher_is_better=False,
-                     status="ok")[TIDY_COLUMNS]
+    rows = dm.assign(split="test", task="all", metric=DELTA_M, value=dm[DELTA_M], higher_is_better=False, status="ok")[
+        TIDY_COLUMNS
+    ]
     return pd.concat([tidy, rows], ignore_index=True) if len(rows) else tidy
 
 
@@ -175,12 +191,35 @@ def task_averaged(tidy: pd.DataFrame, split: str = "test") -> pd.DataFrame:
         for (method, metric), grp in data[data.metric.isin(shared)].groupby(["method", "metric"], sort=True):
             per_seed = grp.groupby("seed").value.mean().to_numpy(float)
             low, high = confidence_interval(per_seed)
-            rows.append({"dataset": dataset, "method": method, "metric": metric, "n_tasks": n_tasks,
-                         "higher_is_better": bool(grp.higher_is_better.iloc[0]), "mean": per_seed.mean(),
-                         "std": per_seed.std(ddof=1) if len(per_seed) > 1 else np.nan, "ci95_low": low,
-                         "ci95_high": high, "n": len(per_seed)})
-    return pd.DataFrame(rows, columns=["dataset", "method", "metric", "n_tasks", "higher_is_better", "mean", "std",
-                                       "ci95_low", "ci95_high", "n"])
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "method": method,
+                    "metric": metric,
+                    "n_tasks": n_tasks,
+                    "higher_is_better": bool(grp.higher_is_better.iloc[0]),
+                    "mean": per_seed.mean(),
+                    "std": per_seed.std(ddof=1) if len(per_seed) > 1 else np.nan,
+                    "ci95_low": low,
+                    "ci95_high": high,
+                    "n": len(per_seed),
+                }
+            )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "dataset",
+            "method",
+            "metric",
+            "n_tasks",
+            "higher_is_better",
+            "mean",
+            "std",
+            "ci95_low",
+            "ci95_high",
+            "n",
+        ],
+    )
 
 
 def summarize(tidy: pd.DataFrame, split: str = "test") -> pd.DataFrame:
@@ -192,14 +231,25 @@ def summarize(tidy: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     for (dataset, method, task, metric), grp in ok.groupby(["dataset", "method", "task", "metric"], sort=True):
         values = grp.value.to_numpy(dtype=float)
         low, high = confidence_interval(values)
-        rows.append({"dataset": dataset, "method": method, "task": task, "metric": metric,
-                     "primary": ((dataset, task), metric) in primary,
-                     "higher_is_better": bool(grp.higher_is_better.iloc[0]), "mean": values.mean(),
-                     "std": values.std(ddof=1) if len(values) > 1 else np.nan, "ci95_low": low, "ci95_high": high,
-                     "n": len(values)})
+        rows.append(
+            {
+                "dataset": dataset,
+                "method": method,
+                "task": task,
+                "metric": metric,
+                "primary": ((dataset, task), metric) in primary,
+                "higher_is_better": bool(grp.higher_is_better.iloc[0]),
+                "mean": values.mean(),
+                "std": values.std(ddof=1) if len(values) > 1 else np.nan,
+                "ci95_low": low,
+                "ci95_high": high,
+                "n": len(values),
+            }
+        )
     summary = pd.DataFrame(rows)
-    diverged = (tidy[tidy.status != "ok"].groupby(["dataset", "method"]).seed.nunique()
-                .rename("n_diverged").reset_index())
+    diverged = (
+        tidy[tidy.status != "ok"].groupby(["dataset", "method"]).seed.nunique().rename("n_diverged").reset_index()
+    )
     if summary.empty:
         summary = diverged.assign(task=None, metric=None)
     else:
@@ -211,8 +261,13 @@ def summarize(tidy: pd.DataFrame, split: str = "test") -> pd.DataFrame:
 ROPE_PP = 1.0  # the Bayesian comparisons' region of practical equivalence, in percentage points of Delta_m
 
 
-def bootstrap_delta_m(tidy: pd.DataFrame, baselines: tuple[str, ...] = ("hps", "stl"), resamples: int = 9999,
-                      seed: int = 0, rope_pp: float = ROPE_PP) -> pd.DataFrame:
+def bootstrap_delta_m(
+    tidy: pd.DataFrame,
+    baselines: tuple[str, ...] = ("hps", "stl"),
+    resamples: int = 9999,
+    seed: int = 0,
+    rope_pp: float = ROPE_PP,
+) -> pd.DataFrame:
     """Per (dataset, method): mean Delta_m over seeds with a percentile bootstrap 95% CI (scipy.stats.bootstrap),
     the probability of improvement over each baseline (the share of (method run, baseline run) pairs in which
     the method's Delta_m is lower, ties count half), and the Bayesian signed-rank test against each baseline
@@ -225,20 +280,37 @@ def bootstrap_delta_m(tidy: pd.DataFrame, baselines: tuple[str, ...] = ("hps", "
         if len(values) >= 2 and np.ptp(values) == 0:  # every seed the same (STL against itself): no spread
             low = high = float(values[0])
         elif len(values) >= 2:
-            res = st.bootstrap((values,), np.mean, n_resamples=resamples, confidence_level=0.95,
-                               method="percentile", random_state=np.random.default_rng(seed))
+            res = st.bootstrap(
+                (values,),
+                np.mean,
+                n_resamples=resamples,
+                confidence_level=0.95,
+                method="percentile",
+                random_state=np.random.default_rng(seed),
+            )
             low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
-        row = {"dataset": dataset, "method": method, "mean_delta_m": values.mean(), "boot_ci95_low": low,
-               "boot_ci95_high": high, "n": len(values)}
+        row = {
+            "dataset": dataset,
+            "method": method,
+            "mean_delta_m": values.mean(),
+            "boot_ci95_low": low,
+            "boot_ci95_high": high,
+            "n": len(values),
+        }
         for baseline in baselines:
             other = dm[(dm.dataset == dataset) & (dm.method == baseline)]
             row[f"p_improve_vs_{baseline}"] = probability_of_improvement(values, other.value.to_numpy(float))
-            paired = grp.set_index("seed").value.to_frame("m").join(other.set_index("seed").value.rename("b"),
-                                                                   how="inner")
-            better, rope, worse = bayesian_signed_rank(paired.b.to_numpy(float) - paired.m.to_numpy(float), rope_pp,
-                                                       seed)
-            row |= {f"bayes_better_vs_{baseline}": better, f"bayes_rope_vs_{baseline}": rope,
-                    f"bayes_worse_vs_{baseline}": worse}
+            paired = (
+                grp.set_index("seed").value.to_frame("m").join(other.set_index("seed").value.rename("b"), how="inner")
+            )
+            better, rope, worse = bayesian_signed_rank(
+                paired.b.to_numpy(float) - paired.m.to_numpy(float), rope_pp, seed
+            )
+            row |= {
+                f"bayes_better_vs_{baseline}": better,
+                f"bayes_rope_vs_{baseline}": rope,
+                f"bayes_worse_vs_{baseline}": worse,
+            }
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -259,8 +331,9 @@ def bayesian_signed_rank(improvement: np.ndarray, rope: float, seed: int = 0) ->
 
     # 5,000 posterior samples (baycomp's default 50,000 cost ~1 s per comparison, 40 s per pipeline run): each
     # probability is then within about +-0.014 (two standard errors at p = 0.5) of its exact value
-    better, within, worse = baycomp.SignedRankTest.probs(improvement, np.zeros_like(improvement), rope=rope,
-                                                         random_state=seed, nsamples=BAYES_SAMPLES)
+    better, within, worse = baycomp.SignedRankTest.probs(
+        improvement, np.zeros_like(improvement), rope=rope, random_state=seed, nsamples=BAYES_SAMPLES
+    )
     return float(better), float(within), float(worse)
 
 

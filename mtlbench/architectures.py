@@ -79,8 +79,9 @@ class MTLArchitecture(nn.Module):
         return {}
 
 
-ARCHITECTURES.accepts(lambda obj: isinstance(obj, type) and issubclass(obj, MTLArchitecture),
-                      "an MTLArchitecture subclass")
+ARCHITECTURES.accepts(
+    lambda obj: isinstance(obj, type) and issubclass(obj, MTLArchitecture), "an MTLArchitecture subclass"
+)
 
 
 class SharedTrunk(MTLArchitecture):

@@ -30,8 +30,12 @@ from mtlbench.training import apply_memory_format, build, make_optimizer
 
 Step = Callable[[], None]
 # methods whose regulariser or stage is off at the start: measured with their mechanism active
-ACTIVE = {"srdml": {"rule.warmup_fraction": 0}, "srdml_pcgrad": {"rule.warmup_fraction": 0},
-          "dsmtl_il": {"rule.stage1_fraction": 0}, "dsmtl_al": {}}
+ACTIVE = {
+    "srdml": {"rule.warmup_fraction": 0},
+    "srdml_pcgrad": {"rule.warmup_fraction": 0},
+    "dsmtl_il": {"rule.stage1_fraction": 0},
+    "dsmtl_al": {},
+}
 
 
 @dataclass
@@ -44,9 +48,18 @@ class Prepared:
 
 def multimnist_step(method: str, batch_size: int = 256) -> Prepared:
     """One training step of a named method on a MultiMNIST batch (mechanism active)."""
-    cfg = resolve_config("multimnist", method, 0, {"tracking.enabled": False, "dataset.n_train": 2 * batch_size,
-                                                   "dataset.n_val": 64, "dataset.n_test": 64,
-                                                   **ACTIVE.get(method, {})})
+    cfg = resolve_config(
+        "multimnist",
+        method,
+        0,
+        {
+            "tracking.enabled": False,
+            "dataset.n_train": 2 * batch_size,
+            "dataset.n_val": 64,
+            "dataset.n_test": 64,
+            **ACTIVE.get(method, {}),
+        },
+    )
     bundle, model, rule = build(cfg)
     apply_memory_format(model, cfg["train"]["memory_format"], torch.device("cpu"))
     data = rule.prepare(bundle.train)
@@ -57,8 +70,9 @@ def multimnist_step(method: str, batch_size: int = 256) -> Prepared:
     return rule_step(model, rule, optimizer, x, targets)
 
 
-def rule_step(model: nn.Module, rule, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-              targets: list[torch.Tensor]) -> Prepared:
+def rule_step(
+    model: nn.Module, rule, optimizer: torch.optim.Optimizer, x: torch.Tensor, targets: list[torch.Tensor]
+) -> Prepared:
     """The training loop's step body (the suite's own cost per step) on a fixed batch."""
 
     def step() -> None:
@@ -78,13 +92,18 @@ def plain_hps_step(batch_size: int = 256) -> Prepared:
     tasks = [TaskSpec("left", "classification", 10), TaskSpec("right", "classification", 10)]
     heads = nn.ModuleList(MULTILENET.make_head(t) for t in tasks)
     model = nn.ModuleDict({"encoder": encoder, "heads": heads}).train()
-    cfg = resolve_config("multimnist", "hps", 0, {"tracking.enabled": False, "dataset.n_train": 2 * batch_size,
-                                                  "dataset.n_val": 64, "dataset.n_test": 64})
+    cfg = resolve_config(
+        "multimnist",
+        "hps",
+        0,
+        {"tracking.enabled": False, "dataset.n_train": 2 * batch_size, "dataset.n_val": 64, "dataset.n_test": 64},
+    )
     apply_memory_format(model, cfg["train"]["memory_format"], torch.device("cpu"))  # the suite's layout
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     bundle, _, _ = build(cfg)
-    x, targets = next(iterate_batches(bundle.train, batch_size, True, torch.Generator().manual_seed(0),
-                                      torch.device("cpu")))
+    x, targets = next(
+        iterate_batches(bundle.train, batch_size, True, torch.Generator().manual_seed(0), torch.device("cpu"))
+    )
     loss_fn = nn.CrossEntropyLoss()
 
     def step() -> None:
@@ -131,8 +150,16 @@ def interleaved_times(steps: dict[str, Step], rounds: int = 30, warmup: int = 3)
             start = time.perf_counter()
             steps[name]()
             times[name].append(time.perf_counter() - start)
-    rows = [{"method": n, "median_s": float(np.median(t)), "q25_s": float(np.percentile(t, 25)),
-             "q75_s": float(np.percentile(t, 75)), "rounds": rounds} for n, t in times.items()]
+    rows = [
+        {
+            "method": n,
+            "median_s": float(np.median(t)),
+            "q25_s": float(np.percentile(t, 25)),
+            "q75_s": float(np.percentile(t, 75)),
+            "rounds": rounds,
+        }
+        for n, t in times.items()
+    ]
     table = pd.DataFrame(rows)
     if "hps" in times:
         table["ratio_to_hps"] = table.median_s / float(np.median(times["hps"]))
@@ -169,11 +196,11 @@ def method_memory_mb(prepared: Prepared) -> float:
 # Methods whose step cost grows faster than linearly in T by their definition (growth.csv's `by_design`)
 SUPERLINEAR_BY_DESIGN = {
     "mgda": "T backward passes through the shared trunk (one per task gradient) and a T x T Gram matrix "
-            "for the min-norm solver",
+    "for the min-norm solver",
     "mgda_ub": "T head backward passes for the representation gradients and a T x T Gram matrix",
     "pcgrad": "T backward passes and the projection of every task gradient on every other: T(T-1) dot products",
     "srdml": "T saliency gradients through the heads (each differentiated again) and T(T-1)/2 pairwise saliency "
-             "distances with as many relation weights",
+    "distances with as many relation weights",
     "cross_stitch": "a T x T mixing unit after every encoder stage: T columns each reading all T",
 }
 
@@ -184,20 +211,36 @@ def growth_exponents(times: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for method, grp in times.groupby("method"):
         slope = np.polyfit(np.log(grp.n_tasks.to_numpy(float)), np.log(grp.median_s.to_numpy(float)), 1)[0]
-        rows.append({"method": method, "growth_exponent": float(slope),
-                     "by_design": SUPERLINEAR_BY_DESIGN.get(method, "")})
+        rows.append(
+            {"method": method, "growth_exponent": float(slope), "by_design": SUPERLINEAR_BY_DESIGN.get(method, "")}
+        )
     return pd.DataFrame(rows)
 
 
-MULTIMNIST_METHODS = ("hps", "stl", "cross_stitch", "mgda", "mgda_ub", "pcgrad", "srdml", "srdml_pcgrad",
-                      "dsmtl_jl", "dsmtl_il", "dsmtl_al")
+MULTIMNIST_METHODS = (
+    "hps",
+    "stl",
+    "cross_stitch",
+    "mgda",
+    "mgda_ub",
+    "pcgrad",
+    "srdml",
+    "srdml_pcgrad",
+    "dsmtl_jl",
+    "dsmtl_il",
+    "dsmtl_al",
+)
 SCALING_METHODS = ("hps", "mgda", "mgda_ub", "pcgrad", "srdml", "dsmtl_jl", "cross_stitch")
 TASK_COUNTS = (2, 5, 10, 20, 40)
 
 
-def run_benchmarks(out_dir, rounds: int = 30, task_counts: tuple[int, ...] = TASK_COUNTS,
-                   methods: tuple[str, ...] = MULTIMNIST_METHODS,
-                   scaling_methods: tuple[str, ...] = SCALING_METHODS) -> dict[str, pd.DataFrame]:
+def run_benchmarks(
+    out_dir,
+    rounds: int = 30,
+    task_counts: tuple[int, ...] = TASK_COUNTS,
+    methods: tuple[str, ...] = MULTIMNIST_METHODS,
+    scaling_methods: tuple[str, ...] = SCALING_METHODS,
+) -> dict[str, pd.DataFrame]:
     """step_cost.csv (MultiMNIST, batch 256, with the plain loop and memory), scaling.csv, growth.csv and
     scaling.png under `out_dir`."""
     from pathlib import Path
@@ -235,16 +278,24 @@ def _scaling_figure(scaling: pd.DataFrame, growth: pd.DataFrame, path) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for method, grp in scaling.groupby("method"):
         grp = grp.sort_values("n_tasks")
-        ax.errorbar(grp.n_tasks, grp.median_s * 1e3, yerr=[(grp.median_s - grp.q25_s) * 1e3,
-                                                           (grp.q75_s - grp.median_s) * 1e3],
-                    marker="o", capsize=2, label=f"{method} (T^{exponents[method]:.2f})")
+        ax.errorbar(
+            grp.n_tasks,
+            grp.median_s * 1e3,
+            yerr=[(grp.median_s - grp.q25_s) * 1e3, (grp.q75_s - grp.median_s) * 1e3],
+            marker="o",
+            capsize=2,
+            label=f"{method} (T^{exponents[method]:.2f})",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xticks(sorted(scaling.n_tasks.unique()), labels=[str(t) for t in sorted(scaling.n_tasks.unique())])
     ax.set_xlabel("number of tasks T")
     ax.set_ylabel("median step time (ms), quartiles as bars")
-    ax.set_title("Step time against the number of tasks (synthetic regression, batch 128)\n"
-                 "legend: fitted growth exponent; slope 1 = linear in T", fontsize=9)
+    ax.set_title(
+        "Step time against the number of tasks (synthetic regression, batch 128)\n"
+        "legend: fitted growth exponent; slope 1 = linear in T",
+        fontsize=9,
+    )
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

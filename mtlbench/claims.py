@@ -37,8 +37,23 @@ from mtlbench.errors import MtlbenchError
 
 TESTS = ("superior", "non_inferior", "negative_sharing", "relations", "fewer_parameters", "cheaper_step")
 VERDICTS = ("reproduced", "not reproduced", "contradicted", "inconclusive")
-COLUMNS = ["id", "claim", "source", "dataset", "method", "baseline", "test", "estimate", "ci95_low", "ci95_high",
-           "unit", "n", "p", "verdict", "note"]
+COLUMNS = [
+    "id",
+    "claim",
+    "source",
+    "dataset",
+    "method",
+    "baseline",
+    "test",
+    "estimate",
+    "ci95_low",
+    "ci95_high",
+    "unit",
+    "n",
+    "p",
+    "verdict",
+    "note",
+]
 
 
 @dataclass(frozen=True)
@@ -106,12 +121,18 @@ def detectable_effect(d: np.ndarray, alpha: float, power: float = 0.8) -> float:
 
 
 # --- per-seed differences -------------------------------------------------------------------------------------
-def paired_differences(tidy: pd.DataFrame, dataset: str, method: str, baseline: str, task: str,
-                       metric: str) -> np.ndarray:
+def paired_differences(
+    tidy: pd.DataFrame, dataset: str, method: str, baseline: str, task: str, metric: str
+) -> np.ndarray:
     """Per seed, signed so that positive favours `method`: Delta_m in percentage points (baseline - method),
     a task metric in % of the baseline's value."""
-    data = tidy[(tidy.dataset == dataset) & (tidy.split == "test") & (tidy.status == "ok") & (tidy.task == task)
-                & (tidy.metric == metric)]
+    data = tidy[
+        (tidy.dataset == dataset)
+        & (tidy.split == "test")
+        & (tidy.status == "ok")
+        & (tidy.task == task)
+        & (tidy.metric == metric)
+    ]
     a = data[data.method == method].set_index("seed").value
     b = data[data.method == baseline].set_index("seed").value
     seeds = a.index.intersection(b.index)
@@ -129,8 +150,10 @@ def primary_metrics(tidy: pd.DataFrame, dataset: str) -> list[tuple[str, str]]:
 
 def task_differences(claim: Claim, tidy: pd.DataFrame, dataset: str) -> list[tuple[str, np.ndarray]]:
     """Per task's primary metric (`task.metric`), the per-seed differences of the claim's method to its baseline."""
-    return [(f"{t}.{m}", paired_differences(tidy, dataset, claim.method, claim.baseline, t, m))
-            for t, m in primary_metrics(tidy, dataset)]
+    return [
+        (f"{t}.{m}", paired_differences(tidy, dataset, claim.method, claim.baseline, t, m))
+        for t, m in primary_metrics(tidy, dataset)
+    ]
 
 
 def holm(p: np.ndarray | list[float]) -> np.ndarray:
@@ -139,13 +162,31 @@ def holm(p: np.ndarray | list[float]) -> np.ndarray:
 
 # --- the tests ------------------------------------------------------------------------------------------------
 def _row(claim: Claim, dataset: str, **values: Any) -> dict[str, Any]:
-    return {"id": claim.id, "claim": claim.claim, "source": claim.source, "dataset": dataset, "method": claim.method,
-            "baseline": claim.baseline, "test": claim.test, **values}
+    return {
+        "id": claim.id,
+        "claim": claim.claim,
+        "source": claim.source,
+        "dataset": dataset,
+        "method": claim.method,
+        "baseline": claim.baseline,
+        "test": claim.test,
+        **values,
+    }
 
 
 def _no_data(claim: Claim, dataset: str) -> dict[str, Any]:
-    return _row(claim, dataset, estimate=np.nan, ci95_low=np.nan, ci95_high=np.nan, unit="", n=0, p=np.nan,
-                verdict="inconclusive", note="no paired task metrics for method and baseline on this dataset")
+    return _row(
+        claim,
+        dataset,
+        estimate=np.nan,
+        ci95_low=np.nan,
+        ci95_high=np.nan,
+        unit="",
+        n=0,
+        p=np.nan,
+        verdict="inconclusive",
+        note="no paired task metrics for method and baseline on this dataset",
+    )
 
 
 def _superior(claim: Claim, tidy: pd.DataFrame, dataset: str, alpha: float) -> dict[str, Any]:
@@ -165,8 +206,18 @@ def _superior(claim: Claim, tidy: pd.DataFrame, dataset: str, alpha: float) -> d
     else:
         verdict = "inconclusive"
         note = f"smallest detectable improvement at n={len(d)}: {detectable_effect(d, alpha):.3g}"
-    return _row(claim, dataset, estimate=mean, ci95_low=low, ci95_high=high, unit=unit, n=len(d), p=p,
-                verdict=verdict, note=note)
+    return _row(
+        claim,
+        dataset,
+        estimate=mean,
+        ci95_low=low,
+        ci95_high=high,
+        unit=unit,
+        n=len(d),
+        p=p,
+        verdict=verdict,
+        note=note,
+    )
 
 
 def _superior_on_every_task(claim: Claim, tidy: pd.DataFrame, dataset: str, alpha: float) -> dict[str, Any]:
@@ -186,16 +237,32 @@ def _superior_on_every_task(claim: Claim, tidy: pd.DataFrame, dataset: str, alph
         bad = [names[i] for i in np.flatnonzero(worse < alpha)]
         verdict, note = "contradicted", f"significantly worse on {', '.join(bad)} (Holm)"
     elif high < claim.margin:
-        verdict, note = "not reproduced", (f"the 95% CI on {names[least]} excludes an improvement of "
-                                           f"{claim.margin:g}% or more")
+        verdict, note = (
+            "not reproduced",
+            (f"the 95% CI on {names[least]} excludes an improvement of {claim.margin:g}% or more"),
+        )
     else:
         won = [names[i] for i in np.flatnonzero(better < alpha)]
-        verdict, note = "inconclusive", (f"better on {', '.join(won) if won else 'no task'} (Holm); smallest "
-                                         f"detectable improvement on {names[least]} at n={len(diffs[least])}: "
-                                         f"{detectable_effect(diffs[least], alpha):.3g}")
-    return _row(claim, dataset, estimate=mean, ci95_low=low, ci95_high=high,
-                unit=f"% of {claim.baseline}'s value, least-improved task ({names[least]})",
-                n=min(len(d) for d in diffs), p=float(better.max()), verdict=verdict, note=note)
+        verdict, note = (
+            "inconclusive",
+            (
+                f"better on {', '.join(won) if won else 'no task'} (Holm); smallest "
+                f"detectable improvement on {names[least]} at n={len(diffs[least])}: "
+                f"{detectable_effect(diffs[least], alpha):.3g}"
+            ),
+        )
+    return _row(
+        claim,
+        dataset,
+        estimate=mean,
+        ci95_low=low,
+        ci95_high=high,
+        unit=f"% of {claim.baseline}'s value, least-improved task ({names[least]})",
+        n=min(len(d) for d in diffs),
+        p=float(better.max()),
+        verdict=verdict,
+        note=note,
+    )
 
 
 def _non_inferior(claim: Claim, tidy: pd.DataFrame, dataset: str, alpha: float) -> dict[str, Any]:
@@ -225,10 +292,25 @@ def _non_inferior(claim: Claim, tidy: pd.DataFrame, dataset: str, alpha: float) 
         bad = [names[i] for i in np.flatnonzero(worse < alpha)]
         verdict, note = "not reproduced", f"significantly worse on {', '.join(bad)}, within the margin (Holm)"
     else:
-        verdict, note = "inconclusive", (f"margin {claim.margin:g}; smallest detectable shift at n={n}: "
-                                         f"{detectable_effect(diffs[worst], alpha):.3g}")
-    return _row(claim, dataset, estimate=mean, ci95_low=low, ci95_high=high, unit=f"{unit} ({names[worst]})",
-                n=n, p=float(ni.max()), verdict=verdict, note=note)
+        verdict, note = (
+            "inconclusive",
+            (
+                f"margin {claim.margin:g}; smallest detectable shift at n={n}: "
+                f"{detectable_effect(diffs[worst], alpha):.3g}"
+            ),
+        )
+    return _row(
+        claim,
+        dataset,
+        estimate=mean,
+        ci95_low=low,
+        ci95_high=high,
+        unit=f"{unit} ({names[worst]})",
+        n=n,
+        p=float(ni.max()),
+        verdict=verdict,
+        note=note,
+    )
 
 
 def _negative_sharing(claim: Claim, tidy: pd.DataFrame, dataset: str, alpha: float) -> dict[str, Any]:
@@ -246,11 +328,22 @@ def _negative_sharing(claim: Claim, tidy: pd.DataFrame, dataset: str, alpha: flo
     elif (ni < alpha).all():
         verdict, note = "contradicted", f"non-inferior on every task by {claim.margin:g} (Holm)"
     else:
-        verdict, note = "inconclusive", (f"smallest detectable shift at n={len(diffs[worst])}: "
-                                         f"{detectable_effect(diffs[worst], alpha):.3g}")
-    return _row(claim, dataset, estimate=mean, ci95_low=low, ci95_high=high,
-                unit=f"% of {claim.baseline}'s value ({parts[worst][0]})", n=len(diffs[worst]), p=float(worse.min()),
-                verdict=verdict, note=note)
+        verdict, note = (
+            "inconclusive",
+            (f"smallest detectable shift at n={len(diffs[worst])}: {detectable_effect(diffs[worst], alpha):.3g}"),
+        )
+    return _row(
+        claim,
+        dataset,
+        estimate=mean,
+        ci95_low=low,
+        ci95_high=high,
+        unit=f"% of {claim.baseline}'s value ({parts[worst][0]})",
+        n=len(diffs[worst]),
+        p=float(worse.min()),
+        verdict=verdict,
+        note=note,
+    )
 
 
 def relation_scores(records: list[dict], dataset: str, method: str) -> pd.DataFrame:
@@ -266,17 +359,31 @@ def relation_scores(records: list[dict], dataset: str, method: str) -> pd.DataFr
         i, j = np.triu_indices(len(truth), 1)
         t, w = truth[i, j], learned[i, j]
         levels = sorted(set(t), reverse=True)
-        rows.append({"seed": r["seed"], "spearman": st.spearmanr(w, t).statistic,
-                     **{f"level{k}": float(w[t == level].mean()) for k, level in enumerate(levels)}})
+        rows.append(
+            {
+                "seed": r["seed"],
+                "spearman": st.spearmanr(w, t).statistic,
+                **{f"level{k}": float(w[t == level].mean()) for k, level in enumerate(levels)},
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def _relations(claim: Claim, records: list[dict], dataset: str, alpha: float) -> dict[str, Any]:
     scores = relation_scores(records, dataset, claim.method)
     if scores.empty or len(scores) < 2:
-        return _row(claim, dataset, estimate=np.nan, ci95_low=np.nan, ci95_high=np.nan, unit="Spearman rho",
-                    n=len(scores), p=np.nan, verdict="inconclusive",
-                    note="no learned relation with a ground truth in at least 2 seeds")
+        return _row(
+            claim,
+            dataset,
+            estimate=np.nan,
+            ci95_low=np.nan,
+            ci95_high=np.nan,
+            unit="Spearman rho",
+            n=len(scores),
+            p=np.nan,
+            verdict="inconclusive",
+            note="no learned relation with a ground truth in at least 2 seeds",
+        )
     rho = scores.spearman.to_numpy(float)
     levels = [c for c in scores.columns if c.startswith("level")]
     steps = [scores[a].to_numpy(float) - scores[b].to_numpy(float) for a, b in zip(levels, levels[1:], strict=False)]
@@ -289,27 +396,62 @@ def _relations(claim: Claim, records: list[dict], dataset: str, alpha: float) ->
         verdict, note = "contradicted", "learned relations anti-correlate with the ground truth"
     else:
         verdict, note = "inconclusive", f"levels {ordering}; Holm p {', '.join(f'{x:.3g}' for x in p)}"
-    return _row(claim, dataset, estimate=mean, ci95_low=low, ci95_high=high, unit="Spearman rho", n=len(rho),
-                p=float(p.max()), verdict=verdict, note=note)
+    return _row(
+        claim,
+        dataset,
+        estimate=mean,
+        ci95_low=low,
+        ci95_high=high,
+        unit="Spearman rho",
+        n=len(rho),
+        p=float(p.max()),
+        verdict=verdict,
+        note=note,
+    )
 
 
 def _by_method(records: list[dict], dataset: str, method: str, value) -> pd.Series:
-    return pd.Series({r["seed"]: value(r) for r in records
-                      if r["dataset"] == dataset and r["method"] == method and r["status"] == "ok"}, dtype=float)
+    return pd.Series(
+        {
+            r["seed"]: value(r)
+            for r in records
+            if r["dataset"] == dataset and r["method"] == method and r["status"] == "ok"
+        },
+        dtype=float,
+    )
 
 
 def _fewer_parameters(claim: Claim, records: list[dict], dataset: str, alpha: float) -> dict[str, Any]:
     a = _by_method(records, dataset, claim.method, lambda r: r["params"]["inference"])
     b = _by_method(records, dataset, claim.baseline, lambda r: r["params"]["inference"])
     if a.empty or b.empty:
-        return _row(claim, dataset, estimate=np.nan, ci95_low=np.nan, ci95_high=np.nan, unit="ratio", n=0, p=np.nan,
-                    verdict="inconclusive", note="method or baseline not in this run")
+        return _row(
+            claim,
+            dataset,
+            estimate=np.nan,
+            ci95_low=np.nan,
+            ci95_high=np.nan,
+            unit="ratio",
+            n=0,
+            p=np.nan,
+            verdict="inconclusive",
+            note="method or baseline not in this run",
+        )
     ratio = float(a.mean() / b.mean())
     verdict = "reproduced" if ratio < 1 else "contradicted"
-    return _row(claim, dataset, estimate=ratio, ci95_low=np.nan, ci95_high=np.nan,
-                unit="inference parameters, ratio of means to baseline", n=len(a), p=np.nan, verdict=verdict,
-                note=f"mean {a.mean():.0f} vs {b.mean():.0f} parameters, per seed {a.min():.0f}..{a.max():.0f} "
-                     f"(counted, not estimated)")
+    return _row(
+        claim,
+        dataset,
+        estimate=ratio,
+        ci95_low=np.nan,
+        ci95_high=np.nan,
+        unit="inference parameters, ratio of means to baseline",
+        n=len(a),
+        p=np.nan,
+        verdict=verdict,
+        note=f"mean {a.mean():.0f} vs {b.mean():.0f} parameters, per seed {a.min():.0f}..{a.max():.0f} "
+        f"(counted, not estimated)",
+    )
 
 
 def _cheaper_step(claim: Claim, records: list[dict], dataset: str, alpha: float) -> dict[str, Any]:
@@ -320,9 +462,18 @@ def _cheaper_step(claim: Claim, records: list[dict], dataset: str, alpha: float)
     mean, low, high = mean_ci(d)
     p, p_worse = one_sided_p(d), one_sided_p(-d)
     verdict = "reproduced" if p < alpha else "contradicted" if p_worse < alpha else "inconclusive"
-    return _row(claim, dataset, estimate=float(np.exp(-mean)), ci95_low=float(np.exp(-high)),
-                ci95_high=float(np.exp(-low)), unit="step time, ratio to baseline (geometric mean)", n=len(d), p=p,
-                verdict=verdict, note="same machine and run; the benchmark's interleaved ratios are in efficiency.csv")
+    return _row(
+        claim,
+        dataset,
+        estimate=float(np.exp(-mean)),
+        ci95_low=float(np.exp(-high)),
+        ci95_high=float(np.exp(-low)),
+        unit="step time, ratio to baseline (geometric mean)",
+        n=len(d),
+        p=p,
+        verdict=verdict,
+        note="same machine and run; the benchmark's interleaved ratios are in efficiency.csv",
+    )
 
 
 def evaluate_claims(claims: list[Claim], tidy: pd.DataFrame, records: list[dict], alpha: float = 0.05) -> pd.DataFrame:
@@ -336,34 +487,58 @@ def evaluate_claims(claims: list[Claim], tidy: pd.DataFrame, records: list[dict]
             missing = [m for m in (claim.method, claim.baseline) if m and (dataset, m) not in present]
             if missing:
                 if "all" not in claim.datasets:
-                    rows.append(_row(claim, dataset, estimate=np.nan, ci95_low=np.nan, ci95_high=np.nan, unit="",
-                                     n=0, p=np.nan, verdict="inconclusive",
-                                     note=f"{', '.join(missing)} not run on {dataset}"))
+                    rows.append(
+                        _row(
+                            claim,
+                            dataset,
+                            estimate=np.nan,
+                            ci95_low=np.nan,
+                            ci95_high=np.nan,
+                            unit="",
+                            n=0,
+                            p=np.nan,
+                            verdict="inconclusive",
+                            note=f"{', '.join(missing)} not run on {dataset}",
+                        )
+                    )
                 continue
             if claim.test == "relations":
-                if not any(r["dataset"] == dataset and r.get("task_info", {}).get("ground_truth_relation")
-                           for r in records):
+                if not any(
+                    r["dataset"] == dataset and r.get("task_info", {}).get("ground_truth_relation") for r in records
+                ):
                     continue  # a dataset without a known relation structure has nothing to compare with
                 rows.append(_relations(claim, records, dataset, alpha))
             elif claim.test in ("fewer_parameters", "cheaper_step"):
                 on_records = _fewer_parameters if claim.test == "fewer_parameters" else _cheaper_step
                 rows.append(on_records(claim, records, dataset, alpha))
             else:
-                on_metrics = {"superior": _superior, "non_inferior": _non_inferior,
-                              "negative_sharing": _negative_sharing}[claim.test]
+                on_metrics = {
+                    "superior": _superior,
+                    "non_inferior": _non_inferior,
+                    "negative_sharing": _negative_sharing,
+                }[claim.test]
                 rows.append(on_metrics(claim, tidy, dataset, alpha))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def claims_display(table: pd.DataFrame) -> pd.DataFrame:
     """The claims table as it is shown (Markdown and the HTML report): estimates with their CI, rounded p."""
-    shown = table.assign(estimate=[f"{e:.3g} [{lo:.3g}, {hi:.3g}]" if pd.notna(e) else "—"
-                                   for e, lo, hi in zip(table.estimate, table.ci95_low, table.ci95_high, strict=True)],
-                         p=[f"{p:.3g}" if pd.notna(p) else "—" for p in table.p])
+    shown = table.assign(
+        estimate=[
+            f"{e:.3g} [{lo:.3g}, {hi:.3g}]" if pd.notna(e) else "—"
+            for e, lo, hi in zip(table.estimate, table.ci95_low, table.ci95_high, strict=True)
+        ],
+        p=[f"{p:.3g}" if pd.notna(p) else "—" for p in table.p],
+    )
     return shown[["verdict", "claim", "dataset", "test", "estimate", "unit", "n", "p", "note", "source"]]
 
 
 def claims_markdown(table: pd.DataFrame) -> str:
-    lines = ["# Claims", "", "One row per claim and dataset: the estimate favours the method when positive (for "
-             "ratios: below 1); paired by seed; verdicts as defined in mtlbench/claims.py.", ""]
+    lines = [
+        "# Claims",
+        "",
+        "One row per claim and dataset: the estimate favours the method when positive (for "
+        "ratios: below 1); paired by seed; verdicts as defined in mtlbench/claims.py.",
+        "",
+    ]
     return "\n".join(lines) + claims_display(table).to_markdown(index=False) + "\n"

@@ -20,15 +20,28 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train (dataset, method) for one or more seeds; each writes DIR/record.json")
     t.add_argument("--dataset", required=True)
     t.add_argument("--method", required=True, help="a registered name or package.module:Name")
-    t.add_argument("--seed", type=int, nargs="+", default=[0],
-                   help="one or more seeds, trained one after the other in this process (data built once)")
+    t.add_argument(
+        "--seed",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="one or more seeds, trained one after the other in this process (data built once)",
+    )
     t.add_argument("--data-seed", type=int, default=0, help="seed of the data split/pairing (independent)")
-    t.add_argument("--out", default=None,
-                   help="run directory; with several seeds a template holding {seed} "
-                        "(default results/runs/D/M/seed{seed})")
+    t.add_argument(
+        "--out",
+        default=None,
+        help="run directory; with several seeds a template holding {seed} (default results/runs/D/M/seed{seed})",
+    )
     t.add_argument("--epochs", type=int, default=None)
-    t.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="typed override, e.g. train.lr=0.01 or rule.lam=0.1 (repeatable)")
+    t.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="typed override, e.g. train.lr=0.01 or rule.lam=0.1 (repeatable)",
+    )
     t.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
@@ -40,17 +53,30 @@ def _parser() -> argparse.ArgumentParser:
     check = data_sub.add_parser("check", help="verify a copy of a dataset: files, layout, shapes, label ranges")
     check.add_argument("--dataset", required=True)
     check.add_argument("--root", required=True)
-    check.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                       help="other dataset.* settings, e.g. dataset.source=torchvision")
+    check.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="other dataset.* settings, e.g. dataset.source=torchvision",
+    )
 
     agg = sub.add_parser("aggregate", help="run records -> metrics.csv, delta_m.csv, summary.{csv,md,tex}")
     agg.add_argument("records", nargs="+", type=Path)
     agg.add_argument("--out", type=Path, required=True)
     agg.add_argument("--reference", default="stl", help="method Delta_m is measured against")
-    agg.add_argument("--allow-mixed-configs", action="store_true",
-                     help="aggregate records of one (dataset, method) even when their configs differ")
-    agg.add_argument("--baselines", nargs="+", default=None,
-                     help="also write significance, safeness and ranking tables against these methods")
+    agg.add_argument(
+        "--allow-mixed-configs",
+        action="store_true",
+        help="aggregate records of one (dataset, method) even when their configs differ",
+    )
+    agg.add_argument(
+        "--baselines",
+        nargs="+",
+        default=None,
+        help="also write significance, safeness and ranking tables against these methods",
+    )
     agg.add_argument("--alpha", type=float, default=0.05)
     agg.add_argument("--claims", type=Path, default=None, help="also write claims.{csv,md} for this claims file")
 
@@ -101,8 +127,12 @@ def _parser() -> argparse.ArgumentParser:
     log = tr_sub.add_parser("log", help="log finished run records to MLflow (runs trained with tracking.live=false)")
     log.add_argument("records", nargs="+", type=Path)
     log.add_argument("--out", type=Path, default=None, help="write record -> MLflow run id here (JSON)")
-    log.add_argument("--delta-m", type=Path, default=None,
-                     help="delta_m.csv of the aggregation: log each run's Delta_m to its MLflow run")
+    log.add_argument(
+        "--delta-m",
+        type=Path,
+        default=None,
+        help="delta_m.csv of the aggregation: log each run's Delta_m to its MLflow run",
+    )
     log.add_argument("--reference", default="stl", help="the method that --delta-m measures against")
     for command in (init, log):
         command.add_argument("--uri", default=None)
@@ -127,8 +157,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     template = args.out or str(Path("results/runs") / args.dataset / args.method.replace(":", "_") / "seed{seed}")
     if len(args.seed) > 1 and "{seed}" not in template:
         raise MtlbenchError(f"--out {template!r} needs a {{seed}} placeholder to hold several seeds")
-    configs = [resolve_config(args.dataset, args.method, seed, overrides, data_seed=args.data_seed)
-               for seed in args.seed]
+    configs = [
+        resolve_config(args.dataset, args.method, seed, overrides, data_seed=args.data_seed) for seed in args.seed
+    ]
     if args.print_config:
         print(json.dumps(configs[0] if len(configs) == 1 else configs, indent=2))
         return 0
@@ -141,14 +172,16 @@ def cmd_train(args: argparse.Namespace) -> int:
                 from mtlbench.config import TrackingConfig  # its MLflow run incomplete: idempotent
                 from mtlbench.tracking import run_key, track_finished
 
-                track_finished(TrackingConfig(**cfg["tracking"]), record, out / "record.json",
-                               run_key(out, config_hash(cfg)))
+                track_finished(
+                    TrackingConfig(**cfg["tracking"]), record, out / "record.json", run_key(out, config_hash(cfg))
+                )
             print(f"{record['status']}: {out / 'record.json'}  up to date (same config), not retrained")
         else:
             record = train(cfg, out)
             summary = {task: {m: round(v, 4) for m, v in ms.items()} for task, ms in record["metrics"]["test"].items()}
-            print(f"{record['status']}: {out / 'record.json'}  selected epoch {record['selected_epoch']}  "
-                  f"test {summary}")
+            print(
+                f"{record['status']}: {out / 'record.json'}  selected epoch {record['selected_epoch']}  test {summary}"
+            )
         worst = max(worst, 0 if record["status"] == "ok" else 3)
     return worst
 
@@ -169,23 +202,35 @@ def cmd_list(args: argparse.Namespace) -> int:
     from mtlbench.params import signature_params
     from mtlbench.registry import ARCHITECTURES, DATASETS, METHODS, UPDATE_RULES
 
-    groups = (("datasets", DATASETS, "dataset"), ("methods", METHODS, None),
-              ("update rules", UPDATE_RULES, "rule"), ("architectures", ARCHITECTURES, "arch"))
+    groups = (
+        ("datasets", DATASETS, "dataset"),
+        ("methods", METHODS, None),
+        ("update rules", UPDATE_RULES, "rule"),
+        ("architectures", ARCHITECTURES, "arch"),
+    )
     for title, registry, prefix in groups:
         print(f"{title}:")
         for entry in registry.entries():
             print(f"  {entry.name:<22} {entry.description}")
             if prefix is None:
                 spec = entry.obj
-                print(f"  {'':<22}   = {spec.architecture} + {spec.update_rule}"
-                      + "".join(f", {k}={v!r}" for k, v in {**{f'rule.{k}': v for k, v in spec.rule_params.items()},
-                                                           **{f'arch.{k}': v for k, v in spec.arch_params.items()}
-                                                           }.items()))
+                print(
+                    f"  {'':<22}   = {spec.architecture} + {spec.update_rule}"
+                    + "".join(
+                        f", {k}={v!r}"
+                        for k, v in {
+                            **{f"rule.{k}": v for k, v in spec.rule_params.items()},
+                            **{f"arch.{k}": v for k, v in spec.arch_params.items()},
+                        }.items()
+                    )
+                )
             elif not args.brief:
                 params = signature_params(entry.obj, ("tasks", "network"))
                 if params:
-                    print(f"  {'':<22}   " + ", ".join(f"{prefix}.{p.name}: {p.type_name()} = {p.default!r}"
-                                                       for p in params.values()))
+                    print(
+                        f"  {'':<22}   "
+                        + ", ".join(f"{prefix}.{p.name}: {p.type_name()} = {p.default!r}" for p in params.values())
+                    )
     return 0
 
 
@@ -248,8 +293,9 @@ def cmd_pipeline_stage(args: argparse.Namespace) -> int:
         if args.baselines:
             pipeline.statistics(args.out / "metrics.csv", args.out, tuple(args.baselines), args.reference, args.alpha)
         if args.claims:
-            print("claims: " + pipeline.claims(args.claims, args.out / "metrics.csv", args.records, args.out,
-                                               args.alpha))
+            print(
+                "claims: " + pipeline.claims(args.claims, args.out / "metrics.csv", args.records, args.out, args.alpha)
+            )
     elif args.command == "stats":
         pipeline.statistics(args.metrics, args.out, tuple(args.baselines), args.reference, args.alpha)
     elif args.command == "efficiency":
@@ -279,19 +325,31 @@ def cmd_pipeline_stage(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"train": cmd_train, "list": cmd_list, "tracking": cmd_tracking, "data": cmd_data,
-               "aggregate": cmd_pipeline_stage,
-               "stats": cmd_pipeline_stage, "efficiency": cmd_pipeline_stage, "profile": cmd_pipeline_stage,
-               "bench": cmd_pipeline_stage, "claims": cmd_pipeline_stage,
-               "figures": cmd_pipeline_stage, "report-tables": cmd_pipeline_stage}[args.command]
+    handler = {
+        "train": cmd_train,
+        "list": cmd_list,
+        "tracking": cmd_tracking,
+        "data": cmd_data,
+        "aggregate": cmd_pipeline_stage,
+        "stats": cmd_pipeline_stage,
+        "efficiency": cmd_pipeline_stage,
+        "profile": cmd_pipeline_stage,
+        "bench": cmd_pipeline_stage,
+        "claims": cmd_pipeline_stage,
+        "figures": cmd_pipeline_stage,
+        "report-tables": cmd_pipeline_stage,
+    }[args.command]
     try:
         return handler(args)
     except MtlbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except PermissionError as exc:
-        print(f"error: no permission to write {exc.filename or 'a file'} ({exc.strerror}); choose a writable "
-              f"folder (--out, or `results:` in the pipeline's config)", file=sys.stderr)
+        print(
+            f"error: no permission to write {exc.filename or 'a file'} ({exc.strerror}); choose a writable "
+            f"folder (--out, or `results:` in the pipeline's config)",
+            file=sys.stderr,
+        )
         return 2
     except OSError as exc:  # a read-only file system, a full disk, a missing folder
         print(f"error: {exc.strerror or exc} ({exc.filename or 'no file name'})", file=sys.stderr)

@@ -166,8 +166,9 @@ DEVICE_NAME = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
 def check_device_name(name: str) -> None:
     if not DEVICE_NAME.match(name):
-        raise MtlbenchError(f"train.device={name!r} is not a device this suite runs on; use auto, cpu, cuda, "
-                            f"cuda:N or mps")
+        raise MtlbenchError(
+            f"train.device={name!r} is not a device this suite runs on; use auto, cpu, cuda, cuda:N or mps"
+        )
 
 
 def component_kwargs(section: dict[str, Any]) -> dict[str, Any]:

@@ -16,25 +16,46 @@ def efficiency_table(records: list[dict], reference: str = "hps", benchmark: Pat
     benchmark's step_cost.csv, its interleaved step times and the memory each method needs. The records'
     `process_max_rss_mb` is the whole process's resident size (the same ~GB for every method on a CPU), kept
     as information only: no ratio is formed from it."""
-    rows = [{"dataset": r["dataset"], "method": r["method"], "seed": r["seed"], "device": r["device"],
-             "params_total": r["params"]["total"], "params_inference": r["params"]["inference"],
-             "seconds_per_step": r["timing"]["seconds_per_step"], "seconds_per_epoch": r["timing"]["seconds_per_epoch"],
-             "train_seconds": r["timing"]["train_seconds"], "epochs_run": r["epochs_completed"],
-             "process_max_rss_mb": r["peak_memory_mb"]} for r in records if r["status"] == "ok"]
+    rows = [
+        {
+            "dataset": r["dataset"],
+            "method": r["method"],
+            "seed": r["seed"],
+            "device": r["device"],
+            "params_total": r["params"]["total"],
+            "params_inference": r["params"]["inference"],
+            "seconds_per_step": r["timing"]["seconds_per_step"],
+            "seconds_per_epoch": r["timing"]["seconds_per_epoch"],
+            "train_seconds": r["timing"]["train_seconds"],
+            "epochs_run": r["epochs_completed"],
+            "process_max_rss_mb": r["peak_memory_mb"],
+        }
+        for r in records
+        if r["status"] == "ok"
+    ]
     if not rows:
         return pd.DataFrame(columns=["dataset", "method", *COLUMNS])
     runs = pd.DataFrame(rows)
     table = runs.groupby(["dataset", "method"], as_index=False).agg(
-        **{c: (c, "mean") for c in [*COLUMNS, "process_max_rss_mb"]}, n=("seed", "count"), device=("device", "first"))
+        **{c: (c, "mean") for c in [*COLUMNS, "process_max_rss_mb"]}, n=("seed", "count"), device=("device", "first")
+    )
     for column in COLUMNS:
         ref = table[table.method == reference].set_index("dataset")[column]
         table[f"{column}_ratio"] = table[column] / table.dataset.map(ref)
     if benchmark is not None and Path(benchmark).is_file():
-        bench = pd.read_csv(benchmark).rename(columns={"median_s": "bench_step_s", "ratio_to_hps": "bench_step_ratio",
-                                                       "memory_mb": "bench_memory_mb",
-                                                       "memory_ratio_to_hps": "bench_memory_ratio"})
-        keep = [c for c in ("method", "bench_step_s", "bench_step_ratio", "bench_memory_mb", "bench_memory_ratio")
-                if c in bench]
+        bench = pd.read_csv(benchmark).rename(
+            columns={
+                "median_s": "bench_step_s",
+                "ratio_to_hps": "bench_step_ratio",
+                "memory_mb": "bench_memory_mb",
+                "memory_ratio_to_hps": "bench_memory_ratio",
+            }
+        )
+        keep = [
+            c
+            for c in ("method", "bench_step_s", "bench_step_ratio", "bench_memory_mb", "bench_memory_ratio")
+            if c in bench
+        ]
         table = table.merge(bench[keep], on="method", how="left")
     return table
 
@@ -66,8 +87,10 @@ def pipeline_profile(records: list[dict], cores: int) -> pd.DataFrame:
         for kind, seconds in r["timing"]["breakdown"].items():
             kinds[kind] = kinds.get(kind, 0.0) + seconds * threads
     kinds["outside training jobs" if cores > 0 else "unaccounted in jobs"] = max(0.0, total - sum(kinds.values()))
-    rows = [{"kind": k, "core_seconds": v, "share_of_core_time": v / total if total else float("nan")}
-            for k, v in kinds.items()]
+    rows = [
+        {"kind": k, "core_seconds": v, "share_of_core_time": v / total if total else float("nan")}
+        for k, v in kinds.items()
+    ]
     table = pd.DataFrame(rows)
     table["wall_seconds"], table["cores"], table["runs"] = wall, cores, len(timed)
     return table
@@ -79,9 +102,14 @@ def profile_line(table: pd.DataFrame) -> str:
         return "no run record has a time breakdown"
     share = table.set_index("kind").share_of_core_time
     work = share.get("training", 0.0) + share.get("validation", 0.0)
-    rest = ", ".join(f"{k} {v:.0%}" for k, v in share.drop(["training", "validation"], errors="ignore")
-                     .sort_values(ascending=False).items() if v >= 0.005)
+    rest = ", ".join(
+        f"{k} {v:.0%}"
+        for k, v in share.drop(["training", "validation"], errors="ignore").sort_values(ascending=False).items()
+        if v >= 0.005
+    )
     cores = table.cores.iloc[0]
     where = f"{cores} cores" if cores > 0 else "cluster jobs (core-time: the jobs' own)"
-    return (f"{table.wall_seconds.iloc[0]:.0f} s wall on {where} for {table.runs.iloc[0]} runs: "
-            f"{work:.0%} of the core-time trains and validates; the rest: {rest}")
+    return (
+        f"{table.wall_seconds.iloc[0]:.0f} s wall on {where} for {table.runs.iloc[0]} runs: "
+        f"{work:.0%} of the core-time trains and validates; the rest: {rest}"
+    )

@@ -66,9 +66,17 @@ def metrics_with_ci(summary: pd.DataFrame, path: Path, reference: str = "stl") -
         ax.errorbar(x[inside], grp["mean"][inside], yerr=np.nan_to_num(err[:, inside]), fmt="o", ms=4, capsize=3)
         for i in np.flatnonzero(~inside):
             edge = hi if grp["mean"][i] > hi else lo
-            ax.annotate(f"{grp['mean'][i]:.3g}", (x[i], edge), xytext=(0, -6 if edge == hi else 6),
-                        textcoords="offset points", rotation=90, ha="center", va="top" if edge == hi else "bottom",
-                        fontsize=6, color="tab:red")
+            ax.annotate(
+                f"{grp['mean'][i]:.3g}",
+                (x[i], edge),
+                xytext=(0, -6 if edge == hi else 6),
+                textcoords="offset points",
+                rotation=90,
+                ha="center",
+                va="top" if edge == hi else "bottom",
+                fontsize=6,
+                color="tab:red",
+            )
             ax.plot(x[i], edge, marker="^" if edge == hi else "v", color="tab:red", ms=6)
         ref = grp[grp.method == reference]
         if len(ref):
@@ -79,7 +87,7 @@ def metrics_with_ci(summary: pd.DataFrame, path: Path, reference: str = "stl") -
         ax.set_title(f"{dataset}: {task}", fontsize=8)
         better = "higher" if bool(grp.higher_is_better.iloc[0]) else "lower"
         ax.set_ylabel(f"{grp.metric.iloc[0]} ({better} is better)", fontsize=8)
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.axis("off")
     _save(fig, path)
 
@@ -88,8 +96,9 @@ def relation_matrices(records: list[dict], path: Path) -> None:
     """SRDML's learned relation matrix (mean over seeds) beside the ground truth, where one is known."""
     panels = []
     for dataset in sorted({r["dataset"] for r in records}):
-        runs = [r for r in records
-                if r["dataset"] == dataset and r["status"] == "ok" and "relation" in r["method_state"]]
+        runs = [
+            r for r in records if r["dataset"] == dataset and r["status"] == "ok" and "relation" in r["method_state"]
+        ]
         if not runs or len(runs[0]["method_state"]["relation"]) < 3:  # with two tasks omega is trivially 1
             continue
         names = runs[0]["method_state"].get("relation_tasks") or list(runs[0]["directions"])
@@ -146,8 +155,11 @@ def critical_difference(ranking: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 2.8))
     sp.critical_difference_diagram(pd.Series(ranking["mean_ranks"]), ranking["nemenyi"], ax=ax)
     caveat = "" if ranking["block_kind"] == "datasets" else "\n(blocks are tasks, not independent: p is optimistic)"
-    ax.set_title(f"mean ranks over {ranking['n_blocks']} {ranking['block_kind']}; Friedman p = {ranking['p']:.3g}, "
-                 f"CD = {ranking['critical_difference']:.2f}{caveat}", fontsize=8)
+    ax.set_title(
+        f"mean ranks over {ranking['n_blocks']} {ranking['block_kind']}; Friedman p = {ranking['p']:.3g}, "
+        f"CD = {ranking['critical_difference']:.2f}{caveat}",
+        fontsize=8,
+    )
     _save(fig, path)
 
 
@@ -169,9 +181,16 @@ def time_vs_delta_m(efficiency: pd.DataFrame, summary: pd.DataFrame, path: Path)
         for k, method in enumerate(methods):
             row = d[d.method == method]
             if len(row):
-                ax.scatter(row.seconds_per_step * 1e3, row["mean"], color=colours[method],
-                           marker=markers[k % len(markers)],
-                           s=40, label=method, edgecolors="black", linewidths=0.4)
+                ax.scatter(
+                    row.seconds_per_step * 1e3,
+                    row["mean"],
+                    color=colours[method],
+                    marker=markers[k % len(markers)],
+                    s=40,
+                    label=method,
+                    edgecolors="black",
+                    linewidths=0.4,
+                )
         ax.axhline(0, color="grey", ls="--", lw=0.8)
         ax.set_xscale("log")
         ax.set_yscale("symlog", linthresh=10)
@@ -211,7 +230,8 @@ def learning_curves(records: list[dict], path: Path) -> None:
         ax.set_yscale("log")
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation loss (sum over tasks)")
-        ax.set_title(f"{dataset}: validation loss per epoch (median and range over seeds; dots: selected epochs)",
-                     fontsize=9)
+        ax.set_title(
+            f"{dataset}: validation loss per epoch (median and range over seeds; dots: selected epochs)", fontsize=9
+        )
         ax.legend(fontsize=7, ncol=2, loc="upper right")
     _save(fig, path)

@@ -66,8 +66,11 @@ def conforms(value: Any, tp: Any) -> bool:
         return any(conforms(value, a) for a in typing.get_args(tp))
     if origin in (list, tuple):
         args = typing.get_args(tp)
-        return isinstance(value, list | tuple) and all(conforms(v, args[0]) for v in value) if args else \
-            isinstance(value, list | tuple)
+        return (
+            isinstance(value, list | tuple) and all(conforms(v, args[0]) for v in value)
+            if args
+            else isinstance(value, list | tuple)
+        )
     if tp is type(None):
         return value is None
     if tp is float:

@@ -49,8 +49,13 @@ def aggregate(records: list[Path], out_dir: Path, reference: str = "stl", allow_
     bootstrap_delta_m(full).to_csv(out_dir / "delta_m_bootstrap.csv", index=False)
 
 
-def statistics(metrics_csv: Path, out_dir: Path, baselines: tuple[str, ...] = ("hps", "stl"),
-               reference: str = "stl", alpha: float = 0.05) -> None:
+def statistics(
+    metrics_csv: Path,
+    out_dir: Path,
+    baselines: tuple[str, ...] = ("hps", "stl"),
+    reference: str = "stl",
+    alpha: float = 0.05,
+) -> None:
     """significance.csv, safeness.csv, ranking.csv (Friedman, mean ranks, CD) and nemenyi.csv."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tidy = pd.read_csv(metrics_csv)
@@ -58,11 +63,22 @@ def statistics(metrics_csv: Path, out_dir: Path, baselines: tuple[str, ...] = ("
     sig.to_csv(out_dir / "significance.csv", index=False)
     safeness(sig, reference).to_csv(out_dir / "safeness.csv", index=False)
     rank = friedman_nemenyi(tidy, alpha)
-    pd.DataFrame([{"method": m, "mean_rank": r, "friedman_statistic": rank["statistic"], "friedman_p": rank["p"],
-                   "critical_difference": rank["critical_difference"], "n_blocks": rank["n_blocks"],
-                   "block_kind": rank["block_kind"], "n_methods": rank["n_methods"], "note": rank["note"]}
-                  for m, r in (rank["mean_ranks"] or {"": float("nan")}).items()]).to_csv(out_dir / "ranking.csv",
-                                                                                            index=False)
+    pd.DataFrame(
+        [
+            {
+                "method": m,
+                "mean_rank": r,
+                "friedman_statistic": rank["statistic"],
+                "friedman_p": rank["p"],
+                "critical_difference": rank["critical_difference"],
+                "n_blocks": rank["n_blocks"],
+                "block_kind": rank["block_kind"],
+                "n_methods": rank["n_methods"],
+                "note": rank["note"],
+            }
+            for m, r in (rank["mean_ranks"] or {"": float("nan")}).items()
+        ]
+    ).to_csv(out_dir / "ranking.csv", index=False)
     nemenyi = rank["nemenyi"] if rank["nemenyi"] is not None else pd.DataFrame()
     nemenyi.to_csv(out_dir / "nemenyi.csv")
 
@@ -78,8 +94,7 @@ def claims(claims_file: Path, metrics_csv: Path, records: list[Path], out_dir: P
     return ", ".join(f"{n} {v}" for v, n in table.verdict.value_counts().items())
 
 
-def efficiency(records: list[Path], out_csv: Path, benchmark: Path | None = None,
-               reference: str = "hps") -> None:
+def efficiency(records: list[Path], out_csv: Path, benchmark: Path | None = None, reference: str = "hps") -> None:
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     efficiency_table(load_records(records), reference, benchmark).to_csv(out_csv, index=False)
 
@@ -127,9 +142,12 @@ def time_estimate(planned: list[tuple[str, str, bool]], reference: Path, cores: 
     overhead = profile.sum() / profile["training"]
     minutes = sum(float(seconds[k]) for k in known) * overhead / cores / 60
     unknown = len(planned) - len(known)
-    return (line + f": about {minutes:.0f} min on {cores} core(s) at the reference machine's speed "
-            f"(results/reference/efficiency.csv)" + (f", plus {unknown} run(s) of other configs" if unknown else "")
-            + "; progress: the 'steps done' lines, each job's output in logs/")
+    return (
+        line + f": about {minutes:.0f} min on {cores} core(s) at the reference machine's speed "
+        f"(results/reference/efficiency.csv)"
+        + (f", plus {unknown} run(s) of other configs" if unknown else "")
+        + "; progress: the 'steps done' lines, each job's output in logs/"
+    )
 
 
 def headline(tables: Path, figures_dir: Path, report: str = "results/report.html", reference: str = "stl") -> str:
@@ -140,8 +158,9 @@ def headline(tables: Path, figures_dir: Path, report: str = "results/report.html
     if claims.is_file():
         table = pd.read_csv(claims)
         counts = table.verdict.value_counts()
-        lines.append("Claims: " + ", ".join(f"{counts[v]} {v}" for v in counts.index)
-                     + f" ({len(table)} claim x dataset rows)")
+        lines.append(
+            "Claims: " + ", ".join(f"{counts[v]} {v}" for v in counts.index) + f" ({len(table)} claim x dataset rows)"
+        )
         for dataset, rows in table.groupby("dataset"):
             held = rows[rows.verdict == "reproduced"].id.tolist()
             lines.append(f"  {dataset}: reproduced {', '.join(held) if held else 'none'}")
@@ -149,10 +168,15 @@ def headline(tables: Path, figures_dir: Path, report: str = "results/report.html
         table = pd.read_csv(boot)
         for dataset, rows in table.groupby("dataset"):
             best = rows.sort_values("mean_delta_m").head(3)
-            ranked = "; ".join(f"{r.method} (the reference)" if r.method == reference or pd.isna(r.boot_ci95_low) else
-                               f"{r.method} {r.mean_delta_m:+.1f} [{r.boot_ci95_low:+.1f}, {r.boot_ci95_high:+.1f}]"
-                               for r in best.itertuples())
+            ranked = "; ".join(
+                f"{r.method} (the reference)"
+                if r.method == reference or pd.isna(r.boot_ci95_low)
+                else f"{r.method} {r.mean_delta_m:+.1f} [{r.boot_ci95_low:+.1f}, {r.boot_ci95_high:+.1f}]"
+                for r in best.itertuples()
+            )
             lines.append(f"Best Delta_m % vs {reference} (lower is better), {dataset}: {ranked}")
-    lines.append(f"Tables: {tables}/ (claims.md, then leaderboard.md); figures: {figures_dir}/; "
-                 f"HTML report: snakemake --report {report}")
+    lines.append(
+        f"Tables: {tables}/ (claims.md, then leaderboard.md); figures: {figures_dir}/; "
+        f"HTML report: snakemake --report {report}"
+    )
     return "\n".join(lines)

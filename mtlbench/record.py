@@ -15,9 +15,28 @@ import torch
 import mtlbench
 
 RECORD_KEYS = (
-    "dataset", "method", "seed", "data_seed", "config", "config_hash", "status", "selected_epoch",
-    "epochs_completed", "metrics", "directions", "timing", "params", "peak_memory_mb", "peak_memory_kind",
-    "versions", "git_commit", "device", "host", "method_state", "mlflow_run_id", "schedule",
+    "dataset",
+    "method",
+    "seed",
+    "data_seed",
+    "config",
+    "config_hash",
+    "status",
+    "selected_epoch",
+    "epochs_completed",
+    "metrics",
+    "directions",
+    "timing",
+    "params",
+    "peak_memory_mb",
+    "peak_memory_kind",
+    "versions",
+    "git_commit",
+    "device",
+    "host",
+    "method_state",
+    "mlflow_run_id",
+    "schedule",
 )
 
 
@@ -26,8 +45,9 @@ def process_age() -> float:
     try:
         ticks = os.sysconf("SC_CLK_TCK")
         start = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) / ticks
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime"))
+        boot = next(
+            float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
+        )
         return max(0.0, time.time() - (boot + start))
     except (OSError, ValueError, IndexError, StopIteration):
         return 0.0
@@ -46,10 +66,15 @@ def cpu_model() -> str:
 
 def host_info() -> dict[str, object]:
     """What besides the config decides a CPU run's last bits: thread count, CPU model and math backends."""
-    return {"threads": torch.get_num_threads(), "cpu": cpu_model(), "machine": platform.machine(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "mkl": torch.backends.mkl.is_available(), "mkldnn": torch.backends.mkldnn.is_available(),
-            "openmp": torch.backends.openmp.is_available()}
+    return {
+        "threads": torch.get_num_threads(),
+        "cpu": cpu_model(),
+        "machine": platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "mkl": torch.backends.mkl.is_available(),
+        "mkldnn": torch.backends.mkldnn.is_available(),
+        "openmp": torch.backends.openmp.is_available(),
+    }
 
 
 def versions() -> dict[str, str]:
@@ -60,10 +85,16 @@ def git_commit() -> str:
     """Commit of the suite's source tree (with `-dirty` when it has uncommitted changes), or `unknown`."""
     here = Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -69,8 +69,10 @@ class Registry(Generic[T]):
         if ":" in name:
             obj = import_object(name, self.kind)
             if self._accepts is not None and not self._accepts[0](obj):
-                raise MtlbenchError(f"{name!r} is not usable as {self.kind}: it must be {self._accepts[1]}, "
-                                    f"found {type(obj).__name__} {obj!r:.60}")
+                raise MtlbenchError(
+                    f"{name!r} is not usable as {self.kind}: it must be {self._accepts[1]}, "
+                    f"found {type(obj).__name__} {obj!r:.60}"
+                )
             return obj
         raise UnknownNameError(self.kind, name, list(self._entries))
 
@@ -86,8 +88,10 @@ def import_object(path: str, kind: str) -> Any:
     """Import ``package.module:Name`` with one clear message for each way it can fail. Importing the module
     runs its code (that is how a user's method registers); nothing found in it is called here."""
     if not IMPORT_PATH.match(path):
-        raise MtlbenchError(f"{kind} {path!r} is not a registered name nor of the form package.module:Name "
-                            f"(dotted Python identifiers, e.g. mymethods.uncertainty:UNCERTAINTY)")
+        raise MtlbenchError(
+            f"{kind} {path!r} is not a registered name nor of the form package.module:Name "
+            f"(dotted Python identifiers, e.g. mymethods.uncertainty:UNCERTAINTY)"
+        )
     module_name, _, attr = path.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -118,8 +122,11 @@ def builtin_modules() -> list[str]:
     found = list(CORE_MODULES)
     for package in COMPONENT_PACKAGES:
         path = importlib.import_module(package).__path__
-        found += [f"{package}.{m.name}" for m in sorted(pkgutil.iter_modules(path), key=lambda m: m.name)
-                  if not m.name.startswith("_")]
+        found += [
+            f"{package}.{m.name}"
+            for m in sorted(pkgutil.iter_modules(path), key=lambda m: m.name)
+            if not m.name.startswith("_")
+        ]
     return found
 
 

@@ -36,8 +36,9 @@ h2.mtlbench { font-size: 1.25em; } h3.mtlbench { font-size: 1.1em; }
 VERDICTS = ("reproduced", "not reproduced", "contradicted", "inconclusive")
 
 
-def leaderboard(bootstrap: pd.DataFrame, safeness: pd.DataFrame | None = None,
-                claims: pd.DataFrame | None = None) -> pd.DataFrame:
+def leaderboard(
+    bootstrap: pd.DataFrame, safeness: pd.DataFrame | None = None, claims: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """One row per (dataset, method), ranked within the dataset by mean Delta_m (lower is better; the
     reference method is 0): its 95% bootstrap CI, P(improvement) over each baseline, the tasks on which it is
     significantly worse than the reference (safeness.csv) and the verdicts of the claims about it."""
@@ -47,16 +48,30 @@ def leaderboard(bootstrap: pd.DataFrame, safeness: pd.DataFrame | None = None,
         worse = safeness.set_index(["dataset", "method"])
         keys = list(zip(board.dataset, board.method, strict=True))
         board["tasks_worse_than_reference"] = [
-            (f"{int(worse.loc[k, 'n_worse'])} of {int(worse.loc[k, 'n_compared'])}"
-             + (f" ({worse.loc[k, 'worse']})" if int(worse.loc[k, "n_worse"]) else "")) if k in worse.index else ""
-            for k in keys]
+            (
+                f"{int(worse.loc[k, 'n_worse'])} of {int(worse.loc[k, 'n_compared'])}"
+                + (f" ({worse.loc[k, 'worse']})" if int(worse.loc[k, "n_worse"]) else "")
+            )
+            if k in worse.index
+            else ""
+            for k in keys
+        ]
     if claims is not None and len(claims):
         said = claims.groupby(["dataset", "method"]).apply(
-            lambda rows: "; ".join(f"{r.id}: {r.verdict}" for r in rows.itertuples()), include_groups=False)
+            lambda rows: "; ".join(f"{r.id}: {r.verdict}" for r in rows.itertuples()), include_groups=False
+        )
         board["claims"] = [said.get((d, m), "") for d, m in zip(board.dataset, board.method, strict=True)]
-    columns = ["dataset", "rank", "method", "mean_delta_m", "boot_ci95_low", "boot_ci95_high", "n",
-               *[c for c in board.columns if c.startswith(("p_improve_vs_", "bayes_"))],
-               *[c for c in ("tasks_worse_than_reference", "claims") if c in board.columns]]
+    columns = [
+        "dataset",
+        "rank",
+        "method",
+        "mean_delta_m",
+        "boot_ci95_low",
+        "boot_ci95_high",
+        "n",
+        *[c for c in board.columns if c.startswith(("p_improve_vs_", "bayes_"))],
+        *[c for c in ("tasks_worse_than_reference", "claims") if c in board.columns],
+    ]
     return board.sort_values(["dataset", "rank", "method"])[columns].reset_index(drop=True)
 
 
@@ -65,21 +80,31 @@ def _shown_leaderboard(rows: pd.DataFrame, reference: str) -> pd.DataFrame:
     shown = pd.DataFrame({"rank": rows["rank"], "method": rows.method})
     shown["Delta_m % [95% CI]"] = [
         f"{m:+.2f}" + (" (the reference)" if method == reference or pd.isna(lo) else f" [{lo:+.2f}, {hi:+.2f}]")
-        for method, m, lo, hi in zip(rows.method, rows.mean_delta_m, rows.boot_ci95_low, rows.boot_ci95_high,
-                                     strict=True)]
+        for method, m, lo, hi in zip(
+            rows.method, rows.mean_delta_m, rows.boot_ci95_low, rows.boot_ci95_high, strict=True
+        )
+    ]
     shown["n"] = rows.n
     for baseline in [c.removeprefix("p_improve_vs_") for c in rows.columns if c.startswith("p_improve_vs_")]:
         shown[f"P(better than {baseline})"] = [
             "—" if method == baseline or pd.isna(p) else f"{p:.2f}"
-            for method, p in zip(rows.method, rows[f"p_improve_vs_{baseline}"], strict=True)]
+            for method, p in zip(rows.method, rows[f"p_improve_vs_{baseline}"], strict=True)
+        ]
         if f"bayes_better_vs_{baseline}" in rows:
             shown[f"Bayes vs {baseline}: better / equivalent / worse"] = [
                 "—" if method == baseline or pd.isna(b) else f"{b:.2f} / {r:.2f} / {w:.2f}"
-                for method, b, r, w in zip(rows.method, rows[f"bayes_better_vs_{baseline}"],
-                                           rows[f"bayes_rope_vs_{baseline}"], rows[f"bayes_worse_vs_{baseline}"],
-                                           strict=True)]
-    for column, title in (("tasks_worse_than_reference", f"tasks significantly worse than {reference}"),
-                          ("claims", "claims about it")):
+                for method, b, r, w in zip(
+                    rows.method,
+                    rows[f"bayes_better_vs_{baseline}"],
+                    rows[f"bayes_rope_vs_{baseline}"],
+                    rows[f"bayes_worse_vs_{baseline}"],
+                    strict=True,
+                )
+            ]
+    for column, title in (
+        ("tasks_worse_than_reference", f"tasks significantly worse than {reference}"),
+        ("claims", "claims about it"),
+    ):
         if column in rows:
             shown[title] = rows[column].fillna("")
     return shown
@@ -88,8 +113,11 @@ def _shown_leaderboard(rows: pd.DataFrame, reference: str) -> pd.DataFrame:
 def html_table(table: pd.DataFrame, index: bool = False) -> str:
     """A table with escaped cells; a `verdict` column's cells carry their verdict as a class (coloured)."""
     head = ([table.index.name or ""] if index else []) + [str(c) for c in table.columns]
-    lines = ['<table class="mtlbench-table">', "<thead><tr>"
-             + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead>", "<tbody>"]
+    lines = [
+        '<table class="mtlbench-table">',
+        "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead>",
+        "<tbody>",
+    ]
     for label, row in table.iterrows():
         cells = [f"<th>{html.escape(str(label))}</th>"] if index else []
         for column, value in row.items():
@@ -101,8 +129,15 @@ def html_table(table: pd.DataFrame, index: bool = False) -> str:
 
 
 def _page(title: str, body: list[str]) -> str:
-    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>" + html.escape(title) + "</title>"
-            + STYLE + "</head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>'
+        + html.escape(title)
+        + "</title>"
+        + STYLE
+        + "</head><body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
 
 
 def _heading(level: int, text: str) -> str:
@@ -112,18 +147,24 @@ def _heading(level: int, text: str) -> str:
 def claims_section(claims: pd.DataFrame) -> list[str]:
     counts = claims.verdict.value_counts()
     summary = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts)
-    return [_heading(2, "Claims"), f"<p>{html.escape(summary)} ({len(claims)} claim x dataset rows). The estimate "
-            "favours the method when positive (ratios: below 1); paired by seed; the verdicts are defined in "
-            "mtlbench/claims.py, the claims in the claims file (config/claims.yaml).</p>",
-            html_table(claims_display(claims))]
+    return [
+        _heading(2, "Claims"),
+        f"<p>{html.escape(summary)} ({len(claims)} claim x dataset rows). The estimate "
+        "favours the method when positive (ratios: below 1); paired by seed; the verdicts are defined in "
+        "mtlbench/claims.py, the claims in the claims file (config/claims.yaml).</p>",
+        html_table(claims_display(claims)),
+    ]
 
 
 def leaderboard_section(board: pd.DataFrame, reference: str) -> list[str]:
-    body = [_heading(2, "Leaderboards"), f"<p>Per dataset, methods ranked by mean Delta_m (% against {reference}; "
-            "lower is better) with its 95% bootstrap CI over seeds, the probability that a seed of the method "
-            "beats a seed of each baseline, the Bayesian signed-rank test against it (paired by seed, region of "
-            f"practical equivalence {ROPE_PP:g} pp), and the tasks on which it is significantly worse than {reference}."
-            "</p>"]
+    body = [
+        _heading(2, "Leaderboards"),
+        f"<p>Per dataset, methods ranked by mean Delta_m (% against {reference}; "
+        "lower is better) with its 95% bootstrap CI over seeds, the probability that a seed of the method "
+        "beats a seed of each baseline, the Bayesian signed-rank test against it (paired by seed, region of "
+        f"practical equivalence {ROPE_PP:g} pp), and the tasks on which it is significantly worse than {reference}."
+        "</p>",
+    ]
     for dataset, rows in board.groupby("dataset", sort=True):
         body += [_heading(3, f"Leaderboard: {dataset}"), html_table(_shown_leaderboard(rows, reference))]
     return body
@@ -155,8 +196,7 @@ def write_csv_pages(csvs: dict[str, Path], out: Path) -> list[Path]:
     return written
 
 
-DETAIL_TABLES = ("task_averaged", "published", "significance", "safeness", "ranking", "efficiency",
-                 "pipeline_profile")
+DETAIL_TABLES = ("task_averaged", "published", "significance", "safeness", "ranking", "efficiency", "pipeline_profile")
 
 
 def write_report_tables(tables: Path, out: Path, reference: str = "stl") -> list[Path]:
@@ -168,16 +208,25 @@ def write_report_tables(tables: Path, out: Path, reference: str = "stl") -> list
     claims, safe = read_table(tables / "claims.csv"), read_table(tables / "safeness.csv")
     board = leaderboard(pd.read_csv(tables / "delta_m_bootstrap.csv"), safe, claims)
     board.to_csv(tables / "leaderboard.csv", index=False)
-    (tables / "leaderboard.md").write_text("# Leaderboards\n\n" + "\n\n".join(
-        f"## {d}\n\n" + _shown_leaderboard(rows, reference).to_markdown(index=False)
-        for d, rows in board.groupby("dataset")) + "\n")
-    claims_part = claims_section(claims) if claims is not None and len(claims) else [
-        _heading(2, "Claims"), "<p>No claim applies to the methods and datasets of this run.</p>"]
+    (tables / "leaderboard.md").write_text(
+        "# Leaderboards\n\n"
+        + "\n\n".join(
+            f"## {d}\n\n" + _shown_leaderboard(rows, reference).to_markdown(index=False)
+            for d, rows in board.groupby("dataset")
+        )
+        + "\n"
+    )
+    claims_part = (
+        claims_section(claims)
+        if claims is not None and len(claims)
+        else [_heading(2, "Claims"), "<p>No claim applies to the methods and datasets of this run.</p>"]
+    )
     board_part = leaderboard_section(board, reference)
-    pages = {"front.html": STYLE + '<div class="mtlbench-front">\n' + "\n".join(claims_part + board_part)
-             + "\n</div>\n",
-             "claims.html": _page("Claims", claims_part),
-             "leaderboard.html": _page("Leaderboards", board_part)}
+    pages = {
+        "front.html": STYLE + '<div class="mtlbench-front">\n' + "\n".join(claims_part + board_part) + "\n</div>\n",
+        "claims.html": _page("Claims", claims_part),
+        "leaderboard.html": _page("Leaderboards", board_part),
+    }
     summary = pd.read_csv(tables / "summary.csv")
     body = [_heading(2, "Test metrics, mean ± std over seeds (delta_m: lower is better)")]
     for dataset in sorted(summary.dataset.dropna().unique()):

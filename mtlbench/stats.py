@@ -51,8 +51,9 @@ def holm_family(dataset: str, baseline: str, method: str, task: str) -> str:
     return f"{dataset} | vs {baseline} | {method}: task metrics"
 
 
-def significance(tidy: pd.DataFrame, baselines: tuple[str, ...] = ("hps", "stl"), alpha: float = 0.05,
-                 split: str = "test") -> pd.DataFrame:
+def significance(
+    tidy: pd.DataFrame, baselines: tuple[str, ...] = ("hps", "stl"), alpha: float = 0.05, split: str = "test"
+) -> pd.DataFrame:
     """One row per (dataset, baseline, method, task, metric); Holm within each row's `holm_family`."""
     ok = tidy[(tidy.status == "ok") & (tidy.split == split)]
     rows = []
@@ -70,13 +71,24 @@ def significance(tidy: pd.DataFrame, baselines: tuple[str, ...] = ("hps", "stl")
                         continue
                     higher = bool(grp.higher_is_better.iloc[0])
                     res = paired_tests(paired.value.to_numpy(float), paired.value_base.to_numpy(float))
-                    rows.append({"dataset": dataset, "baseline": baseline, "method": method, "task": task,
-                                 "metric": metric, "higher_is_better": higher, **res})
+                    rows.append(
+                        {
+                            "dataset": dataset,
+                            "baseline": baseline,
+                            "method": method,
+                            "task": task,
+                            "metric": metric,
+                            "higher_is_better": higher,
+                            **res,
+                        }
+                    )
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    table["holm_family"] = [holm_family(d, b, m, t) for d, b, m, t in
-                            zip(table.dataset, table.baseline, table.method, table.task, strict=True)]
+    table["holm_family"] = [
+        holm_family(d, b, m, t)
+        for d, b, m, t in zip(table.dataset, table.baseline, table.method, table.task, strict=True)
+    ]
     for column in ("t_p", "wilcoxon_p"):
         table[f"{column}_holm"] = np.nan
         for _, idx in table.groupby("holm_family").groups.items():
@@ -88,8 +100,10 @@ def significance(tidy: pd.DataFrame, baselines: tuple[str, ...] = ("hps", "stl")
     table["significant"] = table.t_p_holm < alpha
     table["wilcoxon_note"] = np.where(
         table.wilcoxon_min_p > alpha,
-        [f"n={n}: Wilcoxon cannot reach p<{alpha} (smallest p {m:.3g})" for n, m in zip(table.n, table.wilcoxon_min_p,
-                                                                                       strict=True)],
+        [
+            f"n={n}: Wilcoxon cannot reach p<{alpha} (smallest p {m:.3g})"
+            for n, m in zip(table.n, table.wilcoxon_min_p, strict=True)
+        ],
         "",
     )
     return table
@@ -103,9 +117,15 @@ def safeness(sig: pd.DataFrame, reference: str = "stl") -> pd.DataFrame:
     rows = []
     for (dataset, method), grp in vs.groupby(["dataset", "method"]):
         worse = grp[grp.significant & ~grp.better]
-        rows.append({"dataset": dataset, "method": method, "n_worse": len(worse),
-                     "worse": "; ".join(f"{t}.{m}" for t, m in zip(worse.task, worse.metric, strict=True)),
-                     "n_compared": len(grp)})
+        rows.append(
+            {
+                "dataset": dataset,
+                "method": method,
+                "n_worse": len(worse),
+                "worse": "; ".join(f"{t}.{m}" for t, m in zip(worse.task, worse.metric, strict=True)),
+                "n_compared": len(grp),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -114,8 +134,9 @@ def safeness(sig: pd.DataFrame, reference: str = "stl") -> pd.DataFrame:
 MIN_DATASET_BLOCKS = 5
 
 
-def ranking_blocks(tidy: pd.DataFrame, split: str = "test",
-                   min_datasets: int = MIN_DATASET_BLOCKS) -> tuple[pd.DataFrame, str, str]:
+def ranking_blocks(
+    tidy: pd.DataFrame, split: str = "test", min_datasets: int = MIN_DATASET_BLOCKS
+) -> tuple[pd.DataFrame, str, str]:
     """(blocks x methods matrix of seed-averaged scores signed so that higher is better, block kind, note).
 
     Friedman's blocks must be independent: with at least `min_datasets` datasets the blocks are datasets,
@@ -135,9 +156,11 @@ def ranking_blocks(tidy: pd.DataFrame, split: str = "test",
     means["score"] = np.where(means.hib.astype(bool), means.value, -means.value)
     matrix = means.score.unstack("method").dropna(axis=1, how="any")
     n_datasets = matrix.index.get_level_values(0).nunique() if len(matrix) else 0
-    note = (f"blocks are the {len(matrix)} tasks of {n_datasets} dataset(s), not datasets (fewer than "
-            f"{min_datasets} datasets): tasks of one dataset share inputs and a model, so the blocks are not "
-            f"independent and the Friedman p-value is optimistic; read the ranks as descriptive")
+    note = (
+        f"blocks are the {len(matrix)} tasks of {n_datasets} dataset(s), not datasets (fewer than "
+        f"{min_datasets} datasets): tasks of one dataset share inputs and a model, so the blocks are not "
+        f"independent and the Friedman p-value is optimistic; read the ranks as descriptive"
+    )
     return matrix, "tasks", note
 
 
@@ -148,14 +171,25 @@ def friedman_nemenyi(tidy: pd.DataFrame, alpha: float = 0.05, min_datasets: int 
     names = ["/".join(map(str, b)) if isinstance(b, tuple) else str(b) for b in matrix.index]
     result: dict = {"n_blocks": n, "n_methods": k, "blocks": names, "block_kind": kind, "note": note}
     if k < 3 or n < 2:
-        result.update(statistic=np.nan, p=np.nan, mean_ranks={}, critical_difference=np.nan, nemenyi=None,
-                      note=f"Friedman needs at least 3 methods and 2 blocks; {note}")
+        result.update(
+            statistic=np.nan,
+            p=np.nan,
+            mean_ranks={},
+            critical_difference=np.nan,
+            nemenyi=None,
+            note=f"Friedman needs at least 3 methods and 2 blocks; {note}",
+        )
         return result
     stat, p = st.friedmanchisquare(*[matrix[c].to_numpy() for c in matrix.columns])
     ranks = matrix.rank(axis=1, ascending=False).mean()
     q = st.studentized_range.ppf(1 - alpha, k, np.inf) / np.sqrt(2)
-    result.update(statistic=float(stat), p=float(p), mean_ranks=ranks.sort_values().to_dict(),
-                  critical_difference=float(q * np.sqrt(k * (k + 1) / (6 * n))),
-                  nemenyi=sp.posthoc_nemenyi_friedman(matrix.to_numpy()).set_axis(matrix.columns, axis=0)
-                  .set_axis(matrix.columns, axis=1))
+    result.update(
+        statistic=float(stat),
+        p=float(p),
+        mean_ranks=ranks.sort_values().to_dict(),
+        critical_difference=float(q * np.sqrt(k * (k + 1) / (6 * n))),
+        nemenyi=sp.posthoc_nemenyi_friedman(matrix.to_numpy())
+        .set_axis(matrix.columns, axis=0)
+        .set_axis(matrix.columns, axis=1),
+    )
     return result

@@ -51,12 +51,22 @@ def write_summary_tables(summary: pd.DataFrame, out_dir: Path, excluded: pd.Data
         for column, method in best.items():
             if method in marked.index:
                 marked.loc[method, column] = f"**{marked.loc[method, column]}**"
-        md += [f"## {dataset}", "", "Test metrics, mean ± std over seeds (best per column in bold; "
-               "delta_m: lower is better, STL = 0).", "", marked.to_markdown(), ""]
+        md += [
+            f"## {dataset}",
+            "",
+            "Test metrics, mean ± std over seeds (best per column in bold; delta_m: lower is better, STL = 0).",
+            "",
+            marked.to_markdown(),
+            "",
+        ]
         left_out = excluded[excluded.dataset == dataset] if excluded is not None else pd.DataFrame()
         if len(left_out):
-            md += ["Left out of delta_m for every method: " + "; ".join(
-                f"{r.task}.{r.metric} ({r.reason})" for r in left_out.itertuples()) + ".", ""]
+            md += [
+                "Left out of delta_m for every method: "
+                + "; ".join(f"{r.task}.{r.metric} ({r.reason})" for r in left_out.itertuples())
+                + ".",
+                "",
+            ]
         tex.append(_latex(table, best, dataset))
     (out_dir / "summary.md").write_text("\n".join(md) + "\n")
     (out_dir / "summary.tex").write_text(LATEX_PREAMBLE_NOTE + "\n\n".join(tex) + "\n")
@@ -73,10 +83,16 @@ def _latex(table: pd.DataFrame, best: dict[str, str], dataset: str) -> str:
         return s.replace("_", r"\_").replace("±", r"$\pm$").replace("%", r"\%")
 
     cols = list(table.columns)
-    lines = [r"\begin{table}[t]", r"\centering",
-             f"\\caption{{Test metrics on {escape(dataset)} (mean $\\pm$ std over seeds; best in bold).}}",
-             FIT_TO_TEXT, r"\begin{tabular}{l" + "r" * len(cols) + "}",
-             r"\toprule", "method & " + " & ".join(escape(c) for c in cols) + r" \\", r"\midrule"]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        f"\\caption{{Test metrics on {escape(dataset)} (mean $\\pm$ std over seeds; best in bold).}}",
+        FIT_TO_TEXT,
+        r"\begin{tabular}{l" + "r" * len(cols) + "}",
+        r"\toprule",
+        "method & " + " & ".join(escape(c) for c in cols) + r" \\",
+        r"\midrule",
+    ]
     for method, row in table.iterrows():
         cells = []
         for c in cols:
@@ -92,10 +108,20 @@ def write_task_averaged(table: pd.DataFrame, out_dir: Path, digits: int = 4) -> 
     table.to_csv(out_dir / "task_averaged.csv", index=False)
     md = []
     for dataset, data in table.groupby("dataset", sort=True):
-        wide = pd.DataFrame({metric: {r.method: _fmt(r.mean, r.std, digits) for r in grp.itertuples()}
-                             for metric, grp in data.groupby("metric", sort=False)})
+        wide = pd.DataFrame(
+            {
+                metric: {r.method: _fmt(r.mean, r.std, digits) for r in grp.itertuples()}
+                for metric, grp in data.groupby("metric", sort=False)
+            }
+        )
         wide.index.name = "method"
-        md += [f"## {dataset}", "", f"Each metric averaged over the {int(data.n_tasks.iloc[0])} tasks within a seed, "
-               "then mean ± std over seeds (test split, epoch selected on validation).", "",
-               wide.sort_index().to_markdown(), ""]
+        md += [
+            f"## {dataset}",
+            "",
+            f"Each metric averaged over the {int(data.n_tasks.iloc[0])} tasks within a seed, "
+            "then mean ± std over seeds (test split, epoch selected on validation).",
+            "",
+            wide.sort_index().to_markdown(),
+            "",
+        ]
     (out_dir / "task_averaged.md").write_text("\n".join(md) + "\n")

@@ -88,8 +88,11 @@ class TaskSpec:
             return output.sum() * 0.0
         if self.kind == "binary":
             mask = target >= 0
-            return F.binary_cross_entropy_with_logits(output[mask], target[mask].float()) if mask.any() \
+            return (
+                F.binary_cross_entropy_with_logits(output[mask], target[mask].float())
+                if mask.any()
                 else output.sum() * 0.0
+            )
         mask = ~torch.isnan(target)
         return F.mse_loss(output[mask], target[mask]) if mask.any() else output.sum() * 0.0
 
@@ -203,10 +206,15 @@ class DenseEvaluator:
             inter = conf.diag()
             union = conf.sum(0) + conf.sum(1) - inter
             present = union > 0  # classes that occur in the split (as truth or prediction)
-            return {"miou": float((inter[present] / union[present]).mean()),
-                    "pixel_acc": float(inter.sum() / conf.sum())}
+            return {
+                "miou": float((inter[present] / union[present]).mean()),
+                "pixel_acc": float(inter.sum() / conf.sum()),
+            }
         if self.task.kind == "depth":
             return {"abs_err": self.abs_sum / self.count, "rel_err": self.rel_sum / self.count}
         angles = torch.cat(self.angles).double()
-        return {"mean_angle": float(angles.mean()), "median_angle": float(np.median(angles.numpy())),
-                **{f"within_{t}": float((angles < float(t)).double().mean()) for t in ("11.25", "22.5", "30")}}
+        return {
+            "mean_angle": float(angles.mean()),
+            "median_angle": float(np.median(angles.numpy())),
+            **{f"within_{t}": float((angles < float(t)).double().mean()) for t in ("11.25", "22.5", "30")},
+        }

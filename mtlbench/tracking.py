@@ -74,8 +74,7 @@ def _experiment_id(client: Any, cfg: TrackingConfig) -> str:
         location = Path(cfg.artifacts).resolve()
         location.mkdir(parents=True, exist_ok=True)
         try:
-            return client.create_experiment(cfg.experiment, artifact_location=location.as_uri(),
-                                            tags=EXPERIMENT_KIND)
+            return client.create_experiment(cfg.experiment, artifact_location=location.as_uri(), tags=EXPERIMENT_KIND)
         except Exception:  # another process created it in between
             exp = client.get_experiment_by_name(cfg.experiment)
             if exp is None:
@@ -120,20 +119,24 @@ class Tracker:
         run = _retry(lambda: self.client.get_run(self.run_id))
         self.status = run.info.status
         self.logged_metrics = set(run.data.metrics)
-        self.logged_steps = ({m.step for m in _retry(lambda: self.client.get_metric_history(self.run_id,
-                                                                                           self.step_metric))}
-                             if self.step_metric in self.logged_metrics else set())
+        self.logged_steps = (
+            {m.step for m in _retry(lambda: self.client.get_metric_history(self.run_id, self.step_metric))}
+            if self.step_metric in self.logged_metrics
+            else set()
+        )
 
     def _open(self, experiment: str, run_name: str, run_id: str | None, run_key: str | None) -> str:
         if run_id is not None:
             try:
                 return _retry(lambda: self.client.get_run(run_id)).info.run_id
             except Exception:  # noqa: BLE001 - e.g. the database was replaced: find the run by its key, or start one
-                warn(f"tracking run {run_id} is not in the store any more (database replaced?): logging this run "
-                     f"anew")
+                warn(f"tracking run {run_id} is not in the store any more (database replaced?): logging this run anew")
         if run_key is not None:
-            found = _retry(lambda: self.client.search_runs(
-                [experiment], filter_string=f"tags.{RUN_KEY_TAG} = '{run_key}'", max_results=1))
+            found = _retry(
+                lambda: self.client.search_runs(
+                    [experiment], filter_string=f"tags.{RUN_KEY_TAG} = '{run_key}'", max_results=1
+                )
+            )
             if found:
                 return found[0].info.run_id
         tags = {RUN_KEY_TAG: run_key} if run_key is not None else {}
@@ -146,8 +149,10 @@ class Tracker:
             _retry(call)
         except Exception as exc:  # noqa: BLE001 - whatever the store does, training goes on
             self.broken = True
-            warn(f"tracking failed ({type(exc).__name__}: {str(exc)[:200]}); training continues untracked — "
-                 f"rerun the same command afterwards to log this run")
+            warn(
+                f"tracking failed ({type(exc).__name__}: {str(exc)[:200]}); training continues untracked — "
+                f"rerun the same command afterwards to log this run"
+            )
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -227,8 +232,9 @@ class NullTracker:
     def finish(self, status: str) -> None: ...
 
 
-def make_tracker(cfg: TrackingConfig, run_name: str, run_id: str | None = None,
-                 run_key: str | None = None) -> Tracker | NullTracker:
+def make_tracker(
+    cfg: TrackingConfig, run_name: str, run_id: str | None = None, run_key: str | None = None
+) -> Tracker | NullTracker:
     """The live tracker of a training process (a no-op when tracking is off or deferred to the record, and
     when the store cannot be opened: training never waits on tracking)."""
     if not (cfg.enabled and cfg.live):
@@ -236,8 +242,10 @@ def make_tracker(cfg: TrackingConfig, run_name: str, run_id: str | None = None,
     try:
         return Tracker(cfg, run_name, run_id, run_key)
     except Exception as exc:  # noqa: BLE001 - an unreachable or broken store must not stop training
-        warn(f"tracking store {cfg.uri} cannot be opened ({type(exc).__name__}: {str(exc)[:200]}); this run "
-             f"continues untracked — rerun the same command afterwards to log it")
+        warn(
+            f"tracking store {cfg.uri} cannot be opened ({type(exc).__name__}: {str(exc)[:200]}); this run "
+            f"continues untracked — rerun the same command afterwards to log it"
+        )
         return NullTracker()
 
 
@@ -265,10 +273,12 @@ def is_logged_epoch(epoch: int, epochs: int, every: int, run_ended: bool) -> boo
 
 def epoch_metrics(task_names: list[str], entry: dict[str, Any], epoch_seconds: float) -> dict[str, float]:
     """One epoch of the run history as MLflow metrics."""
-    return {**{f"train_loss.{t}": v for t, v in zip(task_names, entry["train_loss"], strict=True)},
-            **{f"val.{k}": v for k, v in flatten(entry["val"]).items()},
-            **{f"rule.{k}": v for k, v in flatten(entry.get("rule", {})).items()},
-            "epoch_seconds": epoch_seconds}
+    return {
+        **{f"train_loss.{t}": v for t, v in zip(task_names, entry["train_loss"], strict=True)},
+        **{f"val.{k}": v for k, v in flatten(entry["val"]).items()},
+        **{f"rule.{k}": v for k, v in flatten(entry.get("rule", {})).items()},
+        "epoch_seconds": epoch_seconds,
+    }
 
 
 def final_metrics(record: dict[str, Any]) -> dict[str, float]:
@@ -277,7 +287,6 @@ def final_metrics(record: dict[str, Any]) -> dict[str, float]:
 
 def final_status(status: str) -> str:
     return "FINISHED" if status == "ok" else "FAILED"
-
 
 
 def log_records(cfg: TrackingConfig, paths: list[Path]) -> dict[str, str]:
@@ -303,8 +312,10 @@ def log_records(cfg: TrackingConfig, paths: list[Path]) -> dict[str, str]:
         try:
             tracker = Tracker(cfg, run_name(record["config"]), run_key="record-" + hashlib.sha256(raw).hexdigest())
         except Exception as exc:  # noqa: BLE001 - an unreachable or broken store: one message, the job fails
-            raise MtlbenchError(f"tracking store {cfg.uri} cannot log {path} ({type(exc).__name__}: "
-                                f"{str(exc)[:200]}); rerun to complete it") from None
+            raise MtlbenchError(
+                f"tracking store {cfg.uri} cannot log {path} ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); rerun to complete it"
+            ) from None
         if tracker.status != "FINISHED":
             tracker.log_params(run_params(record["config"], record["config_hash"]))
             tracker.set_tags(run_tags(record["config"]))
@@ -313,8 +324,7 @@ def log_records(cfg: TrackingConfig, paths: list[Path]) -> dict[str, str]:
             tracker.log_artifact(Path(path))
             tracker.finish(final_status(record["status"]))
         if tracker.broken:
-            raise MtlbenchError(f"tracking {path} in {cfg.uri} failed; rerun to complete it (nothing is logged "
-                                f"twice)")
+            raise MtlbenchError(f"tracking {path} in {cfg.uri} failed; rerun to complete it (nothing is logged twice)")
         runs[str(path)] = tracker.run_id
     return runs
 
@@ -368,8 +378,15 @@ def _run_exists(client: Any, run_id: str) -> bool:
 def _log_history(tracker: RunTracker, record: dict[str, Any]) -> None:
     every = log_every(record["config"].get("tracking", {}).get("log_every", 0), epochs_run(record))
     seconds = record["timing"].get("epoch_seconds") or [float("nan")] * len(record["history"])
-    log_history(tracker, list(record["directions"]), record["history"], seconds, epochs_run(record),
-                every, record["status"] != "ok")
+    log_history(
+        tracker,
+        list(record["directions"]),
+        record["history"],
+        seconds,
+        epochs_run(record),
+        every,
+        record["status"] != "ok",
+    )
 
 
 def epochs_run(record: dict[str, Any]) -> int:
@@ -377,8 +394,15 @@ def epochs_run(record: dict[str, Any]) -> int:
     return record.get("schedule", {}).get("epochs_total", record["config"]["train"]["epochs"])
 
 
-def log_history(tracker: RunTracker, task_names: list[str], history: list[dict[str, Any]],
-                epoch_seconds: list[float], epochs: int, every: int, ended: bool) -> None:
+def log_history(
+    tracker: RunTracker,
+    task_names: list[str],
+    history: list[dict[str, Any]],
+    epoch_seconds: list[float],
+    epochs: int,
+    every: int,
+    ended: bool,
+) -> None:
     """The logged epochs of a run's history (those the MLflow run already holds are skipped by the tracker)."""
     for i, (entry, seconds) in enumerate(zip(history, epoch_seconds, strict=True)):
         if is_logged_epoch(entry["epoch"], epochs, every, ended and i == len(history) - 1):

@@ -99,14 +99,17 @@ def _build_dataset(name: str, kwargs: dict[str, Any], data_seed: int) -> Dataset
     try:
         bundle = DATASETS.get(name)(**kwargs).load(data_seed)
     except (ValueError, RuntimeError, IndexError) as exc:
-        raise MtlbenchError(f"dataset {name!r} cannot be built with these settings ({exc}); check the dataset.* "
-                            f"keys (`mtlbench train --dataset {name} --method hps --print-config` lists them)"
-                            ) from None
+        raise MtlbenchError(
+            f"dataset {name!r} cannot be built with these settings ({exc}); check the dataset.* "
+            f"keys (`mtlbench train --dataset {name} --method hps --print-config` lists them)"
+        ) from None
     for split in ("train", "val", "test"):
         if len(getattr(bundle, split)) == 0:
             sizes = ", ".join(f"dataset.{k}={v}" for k, v in kwargs.items() if k.startswith("n_"))
-            raise MtlbenchError(f"the {split} split of {name!r} is empty ({sizes or 'no size keys'}); every split "
-                                f"needs at least one sample")
+            raise MtlbenchError(
+                f"the {split} split of {name!r} is empty ({sizes or 'no size keys'}); every split "
+                f"needs at least one sample"
+            )
     return bundle
 
 
@@ -124,8 +127,9 @@ def make_optimizer(params: list[dict[str, Any]], tc: TrainConfig) -> torch.optim
 
 
 @torch.no_grad()
-def evaluate(model: MTLArchitecture, data: Any, tasks: list[TaskSpec], batch_size: int,
-             device: torch.device) -> tuple[dict[str, dict[str, float]], list[float]]:
+def evaluate(
+    model: MTLArchitecture, data: Any, tasks: list[TaskSpec], batch_size: int, device: torch.device
+) -> tuple[dict[str, dict[str, float]], list[float]]:
     """Exact split metrics per task, and the mean loss per task (weighted by labelled-batch size)."""
     model.eval()
     evaluators = [t.evaluator() for t in tasks]
@@ -142,13 +146,13 @@ def evaluate(model: MTLArchitecture, data: Any, tasks: list[TaskSpec], batch_siz
     return {t.name: ev.compute() for t, ev in zip(tasks, evaluators, strict=True)}, [s / count for s in loss_sums]
 
 
-def selection_score(tc: TrainConfig, metrics: dict[str, dict[str, float]], losses: list[float],
-                    tasks: list[TaskSpec]) -> float:
+def selection_score(
+    tc: TrainConfig, metrics: dict[str, dict[str, float]], losses: list[float], tasks: list[TaskSpec]
+) -> float:
     """Lower is better. `loss`: summed validation loss; `metric`: mean signed primary metric."""
     if tc.selection == "loss":
         return float(sum(losses))
-    signed = [(-1 if t.primary_metric.higher_is_better else 1) * metrics[t.name][t.primary_metric.name]
-              for t in tasks]
+    signed = [(-1 if t.primary_metric.higher_is_better else 1) * metrics[t.name][t.primary_metric.name] for t in tasks]
     return float(sum(signed) / len(signed))
 
 
@@ -251,10 +255,16 @@ class Trainer:
                 state = torch.load(candidate, map_location="cpu", weights_only=True)
                 break
             except Exception as exc:  # noqa: BLE001 - torch reports a damaged file in several types
-                fallback = "the previous checkpoint" if candidate == path and previous.exists() else \
-                    "the start (the run is trained again)"
-                print(f"warning: {candidate} is corrupt ({type(exc).__name__}: {str(exc)[:120]}); resuming from "
-                      f"{fallback}", file=sys.stderr)
+                fallback = (
+                    "the previous checkpoint"
+                    if candidate == path and previous.exists()
+                    else "the start (the run is trained again)"
+                )
+                print(
+                    f"warning: {candidate} is corrupt ({type(exc).__name__}: {str(exc)[:120]}); resuming from "
+                    f"{fallback}",
+                    file=sys.stderr,
+                )
         if state is None:
             return None
         if state["config_hash"] != self.hash:
@@ -347,8 +357,9 @@ class Trainer:
         # idempotent on a reopened run; a new one (a replaced database) gets the epochs it lacks from the history
         tracker.log_params(run_params(cfg, self.hash))
         tracker.set_tags(run_tags(cfg))
-        log_history(tracker, [t.name for t in bundle.tasks], history, timing["epoch_seconds"], total, every,
-                    status != "ok")
+        log_history(
+            tracker, [t.name for t in bundle.tasks], history, timing["epoch_seconds"], total, every, status != "ok"
+        )
 
         show = tc.progress == "on" or (tc.progress == "auto" and sys.stderr.isatty())
         bar = tqdm(range(start_epoch, total), desc=name, disable=not show, initial=start_epoch, total=total)
@@ -382,28 +393,46 @@ class Trainer:
             train_losses = (loss_sum / max(n_batches, 1)).tolist()
             with clock("validation"):
                 val, val_losses = evaluate(model, bundle.val, tasks, tc.batch_size, device)
-            entry = {"epoch": epoch, "train_loss": train_losses, "val": val, "val_loss": val_losses,
-                     **({"rule": rule.epoch_log()} if rule.epoch_log() else {})}
+            entry = {
+                "epoch": epoch,
+                "train_loss": train_losses,
+                "val": val,
+                "val_loss": val_losses,
+                **({"rule": rule.epoch_log()} if rule.epoch_log() else {}),
+            }
             history.append(entry)
             if not (_finite(train_losses) and _finite(val_losses)):
                 status = "diverged"
             else:
                 score = selection_score(tc, val, val_losses, tasks)
                 if epoch >= first_active and score < best["score"]:
-                    best = {"epoch": epoch, "score": score, "val": val,
-                            "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+                    best = {
+                        "epoch": epoch,
+                        "score": score,
+                        "val": val,
+                        "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                    }
             if is_logged_epoch(epoch, total, every, status != "ok"):
                 tracker.log_metrics(epoch_metrics([t.name for t in tasks], entry, epoch_seconds), step=epoch)
-            state = {"epoch": epoch + 1, "status": status,
-                     "build": lambda epoch=epoch, status=status, optimizer=optimizer, scheduler=scheduler,
-                     best=best: {
-                         "config_hash": self.hash, "epoch": epoch + 1, "status": status,
-                         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                         # plain data as JSON text: one string pickles far faster than thousands of small objects
-                         "rule": rule.state_dict(), "history": json.dumps(history), "best": best,
-                         "timing": json.dumps(timing),
-                         "rng": torch.get_rng_state(), "mlflow_run_id": tracker.run_id}}
+            state = {
+                "epoch": epoch + 1,
+                "status": status,
+                "build": lambda epoch=epoch, status=status, optimizer=optimizer, scheduler=scheduler, best=best: {
+                    "config_hash": self.hash,
+                    "epoch": epoch + 1,
+                    "status": status,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    # plain data as JSON text: one string pickles far faster than thousands of small objects
+                    "rule": rule.state_dict(),
+                    "history": json.dumps(history),
+                    "best": best,
+                    "timing": json.dumps(timing),
+                    "rng": torch.get_rng_state(),
+                    "mlflow_run_id": tracker.run_id,
+                },
+            }
             if epoch + 1 < total and status == "ok":  # the final checkpoint is written once, with the record
                 self._save_checkpoint(state)
         bar.close()
@@ -417,14 +446,16 @@ class Trainer:
             final = {**final, "model": {k: v.detach().clone() for k, v in final["model"].items()}}
         with clock("finalise"):
             record = self._record(bundle, model, rule, device, status, history, best, timing, tracker.run_id)
-            record["schedule"] = {"epochs_total": total, "first_selectable_epoch": first_active,
-                                  "stages": rule.schedule()}
+            record["schedule"] = {
+                "epochs_total": total,
+                "first_selectable_epoch": first_active,
+                "stages": rule.schedule(),
+            }
             clock.seconds["training"] = sum(timing["epoch_seconds"][start_epoch:])
             clock.seconds["finalise"] = time.perf_counter() - finalise_start  # up to here: test metrics, record
             record["timing"]["breakdown"] = dict(clock.seconds)
             record["timing"]["started_at"], record["timing"]["ended_at"] = started_at, time.time()
-            record["timing"]["process"] = {"pid": os.getpid(), "started_at": PROCESS_STARTED_AT,
-                                           "threads": tc.threads}
+            record["timing"]["process"] = {"pid": os.getpid(), "started_at": PROCESS_STARTED_AT, "threads": tc.threads}
             text = json_text(record)
             write_text_atomic(self.out / RECORD, text)
             if final is not None:  # the final checkpoint keeps the record's exact text
@@ -435,9 +466,18 @@ class Trainer:
         tracker.finish(final_status(status))
         return record
 
-    def _record(self, bundle: DatasetBundle, model: MTLArchitecture, rule: UpdateRule, device: torch.device,
-                status: str, history: list[dict[str, Any]], best: dict[str, Any], timing: dict[str, Any],
-                run_id: str | None) -> dict[str, Any]:
+    def _record(
+        self,
+        bundle: DatasetBundle,
+        model: MTLArchitecture,
+        rule: UpdateRule,
+        device: torch.device,
+        status: str,
+        history: list[dict[str, Any]],
+        best: dict[str, Any],
+        timing: dict[str, Any],
+        run_id: str | None,
+    ) -> dict[str, Any]:
         tasks, tc = bundle.tasks, self.tc
         metrics: dict[str, Any] = {"val": {}, "test": {}, "test_last": {}}
         method_state = {**model.method_state(), **rule.method_state()}

@@ -31,8 +31,11 @@ def flat_task_gradients(losses: torch.Tensor, params: list[nn.Parameter]) -> tor
     rows = []
     for loss in losses:
         grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-        rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
-                               for g, p in zip(grads, params, strict=True)]))
+        rows.append(
+            torch.cat(
+                [(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params, strict=True)]
+            )
+        )
     return torch.stack(rows)
 
 
@@ -48,8 +51,9 @@ def assign_flat_gradient(params: list[nn.Parameter], flat: torch.Tensor) -> None
         offset += p.numel()
 
 
-def aggregated_backward(model: MTLArchitecture, losses: torch.Tensor,
-                        aggregate: Callable[[torch.Tensor], torch.Tensor]) -> None:
+def aggregated_backward(
+    model: MTLArchitecture, losses: torch.Tensor, aggregate: Callable[[torch.Tensor], torch.Tensor]
+) -> None:
     """The shared parameters descend along `aggregate` of the task losses' (T, D) Jacobian w.r.t. them; every
     other parameter (each task's own head) gets its plain loss gradient. Gradients add to what `.grad` holds."""
     shared = model.shared_parameters()
@@ -160,8 +164,9 @@ class UpdateRule:
         pass
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_")
-                         and k not in ("model", "tasks"))
+        args = ", ".join(
+            f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k not in ("model", "tasks")
+        )
         return f"{type(self).__name__}({args})"
 
 

@@ -10,8 +10,18 @@ from mtlbench.cli import main
 from mtlbench.registry import METHODS
 
 TINY = {
-    "multimnist": ["--epochs", "2", "--set", "dataset.n_train=256", "--set", "dataset.n_val=64",
-                   "--set", "dataset.n_test=64", "--set", "train.batch_size=64"],
+    "multimnist": [
+        "--epochs",
+        "2",
+        "--set",
+        "dataset.n_train=256",
+        "--set",
+        "dataset.n_val=64",
+        "--set",
+        "dataset.n_test=64",
+        "--set",
+        "train.batch_size=64",
+    ],
     "synthetic_relations": ["--epochs", "6"],
 }
 
@@ -19,8 +29,19 @@ TINY = {
 @pytest.mark.parametrize("dataset", sorted(TINY))
 @pytest.mark.parametrize("method", METHODS.names())
 def test_method_trains_from_the_cli(method, dataset, tmp_path):
-    args = ["train", "--dataset", dataset, "--method", method, "--seed", "0", "--out", str(tmp_path),
-            "--no-tracking", *TINY[dataset]]
+    args = [
+        "train",
+        "--dataset",
+        dataset,
+        "--method",
+        method,
+        "--seed",
+        "0",
+        "--out",
+        str(tmp_path),
+        "--no-tracking",
+        *TINY[dataset],
+    ]
     assert main(args) == 0
     record = json.loads((tmp_path / "record.json").read_text())
     assert record["status"] == "ok" and record["method"] == method

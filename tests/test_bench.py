@@ -39,15 +39,20 @@ def test_method_memory_counts_parameters_gradients_adam_state_and_saved_activati
 
 def test_growth_exponent_recovers_a_power_law():
     t = np.array([2, 5, 10, 20, 40])
-    table = pd.concat([pd.DataFrame({"method": "lin", "n_tasks": t, "median_s": 0.001 * t}),
-                       pd.DataFrame({"method": "quad", "n_tasks": t, "median_s": 1e-5 * t**2})])
+    table = pd.concat(
+        [
+            pd.DataFrame({"method": "lin", "n_tasks": t, "median_s": 0.001 * t}),
+            pd.DataFrame({"method": "quad", "n_tasks": t, "median_s": 1e-5 * t**2}),
+        ]
+    )
     exponents = growth_exponents(table).set_index("method").growth_exponent
     assert exponents["lin"] == pytest.approx(1.0) and exponents["quad"] == pytest.approx(2.0)
 
 
 def test_the_benchmark_writes_its_tables_and_figure(tmp_path):
-    tables = run_benchmarks(tmp_path, rounds=3, task_counts=(2, 4), methods=("hps", "srdml"),
-                            scaling_methods=("hps", "mgda"))
+    tables = run_benchmarks(
+        tmp_path, rounds=3, task_counts=(2, 4), methods=("hps", "srdml"), scaling_methods=("hps", "mgda")
+    )
     step = tables["step_cost"].set_index("method")
     assert set(step.index) == {"hps", "srdml", "plain_pytorch_hps"}
     assert step.memory_mb["srdml"] > step.memory_mb["hps"] > 0  # double backprop keeps a second graph
@@ -56,8 +61,14 @@ def test_the_benchmark_writes_its_tables_and_figure(tmp_path):
 
 
 def _record(pid: int, started: float, ended: float, training: float) -> dict:
-    return {"timing": {"process": {"pid": pid, "started_at": started, "threads": 1}, "started_at": started + 2,
-                       "ended_at": ended, "breakdown": {"startup": 2.0, "training": training, "validation": 1.0}}}
+    return {
+        "timing": {
+            "process": {"pid": pid, "started_at": started, "threads": 1},
+            "started_at": started + 2,
+            "ended_at": ended,
+            "breakdown": {"startup": 2.0, "training": training, "validation": 1.0},
+        }
+    }
 
 
 def test_pipeline_profile_by_hand():

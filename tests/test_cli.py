@@ -29,20 +29,49 @@ def test_list_names_every_dataset_and_method():
     [
         (["--dataset", "mnistt", "--method", "hps"], ["unknown dataset 'mnistt'", "multimnist", "synthetic_relations"]),
         (["--dataset", "multimnist", "--method", "hsp"], ["unknown method 'hsp'", "hps", "stl"]),
-        (["--dataset", "multimnist", "--method", "hps", "--set", "train.epoch=3"],
-         ["unknown config key 'train.epoch'", "train.epochs", "train.lr"]),
+        (
+            ["--dataset", "multimnist", "--method", "hps", "--set", "train.epoch=3"],
+            ["unknown config key 'train.epoch'", "train.epochs", "train.lr"],
+        ),
         (["--dataset", "multimnist", "--method", "hps", "--set", "bogus=1"], ["unknown config key 'bogus'", "seed"]),
-        (["--dataset", "multimnist", "--method", "hps", "--set", "train.epochs=three"],
-         ["train.epochs", "expected int", "'three'"]),
-        (["--dataset", "multimnist", "--method", "hps", "--set", "train.optimizer=rmsprop"],
-         ["train.optimizer", "'adam'", "'sgd'"]),
-        (["--dataset", "multimnist", "--method", "hps", "--set", "dataset.source=torchvision",
-          "--set", "dataset.root=/nonexistent/mnist", "--no-tracking"],
-         ["/nonexistent/mnist/MNIST/raw", "train-images-idx3-ubyte"]),
+        (
+            ["--dataset", "multimnist", "--method", "hps", "--set", "train.epochs=three"],
+            ["train.epochs", "expected int", "'three'"],
+        ),
+        (
+            ["--dataset", "multimnist", "--method", "hps", "--set", "train.optimizer=rmsprop"],
+            ["train.optimizer", "'adam'", "'sgd'"],
+        ),
+        (
+            [
+                "--dataset",
+                "multimnist",
+                "--method",
+                "hps",
+                "--set",
+                "dataset.source=torchvision",
+                "--set",
+                "dataset.root=/nonexistent/mnist",
+                "--no-tracking",
+            ],
+            ["/nonexistent/mnist/MNIST/raw", "train-images-idx3-ubyte"],
+        ),
         (["--dataset", "multimnist", "--method", "nosuchpkg.mod:Thing"], ["cannot import module 'nosuchpkg.mod'"]),
         (["--dataset", "multimnist", "--method", "hps", "--epochs", "0"], ["train.epochs must be >= 1"]),
-        (["--dataset", "multimnist", "--method", "mgda", "--set", "arch.name=cross_stitch", "--no-tracking",
-          "--set", "dataset.n_train=16"], ["update rule 'mgda'", "shares none"]),
+        (
+            [
+                "--dataset",
+                "multimnist",
+                "--method",
+                "mgda",
+                "--set",
+                "arch.name=cross_stitch",
+                "--no-tracking",
+                "--set",
+                "dataset.n_train=16",
+            ],
+            ["update rule 'mgda'", "shares none"],
+        ),
     ],
 )
 def test_user_mistakes_get_one_clear_message(args, expected):
@@ -52,8 +81,20 @@ def test_user_mistakes_get_one_clear_message(args, expected):
 
 
 def test_set_overrides_are_typed_and_reach_the_config():
-    result = run_cli("train", "--dataset", "multimnist", "--method", "hps", "--print-config",
-                     "--set", "train.lr=0.01", "--set", "train.epochs=4", "--set", "dataset.n_train=100")
+    result = run_cli(
+        "train",
+        "--dataset",
+        "multimnist",
+        "--method",
+        "hps",
+        "--print-config",
+        "--set",
+        "train.lr=0.01",
+        "--set",
+        "train.epochs=4",
+        "--set",
+        "dataset.n_train=100",
+    )
     assert result.returncode == 0, result.stderr
     cfg = json.loads(result.stdout)
     assert cfg["train"]["lr"] == 0.01 and cfg["train"]["epochs"] == 4 and cfg["dataset"]["n_train"] == 100
@@ -61,8 +102,20 @@ def test_set_overrides_are_typed_and_reach_the_config():
 
 
 def test_train_writes_a_record(tmp_path):
-    result = run_cli("train", "--dataset", "synthetic_relations", "--method", "stl", "--seed", "1",
-                     "--out", str(tmp_path / "run"), "--epochs", "5", "--no-tracking")
+    result = run_cli(
+        "train",
+        "--dataset",
+        "synthetic_relations",
+        "--method",
+        "stl",
+        "--seed",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+        "--epochs",
+        "5",
+        "--no-tracking",
+    )
     assert result.returncode == 0, result.stderr
     record = json.loads((tmp_path / "run" / "record.json").read_text())
     assert record["seed"] == 1 and record["config"]["train"]["epochs"] == 5

@@ -54,8 +54,17 @@ def test_cross_stitch_trains_on_multimnist(tmp_path):
 
     bundle = MultiMNIST(n_train=64).load(0)
     assert bundle.network is MULTILENET
-    cfg = resolve_config("multimnist", "cross_stitch", 0, {"dataset.n_train": 256, "dataset.n_val": 64,
-                                                           "dataset.n_test": 64, "train.epochs": 1,
-                                                           "tracking.enabled": False})
+    cfg = resolve_config(
+        "multimnist",
+        "cross_stitch",
+        0,
+        {
+            "dataset.n_train": 256,
+            "dataset.n_val": 64,
+            "dataset.n_test": 64,
+            "train.epochs": 1,
+            "tracking.enabled": False,
+        },
+    )
     record = train(cfg, tmp_path / "cs")
     assert record["status"] == "ok" and len(record["method_state"]["cross_stitch"]) == 3

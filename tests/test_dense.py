@@ -77,8 +77,9 @@ def write_nyuv2(root, n_train=5, n_val=2, size=(16, 24), seed=0):
 
 def test_nyuv2_loader_and_one_hard_sharing_step(tmp_path):
     write_nyuv2(tmp_path)
-    cfg = resolve_config("nyuv2", "hps", 0, {"dataset.root": str(tmp_path), "train.batch_size": 2,
-                                             "tracking.enabled": False})
+    cfg = resolve_config(
+        "nyuv2", "hps", 0, {"dataset.root": str(tmp_path), "train.batch_size": 2, "tracking.enabled": False}
+    )
     bundle, model, rule = build(cfg)
     assert [t.kind for t in bundle.tasks] == ["segmentation", "depth", "normals"]
     assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (4, 1, 2)
@@ -117,8 +118,12 @@ def test_data_check_accepts_a_good_copy(tmp_path, capsys):
 
 
 def test_data_check_of_mnist_files(tmp_path, capsys):
-    assert main(["data", "check", "--dataset", "multimnist", "--root", str(tmp_path),
-                 "--set", "dataset.source=torchvision"]) == 1
+    assert (
+        main(
+            ["data", "check", "--dataset", "multimnist", "--root", str(tmp_path), "--set", "dataset.source=torchvision"]
+        )
+        == 1
+    )
     out = capsys.readouterr().out
     assert "train-images-idx3-ubyte" in out and str(tmp_path / "MNIST" / "raw") in out
 

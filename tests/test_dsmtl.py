@@ -24,9 +24,10 @@ def test_private_gates_give_exactly_the_stl_networks():
     torch.manual_seed(0)
     model = DSMTL(TASKS, MULTILENET, force_gate="private", private_init="independent").eval()
     stl = IndependentNetworks(TASKS, MULTILENET).eval()
-    stl.load_state_dict({"encoders." + k[len("private."):]: v for k, v in model.state_dict().items()
-                         if k.startswith("private.")} | {k: v for k, v in model.state_dict().items()
-                                                          if k.startswith("heads.")})
+    stl.load_state_dict(
+        {"encoders." + k[len("private.") :]: v for k, v in model.state_dict().items() if k.startswith("private.")}
+        | {k: v for k, v in model.state_dict().items() if k.startswith("heads.")}
+    )
     x, _ = _batch()
     for a, b in zip(model(x), stl(x), strict=True):
         assert torch.equal(a, b)
@@ -137,8 +138,9 @@ def test_layers_that_architecture_learning_leaves_unused_are_frozen_with_their_s
     model.train()
     frozen = [model.private[0], *model.public.children()]
     frozen = [m for m in frozen if not any(p.requires_grad for p in m.parameters())]
-    assert len(frozen) == 1 and all(not bn.training for bn in frozen[0].modules()
-                                    if isinstance(bn, torch.nn.BatchNorm2d))
+    assert len(frozen) == 1 and all(
+        not bn.training for bn in frozen[0].modules() if isinstance(bn, torch.nn.BatchNorm2d)
+    )
 
 
 def test_individual_learning_stage_two_is_separable_by_task():
@@ -179,10 +181,14 @@ def test_unrolled_gate_gradient_matches_finite_differences():
     rule = JointLearning(gate_on_val=True, unroll_lr=0.1)
     rule.bind(model, tasks)
     g = torch.Generator().manual_seed(1)
-    x, y = torch.randn(8, 4, generator=g, dtype=torch.float64), [torch.randn(8, generator=g, dtype=torch.float64)
-                                                                 for _ in tasks]
-    xv, yv = torch.randn(8, 4, generator=g, dtype=torch.float64), [torch.randn(8, generator=g, dtype=torch.float64)
-                                                                   for _ in tasks]
+    x, y = (
+        torch.randn(8, 4, generator=g, dtype=torch.float64),
+        [torch.randn(8, generator=g, dtype=torch.float64) for _ in tasks],
+    )
+    xv, yv = (
+        torch.randn(8, 4, generator=g, dtype=torch.float64),
+        [torch.randn(8, generator=g, dtype=torch.float64) for _ in tasks],
+    )
     (analytic,) = rule.unrolled_gate_gradient(x, y, (xv, yv))
 
     named = dict(model.named_parameters())
@@ -212,8 +218,9 @@ def test_gates_on_validation_step_first_with_their_own_adam_as_the_official_bile
     from mtlbench.config import resolve_config
     from mtlbench.training import build
 
-    cfg = resolve_config("synthetic_relations", "dsmtl_jl", 0, {"rule.gate_on_val": True, "tracking.enabled": False,
-                                                                 "train.lr": 0.003})
+    cfg = resolve_config(
+        "synthetic_relations", "dsmtl_jl", 0, {"rule.gate_on_val": True, "tracking.enabled": False, "train.lr": 0.003}
+    )
     bundle, model, rule = build(cfg)
     train_data = rule.prepare(bundle.train)
     x, y = train_data.x, train_data.targets

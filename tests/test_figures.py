@@ -12,8 +12,11 @@ from mtlbench.update_rules import assign_flat_gradient
 
 def test_metric_panels_use_each_tasks_primary_metric():
     """Audit: metrics_ci.png plotted synthetic MAE (alphabetically first) while every table uses MSE."""
-    rows = [{"dataset": "s", "method": m, "task": "t1", "metric": metric, "primary": metric == "mse", "mean": 1.0}
-            for m in ("hps", "stl") for metric in ("mae", "mse")]
+    rows = [
+        {"dataset": "s", "method": m, "task": "t1", "metric": metric, "primary": metric == "mse", "mean": 1.0}
+        for m in ("hps", "stl")
+        for metric in ("mae", "mse")
+    ]
     rows += [{"dataset": "s", "method": "hps", "task": "all", "metric": "delta_m", "primary": True, "mean": 0.0}]
     panels = primary_panels(pd.DataFrame(rows))
     assert [key for key, _ in panels] == [("s", "t1")]
@@ -29,4 +32,4 @@ def test_assigned_gradients_keep_the_parameters_layout():
     assert conv.weight.grad.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(conv.weight.grad, flat[: conv.weight.numel()].view(conv.weight.shape))
     assign_flat_gradient([conv.weight, conv.bias], flat)  # accumulates
-    assert torch.equal(conv.bias.grad, 2 * flat[conv.weight.numel():])
+    assert torch.equal(conv.bias.grad, 2 * flat[conv.weight.numel() :])

@@ -23,10 +23,17 @@ if PDFLATEX is None and os.environ.get("MTLBENCH_REQUIRE_LATEX") != "1":
 
 def compile_tex(tmp_path, body: str) -> str:
     doc = tmp_path / "doc.tex"
-    doc.write_text("\\documentclass{article}\n\\usepackage{booktabs,graphicx}\n\\begin{document}\n"
-                   f"{body}\n\\end{{document}}\n")
-    result = subprocess.run([PDFLATEX or "pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    doc.write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs,graphicx}\n\\begin{document}\n"
+        f"{body}\n\\end{{document}}\n"
+    )
+    result = subprocess.run(
+        [PDFLATEX or "pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     log = (tmp_path / "doc.log").read_text(errors="replace")
     assert result.returncode == 0, log[-3000:]
     return log

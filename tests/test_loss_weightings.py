@@ -47,13 +47,16 @@ def bound(name: str, **kw):
 
 def per_task_grads(model):
     losses = torch.stack([t.loss(o, y) for t, o, y in zip(TASKS, model(X), Y, strict=True)])
-    return losses.detach(), [torch.autograd.grad(loss, list(model.parameters()), retain_graph=True,
-                                                 allow_unused=True) for loss in losses]
+    return losses.detach(), [
+        torch.autograd.grad(loss, list(model.parameters()), retain_graph=True, allow_unused=True) for loss in losses
+    ]
 
 
 def combined(grads, weights):
-    return [sum(float(w) * (g[i] if g[i] is not None else 0) for w, g in zip(weights, grads, strict=True))
-            for i in range(len(grads[0]))]
+    return [
+        sum(float(w) * (g[i] if g[i] is not None else 0) for w, g in zip(weights, grads, strict=True))
+        for i in range(len(grads[0]))
+    ]
 
 
 def assert_network_gradient(model, expected):

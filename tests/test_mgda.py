@@ -24,8 +24,12 @@ def scipy_min_norm(grads: torch.Tensor) -> float:
     gram = (grads @ grads.T).numpy()
     t = len(gram)
     result = scipy.optimize.minimize(
-        lambda a: a @ gram @ a, np.full(t, 1.0 / t), jac=lambda a: 2 * gram @ a, method="SLSQP",
-        bounds=[(0.0, 1.0)] * t, constraints=[{"type": "eq", "fun": lambda a: a.sum() - 1.0}],
+        lambda a: a @ gram @ a,
+        np.full(t, 1.0 / t),
+        jac=lambda a: 2 * gram @ a,
+        method="SLSQP",
+        bounds=[(0.0, 1.0)] * t,
+        constraints=[{"type": "eq", "fun": lambda a: a.sum() - 1.0}],
         options={"ftol": 1e-16, "maxiter": 5000},
     )
     return float(result.fun)
@@ -112,8 +116,12 @@ def test_frank_wolfe_option_respects_its_iteration_cap_and_stays_feasible():
 
 
 def _tiny(method: str, **extra):
-    cfg = resolve_config("multimnist", method, 0, {"dataset.n_train": 64, "dataset.n_val": 16,
-                                                     "dataset.n_test": 16, "tracking.enabled": False, **extra})
+    cfg = resolve_config(
+        "multimnist",
+        method,
+        0,
+        {"dataset.n_train": 64, "dataset.n_val": 16, "dataset.n_test": 16, "tracking.enabled": False, **extra},
+    )
     bundle, model, rule = build(cfg)
     model.eval()  # no dropout: the reference computation below must see the same network
     x = bundle.train.x[:32]
@@ -151,6 +159,7 @@ def test_mgda_ub_weights_solve_the_representation_problem():
 
 def test_mgda_on_cross_stitch_is_refused_with_a_clear_message():
     with pytest.raises(MtlbenchError, match="shares none"):
-        cfg = resolve_config("multimnist", "mgda", 0, {"arch.name": "cross_stitch", "tracking.enabled": False,
-                                                        "dataset.n_train": 16})
+        cfg = resolve_config(
+            "multimnist", "mgda", 0, {"arch.name": "cross_stitch", "tracking.enabled": False, "dataset.n_train": 16}
+        )
         build(cfg)

@@ -25,22 +25,25 @@ TINY = {
     "seeds": [0, 1],
     "overrides": {
         "common": {"train.epochs": 1},
-        "datasets": {"multimnist": {"dataset.n_train": 256, "dataset.n_val": 64, "dataset.n_test": 64,
-                                    "train.batch_size": 64}},
+        "datasets": {
+            "multimnist": {"dataset.n_train": 256, "dataset.n_val": 64, "dataset.n_test": 64, "train.batch_size": 64}
+        },
     },
     "efficiency": {"rounds": 3},  # the benchmark runs, briefly
 }
 
 
-def snakemake(workdir: Path, *args: str, config: dict | None = None, timeout: float = 900,
-              env: dict | None = None) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, *args: str, config: dict | None = None, timeout: float = 900, env: dict | None = None
+) -> subprocess.CompletedProcess:
     cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
     if config is not None:
         path = workdir / "config.yaml"
         path.write_text(yaml.safe_dump(config))
         cmd += ["--configfile", str(path)]
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, cwd=workdir,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [*cmd, *args], capture_output=True, text=True, timeout=timeout, cwd=workdir, env={**os.environ, **(env or {})}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +57,16 @@ def tiny_run(tmp_path_factory):
 def test_tables_have_a_row_per_method_and_seed(tiny_run):
     tables = tiny_run / "results" / "tables"
     metrics = pd.read_csv(tables / "metrics.csv")
-    assert list(metrics.columns)[:8] == ["dataset", "method", "seed", "split", "task", "metric", "value",
-                                         "higher_is_better"]
+    assert list(metrics.columns)[:8] == [
+        "dataset",
+        "method",
+        "seed",
+        "split",
+        "task",
+        "metric",
+        "value",
+        "higher_is_better",
+    ]
     runs = metrics[["dataset", "method", "seed"]].drop_duplicates()
     assert len(runs) == 2 * 2 * 2
     dm = metrics[metrics.metric == "delta_m"]
@@ -115,9 +126,22 @@ def rendered_text(page: Path) -> str:
         if os.environ.get("MTLBENCH_REQUIRE_BROWSER") == "1":
             pytest.fail("chromium is not installed (.ci/run installs Debian's chromium)")
         pytest.skip("chromium is not installed (CI installs it)")
-    result = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                             "--disable-background-networking", "--virtual-time-budget=15000", "--dump-dom",
-                             page.as_uri()], capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     dom = re.sub(r"<script.*?</script>|<style.*?</style>", " ", result.stdout, flags=re.S)
     return " ".join(re.sub(r"<[^>]+>", " ", dom).split())
@@ -139,7 +163,7 @@ def test_report_front_page_shows_claims_and_leaderboards_in_a_browser(tiny_run):
     for dataset, rows in board.groupby("dataset"):
         ranked = rows.sort_values("mean_delta_m").method.tolist()
         assert f"Leaderboard: {dataset}" in text
-        shown = text[text.index(f"Leaderboard: {dataset}"):]
+        shown = text[text.index(f"Leaderboard: {dataset}") :]
         positions = [shown.index(f" {r} {m} ") for r, m in enumerate(ranked, start=1)]
         assert positions == sorted(positions)
 
@@ -164,19 +188,40 @@ def test_deleting_one_record_reruns_only_its_job_and_restores_it(tiny_run):
 
 
 def test_interrupted_pipeline_completes_when_rerun(tmp_path):
-    config = {**TINY, "datasets": ["multimnist"], "methods": ["hps"], "seeds": [0],
-              "statistics": {"baselines": ["hps"], "reference": "hps"},
-              # long enough that the job is still running when Ctrl-C arrives; a checkpoint after every epoch
-              "overrides": {"common": {"train.epochs": 40, "train.checkpoint_every_s": 0},
-                            "datasets": {"multimnist": {"dataset.n_train": 512, "train.batch_size": 64}}}}
+    config = {
+        **TINY,
+        "datasets": ["multimnist"],
+        "methods": ["hps"],
+        "seeds": [0],
+        "statistics": {"baselines": ["hps"], "reference": "hps"},
+        # long enough that the job is still running when Ctrl-C arrives; a checkpoint after every epoch
+        "overrides": {
+            "common": {"train.epochs": 40, "train.checkpoint_every_s": 0},
+            "datasets": {"multimnist": {"dataset.n_train": 512, "train.batch_size": 64}},
+        },
+    }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--cores", "2",
-           "--configfile", str(tmp_path / "config.yaml")]
+    cmd = [
+        *SNAKEMAKE,
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--cores",
+        "2",
+        "--configfile",
+        str(tmp_path / "config.yaml"),
+    ]
     # a terminal's Ctrl-C: SIGINT has its default action there, even when this test runs under a runner
     # that started it in the background (which leaves SIGINT ignored, and children inherit that)
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     ckpt = tmp_path / "results" / "runs" / "multimnist" / "hps" / "seed0" / "checkpoint.pt"
     deadline = time.time() + 300
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
@@ -207,9 +252,14 @@ def test_the_hashed_thread_count_is_the_configured_one_whatever_the_cores(tmp_pa
 
 
 def test_slurm_profile_dry_run(tmp_path):
-    result = subprocess.run([*SNAKEMAKE, "-n", "--workflow-profile", "workflow/profiles/slurm"], capture_output=True,
-                            text=True, cwd=ROOT, timeout=300,
-                            env={**os.environ, "MTLBENCH_SLURM_PARTITION": "debug"})
+    result = subprocess.run(
+        [*SNAKEMAKE, "-n", "--workflow-profile", "workflow/profiles/slurm"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        env={**os.environ, "MTLBENCH_SLURM_PARTITION": "debug"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "train_run" in result.stdout
 
@@ -253,8 +303,14 @@ def test_the_documented_user_method_runs_through_the_pipeline(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     try_once = next(b for b in _doc_blocks(doc, "bash") if "mtlbench train" in b).strip()
     argv = try_once.removeprefix("PYTHONPATH=. ").split()
-    tried = subprocess.run([sys.executable, "-m", "mtlbench", *argv[1:]], capture_output=True, text=True,
-                           cwd=tmp_path, env=env, timeout=600)
+    tried = subprocess.run(
+        [sys.executable, "-m", "mtlbench", *argv[1:]],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=600,
+    )
     assert tried.returncode == 0, tried.stderr[-3000:]
     assert "requires_grad" not in tried.stderr and "Warning" not in tried.stderr, tried.stderr[-2000:]
     out = Path(argv[argv.index("--out") + 1])
@@ -269,11 +325,13 @@ def test_the_documented_user_method_runs_through_the_pipeline(tmp_path):
     results = tmp_path / mine["results"]
     sig = pd.read_csv(results / "tables" / "significance.csv")
     assert "mymethods.uncertainty:UNCERTAINTY" in set(sig.method)
-    assert (results / "runs" / "synthetic_relations" / "mymethods.uncertainty_UNCERTAINTY" / "seed1"
-            / "record.json").exists()
+    assert (
+        results / "runs" / "synthetic_relations" / "mymethods.uncertainty_UNCERTAINTY" / "seed1" / "record.json"
+    ).exists()
     assert (tmp_path / mine["tracking"]["uri"].removeprefix("sqlite:///")).is_file()
-    logs = list((tmp_path / "logs" / "train_run" / "synthetic_relations" / "mymethods.uncertainty_UNCERTAINTY")
-                .glob("*.log"))
+    logs = list(
+        (tmp_path / "logs" / "train_run" / "synthetic_relations" / "mymethods.uncertainty_UNCERTAINTY").glob("*.log")
+    )
     assert logs and not any("requires_grad" in log.read_text() for log in logs)
 
 
@@ -281,8 +339,13 @@ def test_paper_config_dry_run_has_one_job_per_dataset_method_seed():
     paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
     expected = len(paper["datasets"]) * len(paper["methods"]) * len(paper["seeds"])
     # --printshellcmds: the default profile keeps the terminal quiet and hides them
-    result = subprocess.run([*SNAKEMAKE, "-n", "--printshellcmds", "--configfile", "config/paper.yaml"],
-                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    result = subprocess.run(
+        [*SNAKEMAKE, "-n", "--printshellcmds", "--configfile", "config/paper.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(rf"train_run\s+{expected}\b", result.stdout), result.stdout[-2000:]
     assert "--set train.device=auto" in result.stdout
@@ -297,8 +360,11 @@ def test_paper_config_dry_run_has_one_job_per_dataset_method_seed():
 
 def test_a_dataset_missing_on_disk_stops_the_run_before_any_job(tmp_path):
     """Issue 16.8: the data check names what is missing and where it belongs; a dry run only warns."""
-    config = {**TINY, "datasets": ["synthetic_relations", "office31"],
-              "overrides": {**TINY["overrides"], "datasets": {"office31": {"dataset.root": str(tmp_path / "o31")}}}}
+    config = {
+        **TINY,
+        "datasets": ["synthetic_relations", "office31"],
+        "overrides": {**TINY["overrides"], "datasets": {"office31": {"dataset.root": str(tmp_path / "o31")}}},
+    }
     planned = snakemake(tmp_path, "-n", config=config)
     assert planned.returncode == 0, planned.stderr[-2000:]
     assert "1 dataset(s) not on disk (office31)" in planned.stderr

@@ -24,8 +24,7 @@ from tests.test_data import write_mnist_files
 def _one_step(cfg: dict, batch: int = 4) -> tuple[dict, object]:
     bundle, model, rule = build(cfg)
     optimizer = make_optimizer(model.param_groups(1e-3), train_config(cfg))
-    x, targets = next(iterate_batches(bundle.train, batch, True, torch.Generator().manual_seed(0),
-                                      torch.device("cpu")))
+    x, targets = next(iterate_batches(bundle.train, batch, True, torch.Generator().manual_seed(0), torch.device("cpu")))
     losses = rule.backward(x, targets)
     optimizer.step()
     assert torch.isfinite(losses).all() and len(losses) == len(bundle.tasks)
@@ -38,19 +37,25 @@ def write_cifar10(root, per_batch=6, n_test=8, seed=0):
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     for name, n in [(f"data_batch_{i}", per_batch) for i in range(1, 6)] + [("test_batch", n_test)]:
-        batch = {"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
-                 "labels": [int(v) for v in rng.integers(0, 10, size=n)], "batch_label": name}
+        batch = {
+            "data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+            "labels": [int(v) for v in rng.integers(0, 10, size=n)],
+            "batch_label": name,
+        }
         with open(folder / name, "wb") as fh:
             pickle.dump(batch, fh)
     with open(folder / "batches.meta", "wb") as fh:
-        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                                     "ship", "truck"]}, fh)
+        pickle.dump(
+            {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]},
+            fh,
+        )
 
 
 def test_cifar_mtl_from_python_batches(tmp_path):
     write_cifar10(tmp_path)
-    cfg = resolve_config("cifar_mtl", "hps", 0, {"dataset.root": str(tmp_path), "dataset.per_class": 2,
-                                                 "tracking.enabled": False})
+    cfg = resolve_config(
+        "cifar_mtl", "hps", 0, {"dataset.root": str(tmp_path), "dataset.per_class": 2, "tracking.enabled": False}
+    )
     metrics, bundle = _one_step(cfg)
     assert len(bundle.tasks) == 10 and all(t.kind == "binary" for t in bundle.tasks)
     # per_class caps each class at its first 2 training images; 10% of those go to validation
@@ -85,15 +90,20 @@ def write_celeba(root, n=9, seed=0):
         Image.fromarray(pixels).save(folder / "img_align_celeba" / name)
     attrs = rng.choice([-1, 1], size=(n, 40))
     (folder / "list_attr_celeba.txt").write_text(
-        f"{n}\n" + " ".join(ATTRS) + " \n" + "".join(f"{m} " + " ".join(f"{v:2d}" for v in row) + "\n"
-                                                     for m, row in zip(names, attrs, strict=True)))
+        f"{n}\n"
+        + " ".join(ATTRS)
+        + " \n"
+        + "".join(f"{m} " + " ".join(f"{v:2d}" for v in row) + "\n" for m, row in zip(names, attrs, strict=True))
+    )
     (folder / "list_eval_partition.txt").write_text("".join(f"{m} {i % 3}\n" for i, m in enumerate(names)))
     (folder / "identity_CelebA.txt").write_text("".join(f"{m} {i + 1}\n" for i, m in enumerate(names)))
-    (folder / "list_bbox_celeba.txt").write_text(f"{n}\nimage_id x_1 y_1 width height\n"
-                                                 + "".join(f"{m} 1 2 3 4\n" for m in names))
+    (folder / "list_bbox_celeba.txt").write_text(
+        f"{n}\nimage_id x_1 y_1 width height\n" + "".join(f"{m} 1 2 3 4\n" for m in names)
+    )
     (folder / "list_landmarks_align_celeba.txt").write_text(
         f"{n}\nlefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y rightmouth_x "
-        "rightmouth_y\n" + "".join(f"{m} " + " ".join(["10"] * 10) + "\n" for m in names))
+        "rightmouth_y\n" + "".join(f"{m} " + " ".join(["10"] * 10) + "\n" for m in names)
+    )
     return attrs
 
 
@@ -117,9 +127,18 @@ def test_celeba_missing_is_named(tmp_path):
 
 def test_multifashion_from_fashion_mnist_idx_files(tmp_path):
     write_mnist_files(tmp_path, "FashionMNIST")
-    cfg = resolve_config("multifashion", "hps", 0, {"dataset.root": str(tmp_path), "dataset.n_train": 32,
-                                                    "dataset.n_val": 8, "dataset.n_test": 8,
-                                                    "tracking.enabled": False})
+    cfg = resolve_config(
+        "multifashion",
+        "hps",
+        0,
+        {
+            "dataset.root": str(tmp_path),
+            "dataset.n_train": 32,
+            "dataset.n_val": 8,
+            "dataset.n_test": 8,
+            "tracking.enabled": False,
+        },
+    )
     metrics, bundle = _one_step(cfg)
     assert set(metrics) == {"left", "right"} and bundle.train.x.shape == (32, 1, 28, 28)
 
@@ -136,15 +155,27 @@ def write_office31(root, per_class=5, seed=0, with_lists=True):
     if with_lists:  # dslr gets published-style split lists; the other domains use the seeded split
         (root / "splits").mkdir()
         for split, ids in (("train", [0, 1, 2]), ("val", [3]), ("test", [4])):
-            lines = [f"dslr/images/{c}/frame_{i:04d}.jpg {label}" for label, c in enumerate(("back_pack", "bike"))
-                     for i in ids]
+            lines = [
+                f"dslr/images/{c}/frame_{i:04d}.jpg {label}"
+                for label, c in enumerate(("back_pack", "bike"))
+                for i in ids
+            ]
             (root / "splits" / f"dslr_{split}.txt").write_text("\n".join(lines) + "\n")
 
 
 def test_office31_domains_as_tasks(tmp_path):
     write_office31(tmp_path)
-    cfg = resolve_config("office31", "hps", 0, {"dataset.root": str(tmp_path), "dataset.image_size": 32,
-                                                "dataset.backbone": "resnet18", "tracking.enabled": False})
+    cfg = resolve_config(
+        "office31",
+        "hps",
+        0,
+        {
+            "dataset.root": str(tmp_path),
+            "dataset.image_size": 32,
+            "dataset.backbone": "resnet18",
+            "tracking.enabled": False,
+        },
+    )
     metrics, bundle = _one_step(cfg, batch=4)
     assert [t.name for t in bundle.tasks] == ["amazon", "dslr", "webcam"]
     assert all(t.num_classes == 2 for t in bundle.tasks)
@@ -173,11 +204,23 @@ def test_office_home_layout_without_images_folder(tmp_path):
             for i in range(5):
                 pixels = rng.integers(0, 256, size=(12, 12, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(tmp_path / domain / cls / f"{i:05d}.jpg")
-    cfg = resolve_config("office_home", "hps", 0, {"dataset.root": str(tmp_path), "dataset.image_size": 32,
-                                                   "dataset.backbone": "resnet18", "tracking.enabled": False})
+    cfg = resolve_config(
+        "office_home",
+        "hps",
+        0,
+        {
+            "dataset.root": str(tmp_path),
+            "dataset.image_size": 32,
+            "dataset.backbone": "resnet18",
+            "tracking.enabled": False,
+        },
+    )
     metrics, bundle = _one_step(cfg, batch=6)
-    assert [t.num_classes for t in bundle.tasks] == [3, 3, 3, 3] and bundle.info["classes"] == ["Alarm_Clock", "Bike",
-                                                                                                  "Pen"]
+    assert [t.num_classes for t in bundle.tasks] == [3, 3, 3, 3] and bundle.info["classes"] == [
+        "Alarm_Clock",
+        "Bike",
+        "Pen",
+    ]
     assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (36, 12, 12)
 
 
@@ -198,13 +241,36 @@ def test_a_malicious_cifar_pickle_runs_nothing_and_gets_one_error(tmp_path):
     marker = tmp_path / "pwned"
     with open(tmp_path / "cifar-10-batches-py" / "data_batch_1", "wb") as fh:
         pickle.dump({"data": _RunsCode(marker), "labels": [0]}, fh)
-    train = subprocess.run([sys.executable, "-m", "mtlbench", "train", "--dataset", "cifar_mtl", "--method", "hps",
-                            "--no-tracking", "--set", f"dataset.root={tmp_path}", "--out", str(tmp_path / "run")],
-                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    train = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mtlbench",
+            "train",
+            "--dataset",
+            "cifar_mtl",
+            "--method",
+            "hps",
+            "--no-tracking",
+            "--set",
+            f"dataset.root={tmp_path}",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert train.returncode == 2 and train.stderr.startswith("error: refused to load CIFAR-10")
     assert "posix.system" in train.stderr or "os.system" in train.stderr
     assert "Traceback" not in train.stderr and train.stderr.count("\n") == 1
-    check = subprocess.run([sys.executable, "-m", "mtlbench", "data", "check", "--dataset", "cifar_mtl", "--root",
-                            str(tmp_path)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    check = subprocess.run(
+        [sys.executable, "-m", "mtlbench", "data", "check", "--dataset", "cifar_mtl", "--root", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert check.returncode == 1 and "not plain data" in check.stdout
     assert not marker.exists()  # nothing ran, under train or under data check

@@ -9,25 +9,55 @@ from mtlbench.report_tables import html_table, leaderboard, write_report_tables
 
 
 def bootstrap_rows() -> pd.DataFrame:
-    rows = [("d", "stl", 0.0, 0.0, 0.0, 0.9, 0.5), ("d", "hps", 2.0, 1.0, 3.0, 0.5, 0.1),
-            ("d", "new", -1.5, -2.5, -0.5, 0.95, 0.8), ("e", "stl", 0.0, 0.0, 0.0, 0.4, 0.5),
-            ("e", "hps", -3.0, -4.0, -2.0, 0.5, 0.9)]
-    table = pd.DataFrame(rows, columns=["dataset", "method", "mean_delta_m", "boot_ci95_low", "boot_ci95_high",
-                                        "p_improve_vs_hps", "p_improve_vs_stl"])
+    rows = [
+        ("d", "stl", 0.0, 0.0, 0.0, 0.9, 0.5),
+        ("d", "hps", 2.0, 1.0, 3.0, 0.5, 0.1),
+        ("d", "new", -1.5, -2.5, -0.5, 0.95, 0.8),
+        ("e", "stl", 0.0, 0.0, 0.0, 0.4, 0.5),
+        ("e", "hps", -3.0, -4.0, -2.0, 0.5, 0.9),
+    ]
+    table = pd.DataFrame(
+        rows,
+        columns=[
+            "dataset",
+            "method",
+            "mean_delta_m",
+            "boot_ci95_low",
+            "boot_ci95_high",
+            "p_improve_vs_hps",
+            "p_improve_vs_stl",
+        ],
+    )
     return table.assign(n=5)
 
 
 def test_leaderboard_ranks_by_delta_m_within_each_dataset_and_names_verdicts():
-    safeness = pd.DataFrame({"dataset": ["d", "d"], "method": ["hps", "new"], "n_worse": [1, 0],
-                             "worse": ["a.accuracy", np.nan], "n_compared": [2, 2]})
-    claims = pd.DataFrame({"dataset": ["d", "d", "e"], "method": ["new", "new", "hps"], "id": ["x", "y", "z"],
-                           "verdict": ["reproduced", "inconclusive", "contradicted"]})
+    safeness = pd.DataFrame(
+        {
+            "dataset": ["d", "d"],
+            "method": ["hps", "new"],
+            "n_worse": [1, 0],
+            "worse": ["a.accuracy", np.nan],
+            "n_compared": [2, 2],
+        }
+    )
+    claims = pd.DataFrame(
+        {
+            "dataset": ["d", "d", "e"],
+            "method": ["new", "new", "hps"],
+            "id": ["x", "y", "z"],
+            "verdict": ["reproduced", "inconclusive", "contradicted"],
+        }
+    )
     board = leaderboard(bootstrap_rows(), safeness, claims)
     d = board[board.dataset == "d"]
     assert d.method.tolist() == ["new", "stl", "hps"] and d["rank"].tolist() == [1, 2, 3]
     assert board[board.dataset == "e"].method.tolist() == ["hps", "stl"]
-    assert d.set_index("method").tasks_worse_than_reference.to_dict() == {"new": "0 of 2", "stl": "",
-                                                                          "hps": "1 of 2 (a.accuracy)"}
+    assert d.set_index("method").tasks_worse_than_reference.to_dict() == {
+        "new": "0 of 2",
+        "stl": "",
+        "hps": "1 of 2 (a.accuracy)",
+    }
     assert d.set_index("method").claims["new"] == "x: reproduced; y: inconclusive"
     assert board.set_index(["dataset", "method"]).claims[("e", "hps")] == "z: contradicted"
 
@@ -36,13 +66,29 @@ def test_a_method_against_itself_shows_a_dash_and_the_reference_is_named(tmp_pat
     tables = tmp_path / "tables"
     tables.mkdir()
     bootstrap_rows().to_csv(tables / "delta_m_bootstrap.csv", index=False)
-    pd.DataFrame({"dataset": ["d"], "method": ["hps"], "task": ["all"], "metric": ["delta_m"], "primary": [True],
-                  "higher_is_better": [False], "mean": [2.0], "std": [0.5], "n": [5],
-                  "n_diverged": [0]}).to_csv(tables / "summary.csv", index=False)
+    pd.DataFrame(
+        {
+            "dataset": ["d"],
+            "method": ["hps"],
+            "task": ["all"],
+            "metric": ["delta_m"],
+            "primary": [True],
+            "higher_is_better": [False],
+            "mean": [2.0],
+            "std": [0.5],
+            "n": [5],
+            "n_diverged": [0],
+        }
+    ).to_csv(tables / "summary.csv", index=False)
     (tables / "significance.csv").write_text("")  # one method only: pandas writes an empty file
     pages = write_report_tables(tables, tmp_path / "html", reference="stl")
-    assert {p.name for p in pages} == {"front.html", "claims.html", "leaderboard.html", "summary.html",
-                                       "significance.html"}
+    assert {p.name for p in pages} == {
+        "front.html",
+        "claims.html",
+        "leaderboard.html",
+        "summary.html",
+        "significance.html",
+    }
     assert "No rows in this run" in (tmp_path / "html" / "significance.html").read_text()
     md = (tables / "leaderboard.md").read_text()
     stl_row = next(line for line in md.splitlines() if "| stl " in line and "reference" in line)

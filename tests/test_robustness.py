@@ -35,10 +35,15 @@ def _one_error_line(capsys, argv: list[str]) -> str:
 @pytest.mark.parametrize("method", ["tests.test_robustness:not_a_method", "os:system", "../../x:Y", "builtins:print"])
 def test_a_method_name_never_calls_what_it_names(tmp_path, capsys, method):
     CALLED.unlink(missing_ok=True)
-    for argv in (["--method", method], ["--method", "hps", "--set", f"rule.name={method}"],
-                 ["--method", "hps", "--set", f"arch.name={method}"]):
-        err = _one_error_line(capsys, ["train", "--dataset", "synthetic_relations", *argv, "--no-tracking",
-                                       "--out", str(tmp_path / "run")])
+    for argv in (
+        ["--method", method],
+        ["--method", "hps", "--set", f"rule.name={method}"],
+        ["--method", "hps", "--set", f"arch.name={method}"],
+    ):
+        err = _one_error_line(
+            capsys,
+            ["train", "--dataset", "synthetic_relations", *argv, "--no-tracking", "--out", str(tmp_path / "run")],
+        )
         assert "package.module:Name" in err or "is not usable as" in err
     assert not CALLED.exists()
 
@@ -46,13 +51,16 @@ def test_a_method_name_never_calls_what_it_names(tmp_path, capsys, method):
 TINY = ["--dataset", "synthetic_relations", "--method", "hps", "--no-tracking", "--epochs", "2"]
 
 
-@pytest.mark.parametrize(("extra", "fragment"), [
-    (["--set", "dataset.n_train=0"], "the train split of 'synthetic_relations' is empty"),
-    (["--set", "dataset.n_test=-4"], "cannot be built with these settings"),
-    (["--set", "train.device=tpu"], "train.device='tpu' is not a device"),
-    (["--set", "train.threads=0"], "train.threads must be >= 1"),
-    (["--out", "/sys/mtlbench-run"], "/sys/mtlbench-run"),  # a folder nobody may write (root included)
-])
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--set", "dataset.n_train=0"], "the train split of 'synthetic_relations' is empty"),
+        (["--set", "dataset.n_test=-4"], "cannot be built with these settings"),
+        (["--set", "train.device=tpu"], "train.device='tpu' is not a device"),
+        (["--set", "train.threads=0"], "train.threads must be >= 1"),
+        (["--out", "/sys/mtlbench-run"], "/sys/mtlbench-run"),  # a folder nobody may write (root included)
+    ],
+)
 def test_user_mistakes_end_in_one_error_line(tmp_path, capsys, extra, fragment):
     argv = ["train", *TINY, *(["--out", str(tmp_path / "run")] if "--out" not in extra else []), *extra]
     assert fragment in _one_error_line(capsys, argv)
@@ -74,8 +82,13 @@ class Killed(BaseException):
 
 
 def _live(tmp_path, **extra):
-    overrides = {"train.epochs": 8, "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-                 "tracking.artifacts": str(tmp_path / "artifacts"), "tracking.log_every": 1, **extra}
+    overrides = {
+        "train.epochs": 8,
+        "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "tracking.artifacts": str(tmp_path / "artifacts"),
+        "tracking.log_every": 1,
+        **extra,
+    }
     return resolve_config("synthetic_relations", "hps", 0, overrides)
 
 
@@ -101,13 +114,24 @@ print(json.dumps([{"id": r.info.run_id, "status": r.info.status,
 
 def _run_summaries(tmp_path, fresh_process: bool) -> list[dict]:
     if fresh_process:  # MLflow keeps a process's engine on a database file even after the file is replaced
-        out = subprocess.run([sys.executable, "-c", _READ_RUNS, f"sqlite:///{tmp_path / 'mlflow.db'}"],
-                             capture_output=True, text=True, check=True, timeout=120).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", _READ_RUNS, f"sqlite:///{tmp_path / 'mlflow.db'}"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        ).stdout
         return json.loads(out)
     client, runs = _runs(tmp_path)
-    return [{"id": r.info.run_id, "status": r.info.status,
-             "val_steps": [m.step for m in client.get_metric_history(r.info.run_id, "val.task01.mse")],
-             "n_test": len(client.get_metric_history(r.info.run_id, "test.task01.mse"))} for r in runs]
+    return [
+        {
+            "id": r.info.run_id,
+            "status": r.info.status,
+            "val_steps": [m.step for m in client.get_metric_history(r.info.run_id, "val.task01.mse")],
+            "n_test": len(client.get_metric_history(r.info.run_id, "test.task01.mse")),
+        }
+        for r in runs
+    ]
 
 
 def _assert_one_complete_run(tmp_path, epochs=8, fresh_process=False):
@@ -135,8 +159,11 @@ def _kill_when(monkeypatch, target, name, when):
 
 KILL_POINTS = {
     "before the first checkpoint": (Trainer, "_save_checkpoint", lambda self, state: state["epoch"] == 1),
-    "after a checkpoint, with epochs flushed beyond it": (Trainer, "_save_checkpoint",
-                                                           lambda self, state: state["epoch"] == 6),
+    "after a checkpoint, with epochs flushed beyond it": (
+        Trainer,
+        "_save_checkpoint",
+        lambda self, state: state["epoch"] == 6,
+    ),
     "after the record, before the run is finished": (None, "finish", lambda self, status: True),
 }
 
@@ -151,8 +178,9 @@ def test_a_killed_run_has_exactly_one_mlflow_run_with_every_epoch_once(tmp_path,
     cfg = _live(tmp_path, **{"train.checkpoint_every_s": 0.0})
     if point.startswith("after a checkpoint"):
         original = Trainer._save_checkpoint
-        monkeypatch.setattr(Trainer, "_save_checkpoint",
-                            lambda self, state: original(self, state) if state["epoch"] % 3 == 0 else None)
+        monkeypatch.setattr(
+            Trainer, "_save_checkpoint", lambda self, state: original(self, state) if state["epoch"] % 3 == 0 else None
+        )
     _kill_when(monkeypatch, target or tracking.Tracker, name, when)
     with pytest.raises(Killed):
         train(cfg, tmp_path / "run")
@@ -170,13 +198,36 @@ def test_a_deleted_tracking_database_never_strands_a_run(tmp_path, monkeypatch):
         train(cfg, tmp_path / "run")
     (tmp_path / "mlflow.db").unlink()  # the checkpoint holds a run id the new database lacks
     # the rerun, as a user makes it: a new process (this one keeps MLflow's engine on the deleted file)
-    sets = [f"{k}={v}" for k, v in {"train.epochs": 8, "tracking.uri": cfg["tracking"]["uri"],
-                                    "tracking.artifacts": cfg["tracking"]["artifacts"],
-                                    "tracking.log_every": 1}.items()]
-    rerun = subprocess.run([sys.executable, "-m", "mtlbench", "train", "--dataset", "synthetic_relations", "--method",
-                            "hps", "--seed", "0", "--out", str(tmp_path / "run"),
-                            *[a for kv in sets for a in ("--set", kv)]],
-                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    sets = [
+        f"{k}={v}"
+        for k, v in {
+            "train.epochs": 8,
+            "tracking.uri": cfg["tracking"]["uri"],
+            "tracking.artifacts": cfg["tracking"]["artifacts"],
+            "tracking.log_every": 1,
+        }.items()
+    ]
+    rerun = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mtlbench",
+            "train",
+            "--dataset",
+            "synthetic_relations",
+            "--method",
+            "hps",
+            "--seed",
+            "0",
+            "--out",
+            str(tmp_path / "run"),
+            *[a for kv in sets for a in ("--set", kv)],
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert "logging this run anew" in rerun.stderr and "Traceback" not in rerun.stderr
     record = json.loads((tmp_path / "run" / "record.json").read_text())
@@ -225,20 +276,26 @@ def test_a_corrupt_checkpoint_resumes_from_the_previous_one(tmp_path, monkeypatc
 
 
 def test_a_garbage_record_is_named(tmp_path, capsys):
-    good = train(resolve_config("synthetic_relations", "hps", 0, {"tracking.enabled": False, "train.epochs": 2}),
-                 tmp_path / "a")
+    good = train(
+        resolve_config("synthetic_relations", "hps", 0, {"tracking.enabled": False, "train.epochs": 2}), tmp_path / "a"
+    )
     assert good["status"] == "ok"
     bad = tmp_path / "b" / "record.json"
     bad.parent.mkdir()
     bad.write_text("{not json")
-    err = _one_error_line(capsys, ["aggregate", str(tmp_path / "a" / "record.json"), str(bad), "--out",
-                                   str(tmp_path / "tables")])
+    err = _one_error_line(
+        capsys, ["aggregate", str(tmp_path / "a" / "record.json"), str(bad), "--out", str(tmp_path / "tables")]
+    )
     assert str(bad) in err and "delete it and rerun" in err
 
 
 def test_the_record_says_what_decides_the_last_bits(tmp_path):
-    record = train(resolve_config("synthetic_relations", "hps", 0, {"tracking.enabled": False, "train.epochs": 2,
-                                                                    "train.threads": 2}), tmp_path / "a")
+    record = train(
+        resolve_config(
+            "synthetic_relations", "hps", 0, {"tracking.enabled": False, "train.epochs": 2, "train.threads": 2}
+        ),
+        tmp_path / "a",
+    )
     host = record["host"]
     assert host["threads"] == 2 == record["config"]["train"]["threads"]
     assert host["cpu"] and {"cpu_capability", "mkl", "mkldnn", "openmp"} <= set(host)
@@ -250,10 +307,25 @@ def test_rerunning_the_command_completes_a_run_killed_before_it_finished(tmp_pat
     does not retrain an up-to-date record) still completes the MLflow run."""
     from mtlbench import tracking
 
-    argv = ["train", "--dataset", "synthetic_relations", "--method", "hps", "--seed", "0", "--out",
-            str(tmp_path / "run"), "--set", "train.epochs=8",
-            "--set", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-            "--set", f"tracking.artifacts={tmp_path / 'artifacts'}", "--set", "tracking.log_every=1"]
+    argv = [
+        "train",
+        "--dataset",
+        "synthetic_relations",
+        "--method",
+        "hps",
+        "--seed",
+        "0",
+        "--out",
+        str(tmp_path / "run"),
+        "--set",
+        "train.epochs=8",
+        "--set",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        "--set",
+        f"tracking.artifacts={tmp_path / 'artifacts'}",
+        "--set",
+        "tracking.log_every=1",
+    ]
     _kill_when(monkeypatch, tracking.Tracker, "finish", lambda self, status: True)
     with pytest.raises(Killed):
         main(argv)
@@ -268,11 +340,14 @@ def test_logging_records_completes_a_run_killed_mid_log(tmp_path, monkeypatch):
     from mtlbench import tracking
     from mtlbench.config import TrackingConfig
 
-    record = train(resolve_config("synthetic_relations", "hps", 0, {"tracking.live": False, "train.epochs": 8,
-                                                                    "tracking.log_every": 1}), tmp_path / "run")
+    record = train(
+        resolve_config(
+            "synthetic_relations", "hps", 0, {"tracking.live": False, "train.epochs": 8, "tracking.log_every": 1}
+        ),
+        tmp_path / "run",
+    )
     assert record["mlflow_run_id"] is None
-    cfg = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifacts=str(tmp_path / "artifacts"),
-                         log_every=1)
+    cfg = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifacts=str(tmp_path / "artifacts"), log_every=1)
     monkeypatch.setattr(tracking.Tracker, "flush_seconds", 0.0)
     calls = {"n": 0}
     original = tracking.Tracker.log_metrics

@@ -16,9 +16,19 @@ RANDOMISED = {"pcgrad", "jd_pcgrad", "graddrop", "rgw", "gradvac"}  # an order o
 STATEFUL = {"gradvac", "nash_mtl", "excess_mtl"}  # the update depends on past steps: fresh rule per call
 # what identical task gradients g give: the common gradient, T times it, a positive multiple of it
 # (CAGrad: (1 + c) g), or no promise (None)
-ON_IDENTICAL = {"pcgrad": "sum", "jd_pcgrad": "sum", "gradvac": "sum", "graddrop": None, "rgw": "common",
-                "cagrad": "direction",
-                "nash_mtl": None, "excess_mtl": None, "fairgrad": None, "aligned_mtl": None, "config": None}
+ON_IDENTICAL = {
+    "pcgrad": "sum",
+    "jd_pcgrad": "sum",
+    "gradvac": "sum",
+    "graddrop": None,
+    "rgw": "common",
+    "cagrad": "direction",
+    "nash_mtl": None,
+    "excess_mtl": None,
+    "fairgrad": None,
+    "aligned_mtl": None,
+    "config": None,
+}
 SIMPLEX = {"jd_mgda", "rgw"}  # weights on the simplex (sum 1, non-negative)
 
 

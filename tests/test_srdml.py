@@ -132,8 +132,9 @@ def test_srdml_recovers_the_synthetic_relations(tmp_path):
     truth = gt[i, j]
     means, rhos = [], []
     for seed in range(5):
-        cfg = resolve_config("synthetic_relations", "srdml", seed, {"tracking.enabled": False,
-                                                                    "train.checkpoint": False})
+        cfg = resolve_config(
+            "synthetic_relations", "srdml", seed, {"tracking.enabled": False, "train.checkpoint": False}
+        )
         record = train(cfg, tmp_path / f"seed{seed}")
         omega = torch.tensor(record["method_state"]["relation"])[i, j]
         means.append([float(omega[truth == k].mean()) for k in (2, 1, 0)])
@@ -146,8 +147,9 @@ def test_srdml_recovers_the_synthetic_relations(tmp_path):
 def test_srdml_with_pcgrad_needs_shared_parameters():
     from mtlbench.errors import MtlbenchError
 
-    cfg = resolve_config("synthetic_relations", "srdml_pcgrad", 0, {"dataset.trunk": "identity",
-                                                                    "tracking.enabled": False})
+    cfg = resolve_config(
+        "synthetic_relations", "srdml_pcgrad", 0, {"dataset.trunk": "identity", "tracking.enabled": False}
+    )
     with pytest.raises(MtlbenchError, match="shared parameters"):
         build(cfg)
 
@@ -206,8 +208,9 @@ def test_saliencies_are_per_sample_behind_batchnorm_heads():
     tasks = [TaskSpec("seg", "segmentation", 3), TaskSpec("depth", "depth")]
 
     def head(task):
-        return nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
-                             nn.Conv2d(6, task.num_outputs, 1))
+        return nn.Sequential(
+            nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, task.num_outputs, 1)
+        )
 
     torch.manual_seed(0)
     model = SharedTrunk(tasks, Network(lambda: nn.Sequential(nn.Conv2d(3, 4, 3, padding=1)), head, (3, 8, 8)))
@@ -278,8 +281,7 @@ def test_synthetic_srdml_optimises_the_official_objective():
     data = sum(((head(x)[:, 0] - target) ** 2).sum() for head, target in zip(model.heads, y, strict=True))
     data = data / (2 * m * t)
     i, j = torch.triu_indices(t, t, offset=1)
-    dist = torch.stack([(weights[a] - weights[b]).abs().sum() * m for a, b in zip(i.tolist(), j.tolist(),
-                                                                                  strict=True)])
+    dist = torch.stack([(weights[a] - weights[b]).abs().sum() * m for a, b in zip(i.tolist(), j.tolist(), strict=True)])
     official = data + 1.0 * (omega / omega.sum() * dist).sum()
     official.backward()
     for got, p in zip(suite_grads, model.parameters(), strict=True):

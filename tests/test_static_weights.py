@@ -18,16 +18,32 @@ def test_candidates_are_equal_weights_then_fixed_dirichlet_draws_summing_to_t():
     assert c.shape == (5, 3) and torch.equal(c[0], torch.ones(3))
     torch.testing.assert_close(c.sum(1), torch.full((5,), 3.0))
     assert torch.equal(c, candidate_weights(3, 5, 1.0))  # the same for every training seed
-    torch.testing.assert_close(candidate_weights(2, 0, 1.0, grid=[[1, 3], [2, 2]]), torch.tensor([[0.5, 1.5],
-                                                                                                  [1.0, 1.0]]))
+    torch.testing.assert_close(
+        candidate_weights(2, 0, 1.0, grid=[[1, 3], [2, 2]]), torch.tensor([[0.5, 1.5], [1.0, 1.0]])
+    )
     with pytest.raises(MtlbenchError, match="rule.grid"):
         candidate_weights(2, 0, 1.0, grid=[[1, 2, 3]])
 
 
 def test_the_best_candidate_on_held_out_data_is_trained_for_the_full_budget(tmp_path):
-    args = ["train", "--dataset", "synthetic_relations", "--method", "static_weights", "--seed", "0", "--epochs",
-            "10", "--set", "rule.candidates=3", "--set", "rule.tuning_fraction=0.2", "--out", str(tmp_path),
-            "--no-tracking"]
+    args = [
+        "train",
+        "--dataset",
+        "synthetic_relations",
+        "--method",
+        "static_weights",
+        "--seed",
+        "0",
+        "--epochs",
+        "10",
+        "--set",
+        "rule.candidates=3",
+        "--set",
+        "rule.tuning_fraction=0.2",
+        "--out",
+        str(tmp_path),
+        "--no-tracking",
+    ]
     assert main(args) == 0
     record = json.loads((tmp_path / "record.json").read_text())
     schedule = record["schedule"]

@@ -40,15 +40,23 @@ def _records(values: dict[str, list[dict[str, float]]], directions: dict[str, bo
     for method, per_seed in values.items():
         for seed, metrics in enumerate(per_seed):
             m = {task: {"score": v} for task, v in metrics.items()}
-            records.append({"dataset": "d", "method": method, "seed": seed, "status": "ok",
-                            "metrics": {"val": m, "test": m},
-                            "directions": {t: {"score": directions[t]} for t in metrics}})
+            records.append(
+                {
+                    "dataset": "d",
+                    "method": method,
+                    "seed": seed,
+                    "status": "ok",
+                    "metrics": {"val": m, "test": m},
+                    "directions": {t: {"score": directions[t]} for t in metrics},
+                }
+            )
     return records
 
 
 def test_delta_m_by_hand():
-    recs = _records({"stl": [{"acc": 0.8, "err": 2.0}], "hps": [{"acc": 0.88, "err": 2.5}]},
-                    {"acc": True, "err": False})
+    recs = _records(
+        {"stl": [{"acc": 0.8, "err": 2.0}], "hps": [{"acc": 0.88, "err": 2.5}]}, {"acc": True, "err": False}
+    )
     dm = delta_m(tidy_metrics(recs)).set_index("method")[DELTA_M]
     # acc 10% better (-10), err 25% worse (+25): mean 7.5, lower is better
     assert dm["hps"] == pytest.approx(7.5) and dm["stl"] == 0.0
@@ -57,9 +65,13 @@ def test_delta_m_by_hand():
 def test_holm_matches_statsmodels_and_the_hand_computation():
     rng = np.random.default_rng(0)
     base = rng.normal(size=(6, 4))
-    values = {"hps": [dict(zip("abcd", row, strict=True)) for row in base],
-              "stl": [dict(zip("abcd", row + shift, strict=True)) for row, shift in
-                      zip(base, rng.normal(0.3, 0.4, size=(6, 4)), strict=True)]}
+    values = {
+        "hps": [dict(zip("abcd", row, strict=True)) for row in base],
+        "stl": [
+            dict(zip("abcd", row + shift, strict=True))
+            for row, shift in zip(base, rng.normal(0.3, 0.4, size=(6, 4)), strict=True)
+        ],
+    }
     sig = significance(tidy_metrics(_records(values, dict.fromkeys("abcd", True))), baselines=("hps",))
     assert np.allclose(sig.t_p_holm, multipletests(sig.t_p, method="holm")[1])
     assert sig.t_p.between(0, 1).all() and sig.t_p_holm.between(0, 1).all()
@@ -79,8 +91,21 @@ def test_safeness_counts_tasks_significantly_worse_than_stl():
 def test_friedman_and_critical_difference_follow_demsar():
     rng = np.random.default_rng(1)
     per_block = {m: rng.normal(loc, 0.05, size=14) for m, loc in zip("wxyz", (0.9, 0.8, 0.7, 0.6), strict=True)}
-    rows = [{"dataset": "d", "method": m, "seed": 0, "split": "test", "task": f"t{b}", "metric": "acc",
-             "value": v[b], "higher_is_better": True, "status": "ok"} for m, v in per_block.items() for b in range(14)]
+    rows = [
+        {
+            "dataset": "d",
+            "method": m,
+            "seed": 0,
+            "split": "test",
+            "task": f"t{b}",
+            "metric": "acc",
+            "value": v[b],
+            "higher_is_better": True,
+            "status": "ok",
+        }
+        for m, v in per_block.items()
+        for b in range(14)
+    ]
     res = friedman_nemenyi(pd.DataFrame(rows))
     assert res["mean_ranks"]["w"] < res["mean_ranks"]["z"]
     # Demsar (2006): q_0.05 = 2.569 for k = 4; CD = q sqrt(k(k+1)/(6N))
@@ -174,12 +199,32 @@ def _dm_rows(n_datasets: int) -> pd.DataFrame:
     for d in range(n_datasets):
         for m, loc in zip("wxyz", (-5.0, -2.0, 0.0, 3.0), strict=True):
             for task in ("t1", "t2"):
-                rows.append({"dataset": f"d{d}", "method": m, "seed": 0, "split": "test", "task": task,
-                             "metric": "acc", "value": 0.8 - loc / 100 + rng.normal(0, 0.01),
-                             "higher_is_better": True, "status": "ok"})
-            rows.append({"dataset": f"d{d}", "method": m, "seed": 0, "split": "test", "task": "all",
-                         "metric": DELTA_M, "value": loc + rng.normal(0, 0.5), "higher_is_better": False,
-                         "status": "ok"})
+                rows.append(
+                    {
+                        "dataset": f"d{d}",
+                        "method": m,
+                        "seed": 0,
+                        "split": "test",
+                        "task": task,
+                        "metric": "acc",
+                        "value": 0.8 - loc / 100 + rng.normal(0, 0.01),
+                        "higher_is_better": True,
+                        "status": "ok",
+                    }
+                )
+            rows.append(
+                {
+                    "dataset": f"d{d}",
+                    "method": m,
+                    "seed": 0,
+                    "split": "test",
+                    "task": "all",
+                    "metric": DELTA_M,
+                    "value": loc + rng.normal(0, 0.5),
+                    "higher_is_better": False,
+                    "status": "ok",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -193,10 +238,21 @@ def test_friedman_ranks_datasets_when_there_are_enough_and_says_when_blocks_are_
 
 
 def _configured(method: str, seed: int, epochs: int) -> dict:
-    return {"dataset": "d", "method": method, "seed": seed, "status": "ok",
-            "config": {"dataset": {"name": "d"}, "method": method, "seed": seed, "train": {"epochs": epochs},
-                       "tracking": {"uri": f"u{seed}"}},
-            "metrics": {"val": {}, "test": {}}, "directions": {}}
+    return {
+        "dataset": "d",
+        "method": method,
+        "seed": seed,
+        "status": "ok",
+        "config": {
+            "dataset": {"name": "d"},
+            "method": method,
+            "seed": seed,
+            "train": {"epochs": epochs},
+            "tracking": {"uri": f"u{seed}"},
+        },
+        "metrics": {"val": {}, "test": {}},
+        "directions": {},
+    }
 
 
 def test_aggregation_refuses_one_row_of_two_configs():
@@ -235,6 +291,5 @@ def test_task_averaged_table_averages_within_a_seed_then_over_seeds():
     directions = {"t1": True, "t2": True}
     recs = _records({"hps": [{"t1": 0.8, "t2": 0.6}, {"t1": 0.9, "t2": 0.9}]}, directions)
     table = task_averaged(tidy_metrics(recs)).set_index("method").loc["hps"]
-    assert table["mean"] == pytest.approx((0.7 + 0.9) / 2) and table["std"] == pytest.approx(np.std([0.7, 0.9],
-                                                                                                      ddof=1))
+    assert table["mean"] == pytest.approx((0.7 + 0.9) / 2) and table["std"] == pytest.approx(np.std([0.7, 0.9], ddof=1))
     assert table.n == 2 and table.n_tasks == 2

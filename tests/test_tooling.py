@@ -13,6 +13,5 @@ from tests.conftest import ROOT
 
 @pytest.mark.parametrize("command", [["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy"]])
 def test_code_checks_pass(command):
-    result = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True, cwd=ROOT,
-                            timeout=600)
+    result = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]

@@ -15,8 +15,9 @@ from mtlbench.update_rules import JacobianRule, task_losses
 from tests.test_mgda import gradient_family, objective
 
 
-@pytest.mark.parametrize(("t", "shared", "seed"), [(t, s, seed) for t in (2, 3, 5, 8) for s in (0.0, 3.0)
-                                                   for seed in range(3)])
+@pytest.mark.parametrize(
+    ("t", "shared", "seed"), [(t, s, seed) for t in (2, 3, 5, 8) for s in (0.0, 3.0) for seed in range(3)]
+)
 def test_torchjd_mgda_and_the_suites_mgda_give_the_same_update(t, shared, seed):
     """The suite's active-set solver is exact; TorchJD's Frank-Wolfe, run to a tight tolerance, reaches the same
     min-norm point: the same update direction and the same objective."""
@@ -41,8 +42,12 @@ def test_torchjd_pcgrad_and_the_suites_pcgrad_agree(t, seed):
 
 
 def _built(method: str, **overrides):
-    cfg = resolve_config("multimnist", method, 0, {"tracking.enabled": False, "dataset.n_train": 64,
-                                                   "dataset.n_val": 16, "dataset.n_test": 16, **overrides})
+    cfg = resolve_config(
+        "multimnist",
+        method,
+        0,
+        {"tracking.enabled": False, "dataset.n_train": 64, "dataset.n_val": 16, "dataset.n_test": 16, **overrides},
+    )
     bundle, model, rule = build(cfg)
     x = torch.stack([bundle.train[i][0] for i in range(16)])
     y = [torch.stack([bundle.train[i][1][k] for i in range(16)]) for k in range(len(bundle.tasks))]
@@ -63,8 +68,7 @@ def test_a_torchjd_rule_puts_the_aggregated_jacobian_on_the_trunk_and_own_gradie
 
     model.zero_grad()
     losses = task_losses(model(x), y, tasks)
-    rows = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, shared, retain_graph=True)])
-            for loss in losses]
+    rows = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, shared, retain_graph=True)]) for loss in losses]
     expected = getattr(jd, rule.aggregator_class)(**rule.aggregator_args())(torch.stack(rows))
     torch.testing.assert_close(got_shared, expected, rtol=1e-4, atol=1e-6)
     losses.sum().backward()

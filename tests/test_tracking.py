@@ -19,11 +19,32 @@ def test_parallel_runs_are_all_tracked(tmp_path):
     n_runs = 4
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "mtlbench", "train", "--dataset", "synthetic_relations", "--method", "hps",
-             "--seed", str(seed), "--out", str(tmp_path / f"run{seed}"), "--epochs", "15",
-             "--set", f"tracking.uri={uri}", "--set", "tracking.experiment=par",
-             "--set", f"tracking.artifacts={tmp_path / 'artifacts'}"],
-            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "mtlbench",
+                "train",
+                "--dataset",
+                "synthetic_relations",
+                "--method",
+                "hps",
+                "--seed",
+                str(seed),
+                "--out",
+                str(tmp_path / f"run{seed}"),
+                "--epochs",
+                "15",
+                "--set",
+                f"tracking.uri={uri}",
+                "--set",
+                "tracking.experiment=par",
+                "--set",
+                f"tracking.artifacts={tmp_path / 'artifacts'}",
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         for seed in range(n_runs)
@@ -48,20 +69,44 @@ def test_parallel_runs_are_all_tracked(tmp_path):
 def _run_content(client, run_id):
     """Everything a run holds except its identity and wall-clock times."""
     run = client.get_run(run_id)
-    histories = {key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
-                 for key in run.data.metrics}
+    histories = {key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)] for key in run.data.metrics}
     identity = ("record_sha256", "mtlbench_run_key")  # how each way finds its run again
     tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.") and k not in identity}
-    return {"params": run.data.params, "tags": tags, "metrics": histories, "status": run.info.status,
-            "name": run.info.run_name, "artifacts": [a.path for a in client.list_artifacts(run_id)]}
+    return {
+        "params": run.data.params,
+        "tags": tags,
+        "metrics": histories,
+        "status": run.info.status,
+        "name": run.info.run_name,
+        "artifacts": [a.path for a in client.list_artifacts(run_id)],
+    }
 
 
 def test_logging_a_record_gives_the_run_that_live_tracking_gives(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    sets = ["--set", f"tracking.uri={uri}", "--set", f"tracking.artifacts={tmp_path / 'artifacts'}",
-            "--set", "tracking.log_every=3"]
-    live = run_cli("train", "--dataset", "synthetic_relations", "--method", "srdml", "--seed", "1",
-                   "--out", str(tmp_path / "live"), "--epochs", "15", *sets, cwd=tmp_path)
+    sets = [
+        "--set",
+        f"tracking.uri={uri}",
+        "--set",
+        f"tracking.artifacts={tmp_path / 'artifacts'}",
+        "--set",
+        "tracking.log_every=3",
+    ]
+    live = run_cli(
+        "train",
+        "--dataset",
+        "synthetic_relations",
+        "--method",
+        "srdml",
+        "--seed",
+        "1",
+        "--out",
+        str(tmp_path / "live"),
+        "--epochs",
+        "15",
+        *sets,
+        cwd=tmp_path,
+    )
     assert live.returncode == 0, live.stderr
     record = json.loads((tmp_path / "live" / "record.json").read_text())
     live_id = record["mlflow_run_id"]
@@ -70,8 +115,16 @@ def test_logging_a_record_gives_the_run_that_live_tracking_gives(tmp_path):
     deferred.parent.mkdir()
     deferred.write_text(json.dumps({**record, "mlflow_run_id": None}))
 
-    args = ["tracking", "log", str(deferred), str(tmp_path / "live" / "record.json"), "--uri", uri,
-            "--out", str(tmp_path / "runs.json")]
+    args = [
+        "tracking",
+        "log",
+        str(deferred),
+        str(tmp_path / "live" / "record.json"),
+        "--uri",
+        uri,
+        "--out",
+        str(tmp_path / "runs.json"),
+    ]
     first = run_cli(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     runs = json.loads((tmp_path / "runs.json").read_text())
@@ -91,9 +144,24 @@ def test_logging_a_record_gives_the_run_that_live_tracking_gives(tmp_path):
 
 def test_deferred_tracking_writes_no_run_until_logged(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = run_cli("train", "--dataset", "synthetic_relations", "--method", "hps", "--seed", "0",
-                     "--out", str(tmp_path / "run"), "--epochs", "2", "--set", f"tracking.uri={uri}",
-                     "--set", "tracking.live=false", cwd=tmp_path)
+    result = run_cli(
+        "train",
+        "--dataset",
+        "synthetic_relations",
+        "--method",
+        "hps",
+        "--seed",
+        "0",
+        "--out",
+        str(tmp_path / "run"),
+        "--epochs",
+        "2",
+        "--set",
+        f"tracking.uri={uri}",
+        "--set",
+        "tracking.live=false",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "mlflow.db").exists()
     assert json.loads((tmp_path / "run" / "record.json").read_text())["mlflow_run_id"] is None

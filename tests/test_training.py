@@ -73,8 +73,20 @@ def test_stl_is_independent_networks(tmp_path):
 
 def _train_cmd(out, epochs):
     sets = {**TINY_MULTIMNIST, "train.epochs": epochs, "dataset.n_train": 2048}
-    args = [sys.executable, "-m", "mtlbench", "train", "--dataset", "multimnist", "--method", "hps",
-            "--seed", "3", "--out", str(out)]
+    args = [
+        sys.executable,
+        "-m",
+        "mtlbench",
+        "train",
+        "--dataset",
+        "multimnist",
+        "--method",
+        "hps",
+        "--seed",
+        "3",
+        "--out",
+        str(out),
+    ]
     for k, v in sets.items():
         args += ["--set", f"{k}={v}"]
     return args
@@ -85,8 +97,9 @@ def test_killed_run_resumes_to_identical_metrics(tmp_path):
     reference = subprocess.run(_train_cmd(tmp_path / "ref", epochs), capture_output=True, text=True, cwd=ROOT)
     assert reference.returncode == 0, reference.stderr
 
-    proc = subprocess.Popen(_train_cmd(tmp_path / "cut", epochs), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _train_cmd(tmp_path / "cut", epochs), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     ckpt = tmp_path / "cut" / CHECKPOINT
     deadline = time.time() + 300
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
@@ -119,10 +132,18 @@ def test_default_multimnist_hard_sharing_reaches_the_accuracy_target(tmp_path):
         assert record["metrics"]["test"][task]["accuracy"] >= 0.88
 
 
-STAGED = [("dsmtl_al", "rule.search_fraction"), ("dsmtl_il", "rule.stage1_fraction"), ("srdml", "rule.warmup_fraction"),
-          ("mgda", None), ("static_weights", "rule.tuning_fraction"),
-          # loss weightings with a state of their own (learned weights and their optimiser, loss history)
-          ("uw", None), ("dwa", None), ("gradnorm", None), ("famo", None)]
+STAGED = [
+    ("dsmtl_al", "rule.search_fraction"),
+    ("dsmtl_il", "rule.stage1_fraction"),
+    ("srdml", "rule.warmup_fraction"),
+    ("mgda", None),
+    ("static_weights", "rule.tuning_fraction"),
+    # loss weightings with a state of their own (learned weights and their optimiser, loss history)
+    ("uw", None),
+    ("dwa", None),
+    ("gradnorm", None),
+    ("famo", None),
+]
 
 
 @pytest.mark.parametrize(("method", "stage_key"), STAGED)
@@ -136,6 +157,7 @@ def test_staged_methods_resume_exactly_across_their_stages(tmp_path, monkeypatch
     original = Trainer._save_checkpoint
 
     for stop_after in (2, 4):
+
         def interrupting(self, state, stop_after=stop_after):
             original(self, state)
             if state["epoch"] == stop_after:
@@ -151,9 +173,10 @@ def test_staged_methods_resume_exactly_across_their_stages(tmp_path, monkeypatch
 
 
 # --- staged methods report only epochs in which their own mechanism ran (issue 12, items 1 and 2) -------------
-@pytest.mark.parametrize(("method", "baseline", "seed"),
-                         [("srdml", "hps", 2), ("srdml", "hps", 3), ("srdml_pcgrad", "pcgrad", 1),
-                          ("srdml_pcgrad", "pcgrad", 3)])
+@pytest.mark.parametrize(
+    ("method", "baseline", "seed"),
+    [("srdml", "hps", 2), ("srdml", "hps", 3), ("srdml_pcgrad", "pcgrad", 1), ("srdml_pcgrad", "pcgrad", 3)],
+)
 def test_srdml_never_reports_a_warm_up_epoch(tmp_path, method, baseline, seed):
     """The audit's cases: these seeds selected a warm-up epoch and reported the plain baseline bit for bit."""
     cfg = resolve_config("synthetic_relations", method, seed, {"tracking.enabled": False})
@@ -161,8 +184,9 @@ def test_srdml_never_reports_a_warm_up_epoch(tmp_path, method, baseline, seed):
     warmup = record["schedule"]["first_selectable_epoch"]
     assert warmup == round(cfg["train"]["epochs"] * 11 / 150) > 0  # the official share of the budget
     assert record["status"] == "ok" and record["selected_epoch"] >= warmup
-    plain = train(resolve_config("synthetic_relations", baseline, seed, {"tracking.enabled": False}),
-                  tmp_path / baseline)
+    plain = train(
+        resolve_config("synthetic_relations", baseline, seed, {"tracking.enabled": False}), tmp_path / baseline
+    )
     assert record["metrics"]["test"] != plain["metrics"]["test"]
 
 
@@ -174,8 +198,21 @@ def test_a_budget_too_short_for_the_stages_is_refused(tmp_path, capsys, method, 
     """DSMTL-IL needs an epoch of each stage: one epoch cannot hold them, one message says so."""
     from mtlbench.cli import main
 
-    code = main(["train", "--dataset", "multimnist", "--method", method, "--epochs", str(epochs), "--no-tracking",
-                 "--out", str(tmp_path / "run"), *TINY_MULTIMNIST_ARGS])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "multimnist",
+            "--method",
+            method,
+            "--epochs",
+            str(epochs),
+            "--no-tracking",
+            "--out",
+            str(tmp_path / "run"),
+            *TINY_MULTIMNIST_ARGS,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
     assert key in err and f"train.epochs={epochs}" in err and method in err
@@ -188,8 +225,24 @@ def test_stages_scale_with_any_budget(tmp_path, method, epochs):
     hard sharing): the stages are shares of the budget, so the run is valid and reports its own mechanism."""
     from mtlbench.cli import main
 
-    assert main(["train", "--dataset", "multimnist", "--method", method, "--epochs", str(epochs),
-                 "--no-tracking", "--out", str(tmp_path / "run"), *TINY_MULTIMNIST_ARGS]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "multimnist",
+                "--method",
+                method,
+                "--epochs",
+                str(epochs),
+                "--no-tracking",
+                "--out",
+                str(tmp_path / "run"),
+                *TINY_MULTIMNIST_ARGS,
+            ]
+        )
+        == 0
+    )
     record = json.loads((tmp_path / "run" / "record.json").read_text())
     schedule = record["schedule"]
     assert record["status"] == "ok" and record["metrics"]["test"]

@@ -46,8 +46,9 @@ def test_a_new_file_under_methods_is_listed_trained_and_tabled_with_no_other_edi
     path = ROOT / "methods" / "probe_scaled_sum.py"
     path.write_text(PROBE)
     try:
-        listed = subprocess.run([sys.executable, "-m", "mtlbench", "list"], capture_output=True, text=True,
-                                cwd=ROOT, timeout=300)
+        listed = subprocess.run(
+            [sys.executable, "-m", "mtlbench", "list"], capture_output=True, text=True, cwd=ROOT, timeout=300
+        )
         assert listed.returncode == 0, listed.stderr[-2000:]
         assert "probe_scaled_sum" in listed.stdout and "rule.scale: float = 0.5" in listed.stdout
         config = {**TINY, "datasets": ["synthetic_relations"], "methods": ["stl", "hps", "probe_scaled_sum"]}
@@ -67,7 +68,12 @@ def test_the_zoo_config_runs_every_registered_method():
 
     zoo = yaml.safe_load((ROOT / "config" / "zoo.yaml").read_text())
     assert sorted(zoo["methods"]) == METHODS.names()
-    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", "config/zoo.yaml"],
-                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--configfile", "config/zoo.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(rf"train_run\s+{2 * len(zoo['methods'])}\b", result.stdout), result.stdout[-2000:]

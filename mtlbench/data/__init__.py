@@ -59,8 +59,7 @@ def iterate_batches(
         return
     # a last training batch of one sample breaks BatchNorm layers in training mode: drop it
     drop_last = shuffle and size > 1 and n % size == 1
-    loader = DataLoader(data, batch_size=size, shuffle=shuffle, generator=generator, num_workers=0,
-                        drop_last=drop_last)
+    loader = DataLoader(data, batch_size=size, shuffle=shuffle, generator=generator, num_workers=0, drop_last=drop_last)
     for x, targets in loader:
         yield x.to(device), [t.to(device) for t in targets]
 

@@ -42,8 +42,9 @@ def disk_cached(owner: object, name: str, parts: dict[str, Any], build: Callable
     except FileNotFoundError:
         pass
     except Exception as exc:  # noqa: BLE001 - a damaged entry is rebuilt, never trusted
-        print(f"warning: dataset cache entry {path} is unreadable ({type(exc).__name__}); rebuilding it",
-              file=sys.stderr)
+        print(
+            f"warning: dataset cache entry {path} is unreadable ({type(exc).__name__}); rebuilding it", file=sys.stderr
+        )
     data = build()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,8 +52,9 @@ def disk_cached(owner: object, name: str, parts: dict[str, Any], build: Callable
         torch.save(data, tmp)
         os.replace(tmp, path)
     except OSError as exc:  # a read-only or full cache folder costs time, not the run
-        print(f"warning: cannot write the dataset cache {path} ({exc.strerror}); building it each time",
-              file=sys.stderr)
+        print(
+            f"warning: cannot write the dataset cache {path} ({exc.strerror}); building it each time", file=sys.stderr
+        )
     return data
 
 

@@ -69,13 +69,17 @@ def mgda_resnet18_stages() -> nn.Sequential:
     from torchvision.models.resnet import BasicBlock
 
     def stage(inp: int, out: int, stride: int) -> nn.Sequential:
-        shortcut = None if stride == 1 and inp == out else nn.Sequential(
-            nn.Conv2d(inp, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+        shortcut = (
+            None
+            if stride == 1 and inp == out
+            else nn.Sequential(nn.Conv2d(inp, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+        )
         return nn.Sequential(BasicBlock(inp, out, stride, shortcut), BasicBlock(out, out))
 
     stem = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(), stage(64, 64, 1))
-    return nn.Sequential(stem, stage(64, 128, 2), stage(128, 256, 2), nn.Sequential(stage(256, 512, 2),
-                                                                                    nn.AvgPool2d(4)))
+    return nn.Sequential(
+        stem, stage(64, 128, 2), stage(128, 256, 2), nn.Sequential(stage(256, 512, 2), nn.AvgPool2d(4))
+    )
 
 
 class TwoWayHead(nn.Module):
@@ -102,14 +106,21 @@ BACKBONES = {
 class CelebAttributes(DatasetProvider):
     train_defaults = {"epochs": 30, "batch_size": 256, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0}
 
-    def __init__(self, root: str = "data", download: bool = False, image_size: int = 64,
-                 backbone: Literal["mgda_resnet18", "resnet18"] = "mgda_resnet18"):
+    def __init__(
+        self,
+        root: str = "data",
+        download: bool = False,
+        image_size: int = 64,
+        backbone: Literal["mgda_resnet18", "resnet18"] = "mgda_resnet18",
+    ):
         self.root, self.download, self.image_size, self.backbone = Path(root), download, image_size, backbone
 
     def layout(self) -> str:
-        return (f"{self.root / 'celeba'} with img_align_celeba/ and list_attr_celeba.txt, list_eval_partition.txt, "
-                f"identity_CelebA.txt, list_bbox_celeba.txt, list_landmarks_align_celeba.txt (torchvision's CelebA; "
-                f"the files are on the CelebA website / Google Drive)")
+        return (
+            f"{self.root / 'celeba'} with img_align_celeba/ and list_attr_celeba.txt, list_eval_partition.txt, "
+            f"identity_CelebA.txt, list_bbox_celeba.txt, list_landmarks_align_celeba.txt (torchvision's CelebA; "
+            f"the files are on the CelebA website / Google Drive)"
+        )
 
     def check(self) -> tuple[list[str], list[str]]:
         original, _ = celeba_classes()
@@ -124,12 +135,19 @@ class CelebAttributes(DatasetProvider):
         from torchvision import transforms
 
         original, files_only = celeba_classes()
-        transform = transforms.Compose([transforms.Resize((self.image_size, self.image_size)), transforms.ToTensor(),
-                                        transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+        transform = transforms.Compose(
+            [
+                transforms.Resize((self.image_size, self.image_size)),
+                transforms.ToTensor(),
+                transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+            ]
+        )
         cls = original if self.download else files_only
         try:
-            splits = {s: cls(str(self.root), split=s, target_type="attr", transform=transform, download=self.download)
-                      for s in ("train", "valid", "test")}
+            splits = {
+                s: cls(str(self.root), split=s, target_type="attr", transform=transform, download=self.download)
+                for s in ("train", "valid", "test")
+            }
         except (RuntimeError, OSError, ValueError) as exc:
             raise MtlbenchError(f"CelebA not found or unreadable ({exc}); expected {self.layout()}") from None
         names = [n for n in splits["train"].attr_names if n]

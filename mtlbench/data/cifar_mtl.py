@@ -57,8 +57,9 @@ def vgg16_stages(pretrained: str) -> nn.Sequential:
     features = vgg16(weights=None).features
     if pretrained:
         state = torch.load(pretrained, map_location="cpu", weights_only=True)
-        features.load_state_dict({k.removeprefix("features."): v for k, v in state.items()
-                                  if k.startswith("features.")})
+        features.load_state_dict(
+            {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+        )
     cuts = [i + 1 for i, layer in enumerate(features) if isinstance(layer, nn.MaxPool2d)]
     blocks, start = [], 0
     for end in cuts:
@@ -76,14 +77,23 @@ def cifar_head(task: TaskSpec) -> nn.Module:
 class CifarMTL(DatasetProvider):
     train_defaults = {"epochs": 60, "batch_size": 200, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0}
 
-    def __init__(self, root: str = "data", download: bool = False, per_class: int = 2000,
-                 val_fraction: float = 0.1, pretrained: str = "", normalize: bool = False):
+    def __init__(
+        self,
+        root: str = "data",
+        download: bool = False,
+        per_class: int = 2000,
+        val_fraction: float = 0.1,
+        pretrained: str = "",
+        normalize: bool = False,
+    ):
         self.root, self.download, self.per_class, self.normalize = Path(root), download, per_class, normalize
         self.val_fraction, self.pretrained = val_fraction, pretrained
 
     def layout(self) -> str:
-        return (f"{self.root / 'cifar-10-batches-py'} with data_batch_1..5, test_batch and batches.meta "
-                f"(torchvision's CIFAR-10 python version; `--set dataset.download=true` fetches it)")
+        return (
+            f"{self.root / 'cifar-10-batches-py'} with data_batch_1..5, test_batch and batches.meta "
+            f"(torchvision's CIFAR-10 python version; `--set dataset.download=true` fetches it)"
+        )
 
     def check(self) -> tuple[list[str], list[str]]:
         CIFAR10, _ = cifar10_classes()
@@ -108,12 +118,13 @@ class CifarMTL(DatasetProvider):
         original, files_only = cifar10_classes()
         try:
             with restricted_pickle_in(torchvision_cifar):  # the batches are pickles: parse them, run nothing
-                ds = (original if self.download else files_only)(str(self.root), train=train,
-                                                                 download=self.download)
+                ds = (original if self.download else files_only)(str(self.root), train=train, download=self.download)
         except ForbiddenGlobal as exc:
-            raise MtlbenchError(f"refused to load CIFAR-10 from {self.root / 'cifar-10-batches-py'}: a batch file "
-                                f"is not plain data ({exc}); nothing was run. Replace the folder with the "
-                                f"official files") from None
+            raise MtlbenchError(
+                f"refused to load CIFAR-10 from {self.root / 'cifar-10-batches-py'}: a batch file "
+                f"is not plain data ({exc}); nothing was run. Replace the folder with the "
+                f"official files"
+            ) from None
         except (RuntimeError, OSError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as exc:
             raise MtlbenchError(f"CIFAR-10 not found or unreadable ({exc}); expected {self.layout()}") from None
         x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float() / 255.0  # the official input: [0, 1]
@@ -132,6 +143,12 @@ class CifarMTL(DatasetProvider):
         one_vs_rest = lambda labels: [(labels == c).long() for c in range(10)]  # noqa: E731
         tasks = [TaskSpec(n, "binary") for n in CLASSES]
         network = Network(lambda: vgg16_stages(self.pretrained), cifar_head, (3, 32, 32))
-        return DatasetBundle(TensorTaskData(x[tr], one_vs_rest(y[tr])), TensorTaskData(x[va], one_vs_rest(y[va])),
-                             TensorTaskData(test_x, one_vs_rest(test_y)), tasks, (3, 32, 32), network,
-                             info={"pretrained": self.pretrained or "none (random initialisation)"})
+        return DatasetBundle(
+            TensorTaskData(x[tr], one_vs_rest(y[tr])),
+            TensorTaskData(x[va], one_vs_rest(y[va])),
+            TensorTaskData(test_x, one_vs_rest(test_y)),
+            tasks,
+            (3, 32, 32),
+            network,
+            info={"pretrained": self.pretrained or "none (random initialisation)"},
+        )

@@ -79,16 +79,25 @@ class DenseNpyDataset(DatasetProvider):
 
     folders: ClassVar[dict[str, TaskSpec]]
     obtain: ClassVar[str]
-    train_defaults: ClassVar[dict[str, Any]] = {"epochs": 200, "batch_size": 8, "optimizer": "adam", "lr": 1e-4,
-                                                "weight_decay": 1e-5, "lr_step": 100, "lr_gamma": 0.5}
+    train_defaults: ClassVar[dict[str, Any]] = {
+        "epochs": 200,
+        "batch_size": 8,
+        "optimizer": "adam",
+        "lr": 1e-4,
+        "weight_decay": 1e-5,
+        "lr_step": 100,
+        "lr_gamma": 0.5,
+    }
 
     def __init__(self, root: str = "data/nyuv2", val_fraction: float = 0.1):
         self.root, self.val_fraction = Path(root), val_fraction
 
     def layout(self) -> str:
         names = ", ".join(["image", *self.folders])
-        return (f"{self.root}/{{train,val}}/{{{names}}}/<index>.npy (the MTAN/LibMTL preprocessed layout; "
-                f"obtain it from {self.obtain})")
+        return (
+            f"{self.root}/{{train,val}}/{{{names}}}/<index>.npy (the MTAN/LibMTL preprocessed layout; "
+            f"obtain it from {self.obtain})"
+        )
 
     def check(self) -> tuple[list[str], list[str]]:
         """(problems, warnings) of the copy under `root`: folders, matching files, shapes and value ranges."""
@@ -106,8 +115,10 @@ class DenseNpyDataset(DatasetProvider):
                 continue
             for folder in self.folders:
                 if ids[folder] != ids["image"]:
-                    problems.append(f"{split_dir / folder}: {len(ids['image'] ^ ids[folder])} index files do not match "
-                                    f"{split_dir / 'image'}")
+                    problems.append(
+                        f"{split_dir / folder}: {len(ids['image'] ^ ids[folder])} index files do not match "
+                        f"{split_dir / 'image'}"
+                    )
             problems += self._check_sample(split_dir, sorted(ids["image"])[0])
         return problems, []
 
@@ -131,8 +142,10 @@ class DenseNpyDataset(DatasetProvider):
     def load(self, data_seed: int) -> DatasetBundle:
         problems, _ = self.check()
         if problems:
-            raise MtlbenchError(f"{type(self).__name__} data at {self.root} is missing or malformed: "
-                                f"{'; '.join(problems[:5])}. Expected {self.layout()}")
+            raise MtlbenchError(
+                f"{type(self).__name__} data at {self.root} is missing or malformed: "
+                f"{'; '.join(problems[:5])}. Expected {self.layout()}"
+            )
         train_all = NpyFolders(self.root / "train", list(self.folders))
         test = NpyFolders(self.root / "val", list(self.folders))
         perm = torch.randperm(len(train_all), generator=torch.Generator().manual_seed(VALIDATION_SEED)).tolist()
@@ -140,15 +153,19 @@ class DenseNpyDataset(DatasetProvider):
         val, train = Subset(train_all, perm[:n_val]), Subset(train_all, perm[n_val:])
         image, _ = train_all[0]
         size = (int(image.shape[1]), int(image.shape[2]))
-        network = Network(dilated_resnet50_stages, lambda task: UpsampledHead(task.num_outputs, size),
-                          tuple(image.shape))
+        network = Network(
+            dilated_resnet50_stages, lambda task: UpsampledHead(task.num_outputs, size), tuple(image.shape)
+        )
         return DatasetBundle(train, val, test, list(self.folders.values()), tuple(image.shape), network)
 
 
 @DATASETS.register("nyuv2", "NYUv2: 13-class segmentation, depth, surface normals (.npy layout; tier 2)")
 class NYUv2(DenseNpyDataset):
-    folders = {"label": TaskSpec("segmentation", "segmentation", 13), "depth": TaskSpec("depth", "depth"),
-               "normal": TaskSpec("normal", "normals")}
+    folders = {
+        "label": TaskSpec("segmentation", "segmentation", 13),
+        "depth": TaskSpec("depth", "depth"),
+        "normal": TaskSpec("normal", "normals"),
+    }
     obtain = "the MTAN repository's preprocessed NYUv2 (288x384)"
 
     def __init__(self, root: str = "data/nyuv2", val_fraction: float = 0.1):

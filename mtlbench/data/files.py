@@ -21,8 +21,11 @@ def md5(path: Path) -> str:
 def check_files(files: list[tuple[Path, str | None]], layout: str) -> tuple[list[str], list[str]]:
     """(problems, warnings) for (path, published md5 or None) pairs; a missing file is a problem."""
     problems = [f"missing {p}" for p, _ in files if not p.exists()]
-    warnings = [f"{p}: checksum differs from the published one (a re-encoded copy?)"
-                for p, digest in files if digest and p.exists() and p.is_file() and md5(p) != digest]
+    warnings = [
+        f"{p}: checksum differs from the published one (a re-encoded copy?)"
+        for p, digest in files
+        if digest and p.exists() and p.is_file() and md5(p) != digest
+    ]
     if problems:
         problems.append(f"expected {layout}")
     return problems, warnings

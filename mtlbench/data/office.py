@@ -32,9 +32,13 @@ class DomainImages(Dataset):
         from torchvision import transforms
 
         self.samples, self.n_domains = samples, n_domains
-        self.transform = transforms.Compose([
-            transforms.Resize((image_size, image_size)), transforms.ToTensor(),
-            transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+        self.transform = transforms.Compose(
+            [
+                transforms.Resize((image_size, image_size)),
+                transforms.ToTensor(),
+                transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -62,13 +66,16 @@ class OfficeDomains(DatasetProvider):
     obtain: ClassVar[str]
     train_defaults = {"epochs": 50, "batch_size": 64, "optimizer": "adam", "lr": 1e-4, "weight_decay": 1e-5}
 
-    def __init__(self, root: str = "data/office", image_size: int = 224,
-                 backbone: Literal["resnet50", "resnet18"] = "resnet50"):
+    def __init__(
+        self, root: str = "data/office", image_size: int = 224, backbone: Literal["resnet50", "resnet18"] = "resnet50"
+    ):
         self.root, self.image_size, self.backbone = Path(root), image_size, backbone
 
     def layout(self) -> str:
-        return (f"{self.root}/<domain>/[images/]<class>/<image> for the domains {', '.join(self.domains)}, "
-                f"optionally {self.root}/splits/<domain>_{{train,val,test}}.txt; obtain the images from {self.obtain}")
+        return (
+            f"{self.root}/<domain>/[images/]<class>/<image> for the domains {', '.join(self.domains)}, "
+            f"optionally {self.root}/splits/<domain>_{{train,val,test}}.txt; obtain the images from {self.obtain}"
+        )
 
     def domain_dir(self, domain: str) -> Path:
         base = self.root / domain
@@ -84,8 +91,10 @@ class OfficeDomains(DatasetProvider):
             for d in self.domains:
                 classes = sorted(p.name for p in self.domain_dir(d).iterdir() if p.is_dir())
                 if classes != reference:
-                    problems.append(f"{self.domain_dir(d)} has {len(classes)} class folders, "
-                                    f"{self.domain_dir(self.domains[0])} has {len(reference)}")
+                    problems.append(
+                        f"{self.domain_dir(d)} has {len(classes)} class folders, "
+                        f"{self.domain_dir(self.domains[0])} has {len(reference)}"
+                    )
                 elif not any(p.suffix.lower() in IMAGE_SUFFIXES for p in self.domain_dir(d).rglob("*")):
                     problems.append(f"no images under {self.domain_dir(d)}")
             problems += self._check_lists(len(reference))
@@ -125,8 +134,12 @@ class OfficeDomains(DatasetProvider):
                 for split, path in lists.items():
                     out[split] += [(self.root / rel, d_idx, label) for rel, label in self._read_list(path)]
                 continue
-            samples = [(p, d_idx, c_idx) for c_idx, c in enumerate(classes)
-                       for p in sorted((self.domain_dir(d) / c).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+            samples = [
+                (p, d_idx, c_idx)
+                for c_idx, c in enumerate(classes)
+                for p in sorted((self.domain_dir(d) / c).iterdir())
+                if p.suffix.lower() in IMAGE_SUFFIXES
+            ]
             perm = torch.randperm(len(samples), generator=g).tolist()
             n_train, n_val = int(0.6 * len(samples)), int(0.2 * len(samples))
             out["train"] += [samples[i] for i in perm[:n_train]]
@@ -142,11 +155,11 @@ class OfficeDomains(DatasetProvider):
         splits = self._splits(classes)
         tasks = [TaskSpec(d, "classification", len(classes)) for d in self.domains]
         shape = (3, self.image_size, self.image_size)
-        network = Network(lambda: resnet_hidden_stages(self.backbone),
-                          lambda task: nn.Linear(1024, task.num_outputs), shape)
+        network = Network(
+            lambda: resnet_hidden_stages(self.backbone), lambda task: nn.Linear(1024, task.num_outputs), shape
+        )
         data = {s: DomainImages(v, len(self.domains), self.image_size) for s, v in splits.items()}
-        return DatasetBundle(data["train"], data["val"], data["test"], tasks, shape, network,
-                             info={"classes": classes})
+        return DatasetBundle(data["train"], data["val"], data["test"], tasks, shape, network, info={"classes": classes})
 
 
 @DATASETS.register("office31", "Office-31: amazon, dslr, webcam as tasks, 31 classes (tier 2)")
@@ -154,8 +167,9 @@ class Office31(OfficeDomains):
     domains = ("amazon", "dslr", "webcam")
     obtain = "the Office-31 release (Saenko et al. 2010)"
 
-    def __init__(self, root: str = "data/office31", image_size: int = 224,
-                 backbone: Literal["resnet50", "resnet18"] = "resnet50"):
+    def __init__(
+        self, root: str = "data/office31", image_size: int = 224, backbone: Literal["resnet50", "resnet18"] = "resnet50"
+    ):
         super().__init__(root, image_size, backbone)
 
 
@@ -164,6 +178,10 @@ class OfficeHome(OfficeDomains):
     domains = ("Art", "Clipart", "Product", "Real_World")
     obtain = "the Office-Home release (Venkateswara et al. 2017)"
 
-    def __init__(self, root: str = "data/office_home", image_size: int = 224,
-                 backbone: Literal["resnet50", "resnet18"] = "resnet50"):
+    def __init__(
+        self,
+        root: str = "data/office_home",
+        image_size: int = 224,
+        backbone: Literal["resnet50", "resnet18"] = "resnet50",
+    ):
         super().__init__(root, image_size, backbone)

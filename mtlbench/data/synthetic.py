@@ -65,7 +65,11 @@ class SyntheticRelations(DatasetProvider):
         train, test, val = (self._split(n, g) for n in (self.n_train, self.n_test, self.n_val))
         tasks = [TaskSpec(f"task{t + 1:02d}", "regression") for t in range(len(SCALES))]
         return DatasetBundle(
-            train, val, test, tasks, (self.dim,),
+            train,
+            val,
+            test,
+            tasks,
+            (self.dim,),
             vector_network(self.dim, self.trunk, self.hidden),
             info={"ground_truth_relation": ground_truth_relation().tolist()},
         )
