@@ -525,7 +525,7 @@ def claims_display(table: pd.DataFrame) -> pd.DataFrame:
     """The claims table as it is shown (Markdown and the HTML report): estimates with their CI, rounded p."""
     shown = table.assign(
         estimate=[
-            f"{e:.3g} [{lo:.3g}, {hi:.3g}]" if pd.notna(e) else "—"
+            "—" if pd.isna(e) else f"{e:.3g}" + (f" [{lo:.3g}, {hi:.3g}]" if pd.notna(lo) else "")
             for e, lo, hi in zip(table.estimate, table.ci95_low, table.ci95_high, strict=True)
         ],
         p=[f"{p:.3g}" if pd.notna(p) else "—" for p in table.p],

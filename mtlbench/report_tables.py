@@ -29,6 +29,8 @@ STYLE = """<style>
 /* the report's front page puts its text in a narrow column beside the rule graph: give the tables the width */
 div.prose:has(.mtlbench-front) { max-width: none; }
 div.flex:has(> div > div.prose .mtlbench-front) { flex-wrap: wrap; }
+/* the page centres its content vertically: a front page taller than the window would lose its top */
+div.items-center:has(.mtlbench-front) { align-items: flex-start; }
 h2.mtlbench, h3.mtlbench { font-weight: bold; margin-top: 1em; }
 h2.mtlbench { font-size: 1.25em; } h3.mtlbench { font-size: 1.1em; }
 </style>

@@ -119,3 +119,26 @@ def test_time_estimate_of_the_default_run_is_the_reference_runs_wall_time():
     mixed = time_estimate(planned[:10] + [("multimnist", "hps", False)] * 3, reference, cores)
     assert "plus 3 run(s) of other configs" in mixed
     assert time_estimate([("d", "m", False)], reference, 2).endswith("no time estimate)")
+
+
+def test_an_estimate_without_a_ci_is_shown_without_one():
+    """A counted claim (fewer parameters) has no CI: the table shows the estimate, not '[nan, nan]'."""
+    from mtlbench.claims import claims_display
+
+    table = pd.DataFrame(
+        {
+            "verdict": ["reproduced", "inconclusive"],
+            "claim": ["c", "d"],
+            "dataset": ["x", "x"],
+            "test": ["fewer_parameters", "superior"],
+            "estimate": [0.696, np.nan],
+            "ci95_low": [np.nan, np.nan],
+            "ci95_high": [np.nan, np.nan],
+            "unit": ["", ""],
+            "n": [5, 0],
+            "p": [np.nan, np.nan],
+            "note": ["", ""],
+            "source": ["", ""],
+        }
+    )
+    assert claims_display(table).estimate.tolist() == ["0.696", "—"]
