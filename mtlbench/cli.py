@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from mtlbench.errors import MtlbenchError
 
@@ -199,10 +200,11 @@ def _current_record(out: Path, config_hash: str) -> dict | None:
 def cmd_list(args: argparse.Namespace) -> int:
     """Datasets, methods, update rules and architectures, each with its typed parameters and their defaults
     (the `dataset.*`, `rule.*`, `arch.*` keys of `--set`); `--brief`: names and descriptions only."""
+    from mtlbench.method import get_method
     from mtlbench.params import signature_params
     from mtlbench.registry import ARCHITECTURES, DATASETS, METHODS, UPDATE_RULES
 
-    groups = (
+    groups: tuple[tuple[str, Any, str | None], ...] = (
         ("datasets", DATASETS, "dataset"),
         ("methods", METHODS, None),
         ("update rules", UPDATE_RULES, "rule"),
@@ -213,7 +215,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         for entry in registry.entries():
             print(f"  {entry.name:<22} {entry.description}")
             if prefix is None:
-                spec = entry.obj
+                spec = get_method(entry.name)
                 print(
                     f"  {'':<22}   = {spec.architecture} + {spec.update_rule}"
                     + "".join(

@@ -72,9 +72,10 @@ def section_params(cfg: dict[str, Any], section: str) -> dict[str, Param]:
         return dataclass_params(TrainConfig)
     if section == "tracking":
         return dataclass_params(TrackingConfig)
-    registry = {"dataset": DATASETS, "arch": ARCHITECTURES, "rule": UPDATE_RULES}[section]
-    skip = ("tasks", "network")
-    return signature_params(registry.get(cfg[section]["name"]), skip=skip)
+    name, skip = cfg[section]["name"], ("tasks", "network")
+    if section == "dataset":
+        return signature_params(DATASETS.get(name), skip=skip)
+    return signature_params((ARCHITECTURES if section == "arch" else UPDATE_RULES).get(name), skip=skip)
 
 
 TOP_LEVEL = {"seed": int, "data_seed": int}

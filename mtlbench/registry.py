@@ -10,9 +10,15 @@ import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from mtlbench.errors import MtlbenchError, UnknownNameError
+
+if TYPE_CHECKING:  # the base classes import this module to register themselves
+    from mtlbench.architectures import MTLArchitecture
+    from mtlbench.data import DatasetProvider
+    from mtlbench.method import MethodSpec
+    from mtlbench.update_rules import UpdateRule
 
 T = TypeVar("T")
 
@@ -130,7 +136,9 @@ def builtin_modules() -> list[str]:
     return found
 
 
-DATASETS: Registry[Any] = Registry("dataset")
-ARCHITECTURES: Registry[Any] = Registry("architecture")
-UPDATE_RULES: Registry[Any] = Registry("update rule")
-METHODS: Registry[Any] = Registry("method")
+# typed: a dataset is a DatasetProvider class, an architecture an MTLArchitecture class, an update rule an
+# UpdateRule class; a method is a MethodSpec (or, named by import path, a bare rule or architecture class)
+DATASETS: Registry[type[DatasetProvider]] = Registry("dataset")
+ARCHITECTURES: Registry[type[MTLArchitecture]] = Registry("architecture")
+UPDATE_RULES: Registry[type[UpdateRule]] = Registry("update rule")
+METHODS: Registry[MethodSpec | type[UpdateRule] | type[MTLArchitecture]] = Registry("method")
