@@ -174,18 +174,26 @@ def _row(claim: Claim, dataset: str, **values: Any) -> dict[str, Any]:
     }
 
 
-def _no_data(claim: Claim, dataset: str) -> dict[str, Any]:
+def _no_data(
+    claim: Claim,
+    dataset: str,
+    note: str = "no paired task metrics for method and baseline on this dataset",
+    unit: str = "",
+    n: int = 0,
+) -> dict[str, Any]:
+    """An inconclusive row without an estimate: what the run lacks to test the claim."""
+    nan = np.nan
     return _row(
         claim,
         dataset,
-        estimate=np.nan,
-        ci95_low=np.nan,
-        ci95_high=np.nan,
-        unit="",
-        n=0,
-        p=np.nan,
+        estimate=nan,
+        ci95_low=nan,
+        ci95_high=nan,
+        unit=unit,
+        n=n,
+        p=nan,
         verdict="inconclusive",
-        note="no paired task metrics for method and baseline on this dataset",
+        note=note,
     )
 
 
@@ -372,17 +380,8 @@ def relation_scores(records: list[dict], dataset: str, method: str) -> pd.DataFr
 def _relations(claim: Claim, records: list[dict], dataset: str, alpha: float) -> dict[str, Any]:
     scores = relation_scores(records, dataset, claim.method)
     if scores.empty or len(scores) < 2:
-        return _row(
-            claim,
-            dataset,
-            estimate=np.nan,
-            ci95_low=np.nan,
-            ci95_high=np.nan,
-            unit="Spearman rho",
-            n=len(scores),
-            p=np.nan,
-            verdict="inconclusive",
-            note="no learned relation with a ground truth in at least 2 seeds",
+        return _no_data(
+            claim, dataset, "no learned relation with a ground truth in at least 2 seeds", "Spearman rho", len(scores)
         )
     rho = scores.spearman.to_numpy(float)
     levels = [c for c in scores.columns if c.startswith("level")]
@@ -425,18 +424,7 @@ def _fewer_parameters(claim: Claim, records: list[dict], dataset: str, alpha: fl
     a = _by_method(records, dataset, claim.method, lambda r: r["params"]["inference"])
     b = _by_method(records, dataset, claim.baseline, lambda r: r["params"]["inference"])
     if a.empty or b.empty:
-        return _row(
-            claim,
-            dataset,
-            estimate=np.nan,
-            ci95_low=np.nan,
-            ci95_high=np.nan,
-            unit="ratio",
-            n=0,
-            p=np.nan,
-            verdict="inconclusive",
-            note="method or baseline not in this run",
-        )
+        return _no_data(claim, dataset, "method or baseline not in this run", "ratio")
     ratio = float(a.mean() / b.mean())
     verdict = "reproduced" if ratio < 1 else "contradicted"
     return _row(
@@ -487,20 +475,7 @@ def evaluate_claims(claims: list[Claim], tidy: pd.DataFrame, records: list[dict]
             missing = [m for m in (claim.method, claim.baseline) if m and (dataset, m) not in present]
             if missing:
                 if "all" not in claim.datasets:
-                    rows.append(
-                        _row(
-                            claim,
-                            dataset,
-                            estimate=np.nan,
-                            ci95_low=np.nan,
-                            ci95_high=np.nan,
-                            unit="",
-                            n=0,
-                            p=np.nan,
-                            verdict="inconclusive",
-                            note=f"{', '.join(missing)} not run on {dataset}",
-                        )
-                    )
+                    rows.append(_no_data(claim, dataset, f"{', '.join(missing)} not run on {dataset}"))
                 continue
             if claim.test == "relations":
                 if not any(
