@@ -56,12 +56,11 @@ class TorchJDRule(JacobianRule):
             ) from None
         except ValueError as exc:  # an argument out of range, e.g. a preference vector of the wrong length
             raise MtlbenchError(f"update rule {self.name!r}: {exc}") from None
+        self._weighted = isinstance(self._aggregator, aggregation.WeightedAggregator)  # decided once, not per step
         self.weight_log = TaskWeightLog(tasks)
 
     def aggregate(self, jacobian: torch.Tensor) -> torch.Tensor:
-        from torchjd.aggregation import WeightedAggregator
-
-        if isinstance(self._aggregator, WeightedAggregator):
+        if self._weighted:
             with torch.no_grad():
                 weights = self._aggregator.weighting(jacobian)
             self.weight_log.add(weights)

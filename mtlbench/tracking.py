@@ -207,29 +207,35 @@ def warn(message: str) -> None:
 
 
 class RunTracker(Protocol):
-    """What the training loop and the loggers call on a tracker (Tracker, NullTracker, the loop's timed one)."""
+    """What the training loop and the loggers call on a tracker (Tracker, the loop's timed one); the bodies do
+    nothing, which is NullTracker."""
 
-    def log_params(self, params: dict[str, Any]) -> None: ...
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
-    def log_final(self, metrics: dict[str, float], step: int) -> None: ...
-    def flush(self) -> None: ...
-    def set_tags(self, tags: dict[str, str]) -> None: ...
-    def log_artifact(self, path: Path) -> None: ...
-    def finish(self, status: str) -> None: ...
+    def log_params(self, params: dict[str, Any]) -> None:
+        return None
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        return None
+
+    def log_final(self, metrics: dict[str, float], step: int) -> None:
+        return None
+
+    def flush(self) -> None:
+        return None
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        return None
+
+    def log_artifact(self, path: Path) -> None:
+        return None
+
+    def finish(self, status: str) -> None:
+        return None
 
 
-class NullTracker:
-    """Tracking switched off (`tracking.enabled=false`)."""
+class NullTracker(RunTracker):
+    """Tracking switched off (`tracking.enabled=false`): every call of the protocol, doing nothing."""
 
     run_id: str | None = None
-
-    def log_params(self, params: dict[str, Any]) -> None: ...
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
-    def log_final(self, metrics: dict[str, float], step: int) -> None: ...
-    def flush(self) -> None: ...
-    def set_tags(self, tags: dict[str, str]) -> None: ...
-    def log_artifact(self, path: Path) -> None: ...
-    def finish(self, status: str) -> None: ...
 
 
 def make_tracker(

@@ -175,20 +175,21 @@ class TaskWeightLog:
 
     def __init__(self, tasks: list[TaskSpec]):
         self.names = [t.name for t in tasks]
-        self.total, self.steps = torch.zeros(len(tasks)), 0
+        self.total: torch.Tensor | None = None  # on the weights' device: no copy to the host per step
+        self.steps = 0
 
     def add(self, weights: torch.Tensor) -> None:
-        self.total += weights.detach().float().cpu()
+        w = weights.detach().float()
+        self.total = w.clone() if self.total is None else self.total + w
         self.steps += 1
 
     def reset(self) -> None:
-        self.total.zero_()
-        self.steps = 0
+        self.total, self.steps = None, 0
 
     def state(self) -> dict[str, Any]:
-        if not self.steps:
+        if self.total is None:
             return {}
-        return {"task_weights": dict(zip(self.names, (self.total / self.steps).tolist(), strict=True))}
+        return {"task_weights": dict(zip(self.names, (self.total / self.steps).cpu().tolist(), strict=True))}
 
 
 def learned_state(param: nn.Parameter, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
