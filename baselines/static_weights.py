@@ -24,7 +24,8 @@ from mtlbench.data import iterate_batches
 from mtlbench.errors import MtlbenchError
 from mtlbench.holdout import split_holdout
 from mtlbench.method import rule_method
-from mtlbench.update_rules import LossWeighting, stage_epochs, task_losses
+from mtlbench.schedule import Stage, Stages
+from mtlbench.update_rules import LossWeighting, task_losses
 
 CANDIDATE_SEED = 20221128  # one fixed set of candidates for every training seed
 
@@ -57,7 +58,6 @@ class TunedStaticWeights(LossWeighting):
     ):
         self.candidates, self.tuning_fraction = candidates, tuning_fraction
         self.holdout_fraction, self.concentration, self.grid = holdout_fraction, concentration, grid
-        self.tuning_epochs, self._epochs = 0, 0  # planned by `plan` from the budget
 
     def bind(self, model, tasks) -> None:
         super().bind(model, tasks)
@@ -71,22 +71,22 @@ class TunedStaticWeights(LossWeighting):
         train, self._holdout = split_holdout(train, self.holdout_fraction)
         return train
 
-    def plan(self, epochs: int) -> int:
-        self._epochs = epochs
-        self.tuning_epochs = stage_epochs("rule.tuning_fraction", self.tuning_fraction, epochs, minimum=1, leave=0)
-        return len(self._candidates) * self.tuning_epochs + epochs
-
-    def schedule(self) -> dict[str, int]:
-        return {
-            f"tuning ({len(self._candidates)} candidates x {self.tuning_epochs} epochs; extra cost)": len(
-                self._candidates
-            )
-            * self.tuning_epochs,
-            "train the chosen weights": self._epochs,
-        }
-
-    def stages_before_mechanism(self) -> dict[str, int]:
-        return {"rule.tuning_fraction": len(self._candidates) * self.tuning_epochs}
+    def stages(self) -> Stages:
+        # each candidate trains from the network's initialisation for a share of the budget (an extra cost on
+        # top of it), then the chosen weights train for the whole budget, again from the initialisation
+        rounds = len(self.grid) if self.grid else self.candidates
+        return Stages(
+            Stage(
+                f"tuning ({rounds} candidates, one round each; extra cost)",
+                "rule.tuning_fraction",
+                self.tuning_fraction,
+                minimum=1,
+                extra=True,
+                rounds=rounds,
+                fresh_optimizer=True,
+            ),
+            Stage("train the chosen weights", selectable=True, fresh_optimizer=True),
+        )
 
     def _held_out_losses(self) -> list[float]:
         device = next(self.model.parameters()).device
@@ -107,17 +107,17 @@ class TunedStaticWeights(LossWeighting):
 
     def on_epoch_start(self, epoch: int) -> bool:
         super().on_epoch_start(epoch)
-        tuning_end = len(self._candidates) * self.tuning_epochs
-        if epoch > tuning_end or epoch % self.tuning_epochs or self._chosen is not None:
+        at = self.staging.stage_at(epoch)
+        if not at.begins or self._chosen is not None:
             return False
         if epoch > 0:  # the candidate just trained is scored, then the network starts again from its init
             self._scores.append(self._held_out_losses())
-        if epoch == tuning_end:
+        if at.stage.selectable:
             self._chosen = int(torch.tensor(self.scores()).argmin())
         else:
-            self._current = epoch // self.tuning_epochs
+            self._current = at.round
         self.model.load_state_dict(self._initial)
-        return epoch > 0  # a fresh optimiser for every candidate and for the final training
+        return False  # the schedule starts a fresh optimiser for every candidate and for the final training
 
     def weights(self) -> torch.Tensor:
         return self._candidates[self._chosen if self._chosen is not None else self._current]

@@ -33,11 +33,15 @@ from mtlbench.holdout import HoldoutBatches, split_holdout
 from mtlbench.method import MethodSpec, register_method
 from mtlbench.nets import Network
 from mtlbench.registry import ARCHITECTURES, UPDATE_RULES
+from mtlbench.schedule import Stage, Stages
 from mtlbench.tasks import TaskSpec
-from mtlbench.update_rules import EqualWeights, stage_epochs, task_losses
+from mtlbench.update_rules import EqualWeights, task_losses
 
 GateKind = Literal["softmax", "sigmoid", "lite"]
 Force = Literal["none", "public", "private"]
+
+STAGE1 = "stage 1 (public encoder by hard sharing)"  # DSMTL-IL: what stage 2 builds on
+RETRAIN = "retrain the derived network"  # DSMTL-AL: after the search, the method itself
 
 
 class Gates(nn.Module):
@@ -347,7 +351,6 @@ class IndividualLearning(EqualWeights):
     def __init__(self, stage1_fraction: float = 0.5):
         super().__init__()
         self.stage1_fraction = stage1_fraction
-        self.stage1_epochs, self._epochs = 0, 0  # planned by `plan` from the budget
 
     def bind(self, model, tasks) -> None:
         super().bind(model, tasks)
@@ -355,27 +358,19 @@ class IndividualLearning(EqualWeights):
             raise MtlbenchError("update rule 'dsmtl_il' needs the dsmtl architecture (arch.name=dsmtl)")
 
     def on_epoch_start(self, epoch: int) -> bool:
-        stage1 = epoch < self.stage1_epochs
+        stage1 = self.staging.stage_at(epoch).stage.name == STAGE1
         self.model.public_only.fill_(stage1)
         set_frozen(self.model.public, not stage1)
         for module in (*self.model.private, self.model.gates):
             set_frozen(module, stage1)
         return False
 
-    def plan(self, epochs: int) -> int:
+    def stages(self) -> Stages:
         # both stages get at least one epoch: stage 2 is the method itself, stage 1 trains what it builds on
-        self._epochs = epochs
-        self.stage1_epochs = stage_epochs("rule.stage1_fraction", self.stage1_fraction, epochs, minimum=1)
-        return epochs
-
-    def schedule(self) -> dict[str, int]:
-        return {
-            "stage 1 (public encoder by hard sharing)": self.stage1_epochs,
-            "stage 2 (private parts per task, public frozen)": self._epochs - self.stage1_epochs,
-        }
-
-    def stages_before_mechanism(self) -> dict[str, int]:
-        return {"rule.stage1_fraction": self.stage1_epochs}
+        return Stages(
+            Stage(STAGE1, "rule.stage1_fraction", self.stage1_fraction, minimum=1),
+            Stage("stage 2 (private parts per task, public frozen)", selectable=True),
+        )
 
 
 @UPDATE_RULES.register("dsmtl_al", "DSMTL-AL: search per-stage gates on held-out data, derive, retrain")
@@ -386,7 +381,6 @@ class ArchitectureLearning(_GatesOnHoldout):
     def __init__(self, search_fraction: float = 0.3, holdout_fraction: float = 0.2, holdout_batch_size: int = 256):
         super().__init__()
         self.search_fraction, self.holdout_fraction = search_fraction, holdout_fraction
-        self.search_epochs, self._epochs = 0, 0  # planned by `plan` from the budget
         self.holdout_batch_size = holdout_batch_size
 
     def bind(self, model, tasks) -> None:
@@ -397,34 +391,22 @@ class ArchitectureLearning(_GatesOnHoldout):
         self._initial = copy.deepcopy(model.state_dict())
 
     def on_epoch_start(self, epoch: int) -> bool:
-        if epoch == self.search_epochs and not self.model.derived:
+        at = self.staging.stage_at(epoch)
+        if at.stage.name == RETRAIN and at.begins and not self.model.derived:
             gates = self.model.gates.logits.detach().clone()
             self.model.load_state_dict(self._initial)  # retrain the derived network from its initialisation
             with torch.no_grad():
                 self.model.gates.logits.copy_(gates)
             self.model.derive()
-            return True
         return False
 
-    def plan(self, epochs: int) -> int:
-        # the derived network is retrained for the whole budget every method gets; the search comes on top of
-        # it (an extra cost, counted in the record's training time)
-        if self.search_fraction <= 0:
-            raise MtlbenchError(
-                f"rule.search_fraction must be > 0 (the search is the method), got {self.search_fraction}"
-            )
-        self._epochs = epochs
-        self.search_epochs = stage_epochs("rule.search_fraction", self.search_fraction, epochs, minimum=1, leave=0)
-        return self.search_epochs + epochs
-
-    def schedule(self) -> dict[str, int]:
-        return {
-            "search (gates on held-out data; extra cost)": self.search_epochs,
-            "retrain the derived network": self._epochs,
-        }
-
-    def stages_before_mechanism(self) -> dict[str, int]:
-        return {"rule.search_fraction": self.search_epochs}
+    def stages(self) -> Stages:
+        # the derived network is retrained from its initialisation for the whole budget every method gets;
+        # the search comes on top of it (an extra cost, counted in the record's training time)
+        return Stages(
+            Stage("search (gates on held-out data; extra cost)", "rule.search_fraction", self.search_fraction, 1, True),
+            Stage(RETRAIN, selectable=True, fresh_optimizer=True),
+        )
 
     def backward(self, x: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
         losses = super().backward(x, targets)

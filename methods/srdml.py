@@ -24,8 +24,9 @@ from mtlbench.data.synthetic import SCALES
 from mtlbench.errors import MtlbenchError
 from mtlbench.method import MethodSpec, register_method
 from mtlbench.registry import UPDATE_RULES
+from mtlbench.schedule import Stage, Stages
 from mtlbench.tasks import TaskSpec
-from mtlbench.update_rules import JacobianRule, UpdateRule, aggregated_backward, stage_epochs, task_losses
+from mtlbench.update_rules import JacobianRule, UpdateRule, aggregated_backward, task_losses
 
 Reduce = Literal["sum", "mean", "none"]
 Distance = Literal["l1", "l2", "sq_l2", "cosine"]
@@ -145,6 +146,7 @@ def relation_matrix(omega: torch.Tensor, t: int) -> list[list[float]]:
 # step count advances three times per training step; omega's variable is re-created after every step, so its
 # moments start from zero each time.
 KERAS_ADAM_CALLS_PER_STEP = 3
+WARMUP = "warm-up (hard sharing, lam = 0)"  # the stage before the regulariser acts
 
 
 def keras_fresh_moment_adam_step(
@@ -185,7 +187,6 @@ class SaliencyRegularized(UpdateRule):
     ):
         self.lam, self.reduce, self.dist, self.reduce_batch = lam, reduce, dist, reduce_batch
         self.saliency_of, self.warmup_fraction = saliency_of, warmup_fraction
-        self.warmup_epochs, self._epochs = 0, 0  # planned by `plan` from the budget
         self.omega_optimizer, self.omega_lr = omega_optimizer, omega_lr
         self.reset_omega_optimizer = reset_omega_optimizer
         self.aggregator = aggregator
@@ -223,25 +224,20 @@ class SaliencyRegularized(UpdateRule):
     def parameters(self) -> list[nn.Parameter]:
         return [self.omega]
 
-    def plan(self, epochs: int) -> int:
+    def stages(self) -> Stages:
         # with lam = 0 the regulariser never acts (a deliberate ablation): nothing to wait for; a budget too
-        # short for the warm-up shortens it (at least one regularised epoch always runs)
-        self._epochs = epochs
-        self.warmup_epochs = stage_epochs("rule.warmup_fraction", self.warmup_fraction, epochs) if self.lam else 0
-        return epochs
-
-    def schedule(self) -> dict[str, int]:
-        return {"warm-up (hard sharing, lam = 0)": self.warmup_epochs, "regularised": self._epochs - self.warmup_epochs}
-
-    def stages_before_mechanism(self) -> dict[str, int]:
-        return {"rule.warmup_fraction": self.warmup_epochs} if self.lam != 0 else {}
+        # short for the warm-up shortens it (at least one regularised epoch always runs). The official second
+        # stage is a new script: the network's Adam starts afresh with the regulariser.
+        return Stages(
+            Stage(WARMUP, "rule.warmup_fraction", self.warmup_fraction if self.lam else 0.0),
+            Stage("regularised", selectable=True, fresh_optimizer=self.fresh_optimizer_after_warmup),
+        )
 
     def on_epoch_start(self, epoch: int) -> bool:
-        self._active = epoch >= self.warmup_epochs and self.lam != 0
+        self._active = self.staging.stage_at(epoch).stage.name != WARMUP and self.lam != 0
         if self.omega.device != next(self.model.parameters()).device:
             self.omega.data = self.omega.data.to(next(self.model.parameters()).device)
-        # the official second stage is a new script: the network's Adam starts afresh with the regulariser
-        return self.fresh_optimizer_after_warmup and 0 < self.warmup_epochs == epoch and self.lam != 0
+        return False
 
     def regulariser(self, rep: torch.Tensor, outputs: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
         sal = task_saliencies(self.model, rep, outputs, targets, self.tasks, self.reduce, self.saliency_of)

@@ -6,7 +6,6 @@ and is counted in the summary's `n_diverged`, never dropped silently.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -14,31 +13,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
+from mtlbench.record import RunRecord
+
 TIDY_COLUMNS = ["dataset", "method", "seed", "split", "task", "metric", "value", "higher_is_better", "status"]
 DELTA_M = "delta_m"
 
 
-def load_records(paths: Iterable[Path]) -> list[dict]:
+def load_records(paths: Iterable[Path]) -> list[RunRecord]:
     """Run records; a file that is not one ends in one message naming it."""
-    from mtlbench.errors import MtlbenchError
-
-    records = []
-    for path in paths:
-        try:
-            record = json.loads(Path(path).read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise MtlbenchError(
-                f"{path} is not a readable run record ({exc}); delete it and rerun to retrain that run"
-            ) from None
-        missing = [
-            k for k in ("dataset", "method", "seed", "status") if not isinstance(record, dict) or k not in record
-        ]
-        if missing:
-            raise MtlbenchError(
-                f"{path} is not a run record (missing {', '.join(missing)}); delete it and rerun to retrain that run"
-            )
-        records.append(record)
-    return records
+    return [RunRecord.read(Path(path)) for path in paths]
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, object]:
@@ -51,7 +34,7 @@ def _flat(d: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def check_one_config(records: list[dict], paths: list[Path] | None = None) -> None:
+def check_one_config(records: list[RunRecord], paths: list[Path] | None = None) -> None:
     """Records of one (dataset, method) must share their config apart from the seed, and seeds must not repeat:
     a table row is one training budget and one setting, never a silent mix (one clear error otherwise)."""
     from mtlbench.config import config_hash
@@ -60,23 +43,23 @@ def check_one_config(records: list[dict], paths: list[Path] | None = None) -> No
     names = [str(p) for p in paths] if paths is not None else [f"record #{i}" for i in range(len(records))]
     groups: dict[tuple[str, str], list[int]] = {}
     for i, r in enumerate(records):
-        groups.setdefault((r["dataset"], r["method"]), []).append(i)
+        groups.setdefault((r.dataset, r.method), []).append(i)
     for (dataset, method), idx in groups.items():
-        seeds = [records[i]["seed"] for i in idx]
+        seeds = [records[i].seed for i in idx]
         repeated = sorted({s for s in seeds if seeds.count(s) > 1})
         if repeated:
-            which = [names[i] for i in idx if records[i]["seed"] in repeated]
+            which = [names[i] for i in idx if records[i].seed in repeated]
             raise MtlbenchError(
                 f"{dataset}/{method}: seed(s) {repeated} appear in more than one record "
                 f"({', '.join(which)}); keep one record per seed"
             )
-        hashes = {i: config_hash({**records[i]["config"], "seed": None}) for i in idx}
+        hashes = {i: config_hash({**records[i].config, "seed": None}) for i in idx}
         if len(set(hashes.values())) == 1:
             continue
-        first = _flat({k: v for k, v in records[idx[0]]["config"].items() if k not in ("seed", "tracking")})
+        first = _flat({k: v for k, v in records[idx[0]].config.items() if k not in ("seed", "tracking")})
         differing = set()
         for i in idx[1:]:
-            other = _flat({k: v for k, v in records[i]["config"].items() if k not in ("seed", "tracking")})
+            other = _flat({k: v for k, v in records[i].config.items() if k not in ("seed", "tracking")})
             differing |= {k for k in first.keys() | other.keys() if first.get(k) != other.get(k)}
         by_hash: dict[str, list[str]] = {}
         for i, h in hashes.items():
@@ -89,18 +72,18 @@ def check_one_config(records: list[dict], paths: list[Path] | None = None) -> No
         )
 
 
-def tidy_metrics(records: list[dict]) -> pd.DataFrame:
+def tidy_metrics(records: list[RunRecord]) -> pd.DataFrame:
     """One row per (dataset, method, seed, split, task, metric); diverged runs get one row with no value."""
     rows = []
     for r in records:
-        base = {"dataset": r["dataset"], "method": r["method"], "seed": r["seed"], "status": r["status"]}
-        if r["status"] != "ok":
+        base = {"dataset": r.dataset, "method": r.method, "seed": r.seed, "status": r.status}
+        if not r.ok:
             rows.append(
                 {**base, "split": "test", "task": None, "metric": None, "value": np.nan, "higher_is_better": None}
             )
             continue
         for split in ("val", "test"):
-            for task, metrics in r["metrics"][split].items():
+            for task, metrics in r.metrics.split(split).items():
                 for metric, value in metrics.items():
                     rows.append(
                         {
@@ -109,7 +92,7 @@ def tidy_metrics(records: list[dict]) -> pd.DataFrame:
                             "task": task,
                             "metric": metric,
                             "value": value,
-                            "higher_is_better": r["directions"][task][metric],
+                            "higher_is_better": r.directions[task][metric],
                         }
                     )
     return pd.DataFrame(rows, columns=TIDY_COLUMNS)

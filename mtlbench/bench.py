@@ -27,15 +27,16 @@ from mtlbench.nets import MULTILENET, vector_network
 from mtlbench.registry import ARCHITECTURES, UPDATE_RULES
 from mtlbench.tasks import TaskSpec
 from mtlbench.training import apply_memory_format, build, make_optimizer
+from mtlbench.update_rules import UpdateRule
 
 Step = Callable[[], None]
-# methods whose regulariser or stage is off at the start: measured with their mechanism active
-ACTIVE = {
-    "srdml": {"rule.warmup_fraction": 0},
-    "srdml_pcgrad": {"rule.warmup_fraction": 0},
-    "dsmtl_il": {"rule.stage1_fraction": 0},
-    "dsmtl_al": {},
-}
+
+
+def start_mechanism(rule: UpdateRule, epochs: int) -> None:
+    """Plan the rule's stages and enter the first epoch its own mechanism is active (SRDML's regulariser on,
+    DSMTL-IL's stage 2, DSMTL-AL's derived network): a staged method's step is measured where it is itself."""
+    rule.plan(epochs)
+    rule.on_epoch_start(rule.staging.first_selectable())
 
 
 @dataclass
@@ -57,13 +58,12 @@ def multimnist_step(method: str, batch_size: int = 256) -> Prepared:
             "dataset.n_train": 2 * batch_size,
             "dataset.n_val": 64,
             "dataset.n_test": 64,
-            **ACTIVE.get(method, {}),
         },
     )
     bundle, model, rule = build(cfg)
     apply_memory_format(model, cfg["train"]["memory_format"], torch.device("cpu"))
     data = rule.prepare(bundle.train)
-    rule.on_epoch_start(0)
+    start_mechanism(rule, cfg["train"]["epochs"])
     model.train()
     optimizer = make_optimizer(model.param_groups(cfg["train"]["lr"]), train_config(cfg))
     x, targets = next(iterate_batches(data, batch_size, True, torch.Generator().manual_seed(0), torch.device("cpu")))
@@ -125,11 +125,10 @@ def synthetic_step(method: str, n_tasks: int, batch_size: int = 128, dim: int = 
     torch.manual_seed(0)
     arch_kwargs = dict(spec.arch_params)
     model = ARCHITECTURES.get(spec.architecture)(tasks, vector_network(dim, "mlp", dim), **arch_kwargs).train()
-    rule_kwargs = {**spec.rule_params, **({"warmup_fraction": 0} if spec.update_rule == "srdml" else {})}
-    rule = UPDATE_RULES.get(spec.update_rule)(**rule_kwargs)
+    rule = UPDATE_RULES.get(spec.update_rule)(**spec.rule_params)
     rule.network_lr = 1e-3
     rule.bind(model, tasks)
-    rule.on_epoch_start(0)
+    start_mechanism(rule, 10)
     optimizer = torch.optim.Adam([p for g in model.param_groups(1e-3) for p in g["params"]], lr=1e-3)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(batch_size, dim, generator=g)

@@ -22,6 +22,7 @@ for safety, a task is significantly worse than the baseline, though within the m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from statsmodels.stats.multitest import multipletests
 
 from mtlbench.aggregate import DELTA_M
 from mtlbench.errors import MtlbenchError
+from mtlbench.record import RunRecord
 
 TESTS = ("superior", "non_inferior", "negative_sharing", "relations", "fewer_parameters", "cheaper_step")
 VERDICTS = ("reproduced", "not reproduced", "contradicted", "inconclusive")
@@ -354,14 +356,14 @@ def _negative_sharing(claim: Claim, tidy: pd.DataFrame, dataset: str, alpha: flo
     )
 
 
-def relation_scores(records: list[dict], dataset: str, method: str) -> pd.DataFrame:
+def relation_scores(records: list[RunRecord], dataset: str, method: str) -> pd.DataFrame:
     """Per seed: Spearman of the learned relation with the ground truth, and mean learned weight of each level."""
     rows = []
     for r in records:
-        if r["dataset"] != dataset or r["method"] != method or r["status"] != "ok":
+        if r.dataset != dataset or r.method != method or not r.ok:
             continue
-        truth = np.array(r.get("task_info", {}).get("ground_truth_relation") or [])
-        learned = np.array(r.get("method_state", {}).get("relation") or [])
+        truth = np.array(r.task_info.get("ground_truth_relation") or [])
+        learned = np.array(r.method_state.get("relation") or [])
         if truth.size == 0 or learned.shape != truth.shape:
             continue
         i, j = np.triu_indices(len(truth), 1)
@@ -369,7 +371,7 @@ def relation_scores(records: list[dict], dataset: str, method: str) -> pd.DataFr
         levels = sorted(set(t), reverse=True)
         rows.append(
             {
-                "seed": r["seed"],
+                "seed": r.seed,
                 "spearman": st.spearmanr(w, t).statistic,
                 **{f"level{k}": float(w[t == level].mean()) for k, level in enumerate(levels)},
             }
@@ -377,7 +379,7 @@ def relation_scores(records: list[dict], dataset: str, method: str) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def _relations(claim: Claim, records: list[dict], dataset: str, alpha: float) -> dict[str, Any]:
+def _relations(claim: Claim, records: list[RunRecord], dataset: str, alpha: float) -> dict[str, Any]:
     scores = relation_scores(records, dataset, claim.method)
     if scores.empty or len(scores) < 2:
         return _no_data(
@@ -409,20 +411,18 @@ def _relations(claim: Claim, records: list[dict], dataset: str, alpha: float) ->
     )
 
 
-def _by_method(records: list[dict], dataset: str, method: str, value) -> pd.Series:
+def _by_method(
+    records: list[RunRecord], dataset: str, method: str, value: Callable[[RunRecord], float | None]
+) -> pd.Series:
     return pd.Series(
-        {
-            r["seed"]: value(r)
-            for r in records
-            if r["dataset"] == dataset and r["method"] == method and r["status"] == "ok"
-        },
+        {r.seed: value(r) for r in records if r.dataset == dataset and r.method == method and r.ok},
         dtype=float,
     )
 
 
-def _fewer_parameters(claim: Claim, records: list[dict], dataset: str, alpha: float) -> dict[str, Any]:
-    a = _by_method(records, dataset, claim.method, lambda r: r["params"]["inference"])
-    b = _by_method(records, dataset, claim.baseline, lambda r: r["params"]["inference"])
+def _fewer_parameters(claim: Claim, records: list[RunRecord], dataset: str, alpha: float) -> dict[str, Any]:
+    a = _by_method(records, dataset, claim.method, lambda r: r.params.inference)
+    b = _by_method(records, dataset, claim.baseline, lambda r: r.params.inference)
     if a.empty or b.empty:
         return _no_data(claim, dataset, "method or baseline not in this run", "ratio")
     ratio = float(a.mean() / b.mean())
@@ -442,9 +442,9 @@ def _fewer_parameters(claim: Claim, records: list[dict], dataset: str, alpha: fl
     )
 
 
-def _cheaper_step(claim: Claim, records: list[dict], dataset: str, alpha: float) -> dict[str, Any]:
-    a = _by_method(records, dataset, claim.method, lambda r: r["timing"]["seconds_per_step"])
-    b = _by_method(records, dataset, claim.baseline, lambda r: r["timing"]["seconds_per_step"])
+def _cheaper_step(claim: Claim, records: list[RunRecord], dataset: str, alpha: float) -> dict[str, Any]:
+    a = _by_method(records, dataset, claim.method, lambda r: r.timing.seconds_per_step)
+    b = _by_method(records, dataset, claim.baseline, lambda r: r.timing.seconds_per_step)
     seeds = a.index.intersection(b.index)
     d = np.log(b[seeds].to_numpy(float) / a[seeds].to_numpy(float))  # > 0: the method is cheaper
     mean, low, high = mean_ci(d)
@@ -464,10 +464,12 @@ def _cheaper_step(claim: Claim, records: list[dict], dataset: str, alpha: float)
     )
 
 
-def evaluate_claims(claims: list[Claim], tidy: pd.DataFrame, records: list[dict], alpha: float = 0.05) -> pd.DataFrame:
+def evaluate_claims(
+    claims: list[Claim], tidy: pd.DataFrame, records: list[RunRecord], alpha: float = 0.05
+) -> pd.DataFrame:
     """One row per (claim, dataset) with the estimate, its 95% CI, n, p and the verdict."""
-    present = {(r["dataset"], r["method"]) for r in records}
-    datasets_run = sorted({r["dataset"] for r in records})
+    present = {(r.dataset, r.method) for r in records}
+    datasets_run = sorted({r.dataset for r in records})
     rows = []
     for claim in claims:
         datasets = datasets_run if "all" in claim.datasets else list(claim.datasets)
@@ -478,9 +480,7 @@ def evaluate_claims(claims: list[Claim], tidy: pd.DataFrame, records: list[dict]
                     rows.append(_no_data(claim, dataset, f"{', '.join(missing)} not run on {dataset}"))
                 continue
             if claim.test == "relations":
-                if not any(
-                    r["dataset"] == dataset and r.get("task_info", {}).get("ground_truth_relation") for r in records
-                ):
+                if not any(r.dataset == dataset and r.task_info.get("ground_truth_relation") for r in records):
                     continue  # a dataset without a known relation structure has nothing to compare with
                 rows.append(_relations(claim, records, dataset, alpha))
             elif claim.test in ("fewer_parameters", "cheaper_step"):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mtlbench.errors import MtlbenchError
+from mtlbench.record import RunRecord
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -176,25 +177,22 @@ def cmd_train(args: argparse.Namespace) -> int:
                 track_finished(
                     TrackingConfig(**cfg["tracking"]), record, out / "record.json", run_key(out, config_hash(cfg))
                 )
-            print(f"{record['status']}: {out / 'record.json'}  up to date (same config), not retrained")
+            print(f"{record.status}: {out / 'record.json'}  up to date (same config), not retrained")
         else:
             record = train(cfg, out)
-            summary = {task: {m: round(v, 4) for m, v in ms.items()} for task, ms in record["metrics"]["test"].items()}
-            print(
-                f"{record['status']}: {out / 'record.json'}  selected epoch {record['selected_epoch']}  test {summary}"
-            )
-        worst = max(worst, 0 if record["status"] == "ok" else 3)
+            summary = {task: {m: round(v, 4) for m, v in ms.items()} for task, ms in record.metrics.test.items()}
+            print(f"{record.status}: {out / 'record.json'}  selected epoch {record.selected_epoch}  test {summary}")
+        worst = max(worst, 0 if record.ok else 3)
     return worst
 
 
-def _current_record(out: Path, config_hash: str) -> dict | None:
+def _current_record(out: Path, config_hash: str) -> RunRecord | None:
     """The run's record when it exists and belongs to this config (else None: train, resume or restore)."""
-    path = out / "record.json"
     try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
+        record = RunRecord.read(out / "record.json")
+    except MtlbenchError:
         return None
-    return record if isinstance(record, dict) and record.get("config_hash") == config_hash else None
+    return record if record.config_hash == config_hash else None
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -6,32 +6,34 @@ from pathlib import Path
 
 import pandas as pd
 
+from mtlbench.record import RunRecord
+
 # train_seconds is a run's whole training time, every stage included (DSMTL-AL's search: an extra cost on
 # top of the budget every method gets, `epochs_run` says how many epochs that made)
 COLUMNS = ["params_total", "params_inference", "seconds_per_step", "seconds_per_epoch", "train_seconds", "epochs_run"]
 
 
-def efficiency_table(records: list[dict], reference: str = "hps", benchmark: Path | None = None) -> pd.DataFrame:
+def efficiency_table(records: list[RunRecord], reference: str = "hps", benchmark: Path | None = None) -> pd.DataFrame:
     """Per (dataset, method): parameters and times from the run records, as ratios to `reference`; with the
     benchmark's step_cost.csv, its interleaved step times and the memory each method needs. The records'
     `process_max_rss_mb` is the whole process's resident size (the same ~GB for every method on a CPU), kept
     as information only: no ratio is formed from it."""
     rows = [
         {
-            "dataset": r["dataset"],
-            "method": r["method"],
-            "seed": r["seed"],
-            "device": r["device"],
-            "params_total": r["params"]["total"],
-            "params_inference": r["params"]["inference"],
-            "seconds_per_step": r["timing"]["seconds_per_step"],
-            "seconds_per_epoch": r["timing"]["seconds_per_epoch"],
-            "train_seconds": r["timing"]["train_seconds"],
-            "epochs_run": r["epochs_completed"],
-            "process_max_rss_mb": r["peak_memory_mb"],
+            "dataset": r.dataset,
+            "method": r.method,
+            "seed": r.seed,
+            "device": r.device,
+            "params_total": r.params.total,
+            "params_inference": r.params.inference,
+            "seconds_per_step": r.timing.seconds_per_step,
+            "seconds_per_epoch": r.timing.seconds_per_epoch,
+            "train_seconds": r.timing.train_seconds,
+            "epochs_run": r.epochs_completed,
+            "process_max_rss_mb": r.peak_memory_mb,
         }
         for r in records
-        if r["status"] == "ok"
+        if r.ok
     ]
     if not rows:
         return pd.DataFrame(columns=["dataset", "method", *COLUMNS])
@@ -60,7 +62,7 @@ def efficiency_table(records: list[dict], reference: str = "hps", benchmark: Pat
     return table
 
 
-def pipeline_profile(records: list[dict], cores: int) -> pd.DataFrame:
+def pipeline_profile(records: list[RunRecord], cores: int) -> pd.DataFrame:
     """Where a pipeline's time went, from its run records' `timing.breakdown`.
 
     Core-time is wall time x cores, the wall time spanning from the first training process's start to the last
@@ -69,23 +71,23 @@ def pipeline_profile(records: list[dict], cores: int) -> pd.DataFrame:
     is `outside training jobs` (Snakemake's scheduling, aggregation, idle cores). With `cores` 0 (a cluster:
     no fixed core count) the core-time is the training processes' own (their spans times their threads).
     Records without a breakdown (written by an older version) are left out."""
-    timed = [r for r in records if "breakdown" in r.get("timing", {})]
+    timed = [
+        (r.timing, r.timing.process, r.timing.ended_at)
+        for r in records
+        if r.timing.breakdown and r.timing.process is not None and r.timing.ended_at is not None
+    ]
     if not timed:
         return pd.DataFrame(columns=["kind", "core_seconds", "share_of_core_time", "wall_seconds", "cores", "runs"])
-    starts = [r["timing"]["process"]["started_at"] for r in timed]
-    wall = max(r["timing"]["ended_at"] for r in timed) - min(starts)
+    wall = max(ended for _, _, ended in timed) - min(process.started_at for _, process, _ in timed)
     spans: dict[tuple, float] = {}
-    for r in timed:
-        process = r["timing"]["process"]
-        key = (process["pid"], process["started_at"])
-        span = (r["timing"]["ended_at"] - process["started_at"]) * process.get("threads", 1)
-        spans[key] = max(spans.get(key, 0.0), span)
+    for _, process, ended in timed:
+        key = (process.pid, process.started_at)
+        spans[key] = max(spans.get(key, 0.0), (ended - process.started_at) * process.threads)
     total = wall * cores if cores > 0 else sum(spans.values())
     kinds: dict[str, float] = {}
-    for r in timed:
-        threads = r["timing"]["process"].get("threads", 1)
-        for kind, seconds in r["timing"]["breakdown"].items():
-            kinds[kind] = kinds.get(kind, 0.0) + seconds * threads
+    for timing, process, _ in timed:
+        for kind, seconds in timing.breakdown.items():
+            kinds[kind] = kinds.get(kind, 0.0) + seconds * process.threads
     kinds["outside training jobs" if cores > 0 else "unaccounted in jobs"] = max(0.0, total - sum(kinds.values()))
     rows = [
         {"kind": k, "core_seconds": v, "share_of_core_time": v / total if total else float("nan")}

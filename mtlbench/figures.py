@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from mtlbench.record import RunRecord  # noqa: E402
+
 
 def _save(fig, path: Path, rect: tuple[float, float, float, float] | None = None) -> None:
     """`rect`: the part of the figure the axes may fill (room left for a figure legend)."""
@@ -92,20 +94,18 @@ def metrics_with_ci(summary: pd.DataFrame, path: Path, reference: str = "stl") -
     _save(fig, path)
 
 
-def relation_matrices(records: list[dict], path: Path) -> None:
+def relation_matrices(records: list[RunRecord], path: Path) -> None:
     """SRDML's learned relation matrix (mean over seeds) beside the ground truth, where one is known."""
     panels = []
-    for dataset in sorted({r["dataset"] for r in records}):
-        runs = [
-            r for r in records if r["dataset"] == dataset and r["status"] == "ok" and "relation" in r["method_state"]
-        ]
-        if not runs or len(runs[0]["method_state"]["relation"]) < 3:  # with two tasks omega is trivially 1
+    for dataset in sorted({r.dataset for r in records}):
+        runs = [r for r in records if r.dataset == dataset and r.ok and "relation" in r.method_state]
+        if not runs or len(runs[0].method_state["relation"]) < 3:  # with two tasks omega is trivially 1
             continue
-        names = runs[0]["method_state"].get("relation_tasks") or list(runs[0]["directions"])
-        for method in sorted({r["method"] for r in runs}):
-            mats = [np.array(r["method_state"]["relation"]) for r in runs if r["method"] == method]
+        names = runs[0].method_state.get("relation_tasks") or list(runs[0].directions)
+        for method in sorted({r.method for r in runs}):
+            mats = [np.array(r.method_state["relation"]) for r in runs if r.method == method]
             panels.append((f"{dataset}: {method} (mean of {len(mats)} seeds)", np.mean(mats, axis=0), names))
-        truth = runs[0].get("task_info", {}).get("ground_truth_relation")
+        truth = runs[0].task_info.get("ground_truth_relation")
         if truth is not None:
             panels.append((f"{dataset}: ground truth", np.array(truth), names))
     if not panels:
@@ -121,16 +121,16 @@ def relation_matrices(records: list[dict], path: Path) -> None:
     _save(fig, path)
 
 
-def gate_values(records: list[dict], path: Path) -> None:
+def gate_values(records: list[RunRecord], path: Path) -> None:
     """DSMTL's public-encoder weight per task (mean over seeds; per stage for DSMTL-AL)."""
     rows = []
     for r in records:
-        gates = r["method_state"].get("gates") if r["status"] == "ok" else None
+        gates = r.method_state.get("gates") if r.ok else None
         for task, value in (gates or {}).items():
             values = [value["public"]] if isinstance(value, dict) else list(value)
             for stage, v in enumerate(values):
-                label = r["method"] if len(values) == 1 else f"{r['method']} stage {stage + 1}"
-                rows.append({"dataset": r["dataset"], "label": label, "task": task, "public": v})
+                label = r.method if len(values) == 1 else f"{r.method} stage {stage + 1}"
+                rows.append({"dataset": r.dataset, "label": label, "task": task, "public": v})
     if not rows:
         return _placeholder(path, "no DSMTL runs")
     data = pd.DataFrame(rows).groupby(["dataset", "label", "task"], as_index=False).public.mean()
@@ -207,24 +207,24 @@ def time_vs_delta_m(efficiency: pd.DataFrame, summary: pd.DataFrame, path: Path)
     _save(fig, path, rect=(0, 0, 1 - 1.5 / (4.8 * len(datasets) + 1.6), 1))
 
 
-def learning_curves(records: list[dict], path: Path) -> None:
+def learning_curves(records: list[RunRecord], path: Path) -> None:
     """Per dataset, each method's summed validation loss per epoch: the median over seeds with the band from
     the lowest to the highest seed, on a log scale; a dot marks each seed's selected epoch. Curves that level
     off before their last epoch show a budget that trained to convergence."""
-    datasets = sorted({r["dataset"] for r in records if r.get("history")})
+    datasets = sorted({r.dataset for r in records if r.history})
     if not datasets:
         return _placeholder(path, "no run has a training history")
     fig, axes = plt.subplots(len(datasets), 1, figsize=(8, 3.4 * len(datasets)), squeeze=False)
     for ax, dataset in zip(axes[:, 0], datasets, strict=True):
-        runs = [r for r in records if r["dataset"] == dataset and r.get("history")]
-        for method, colour in _method_colours(sorted({r["method"] for r in runs})).items():
-            curves = [[sum(e["val_loss"]) for e in r["history"]] for r in runs if r["method"] == method]
+        runs = [r for r in records if r.dataset == dataset and r.history]
+        for method, colour in _method_colours(sorted({r.method for r in runs})).items():
+            curves = [[sum(e["val_loss"]) for e in r.history] for r in runs if r.method == method]
             length = min(len(c) for c in curves)
             values = np.array([c[:length] for c in curves], dtype=float)
             epochs = np.arange(1, length + 1)
             ax.plot(epochs, np.median(values, axis=0), color=colour, lw=1.2, label=method)
             ax.fill_between(epochs, values.min(axis=0), values.max(axis=0), color=colour, alpha=0.15, lw=0)
-            selected = [r["selected_epoch"] for r in runs if r["method"] == method and r["selected_epoch"] is not None]
+            selected = [r.selected_epoch for r in runs if r.method == method and r.selected_epoch is not None]
             chosen = [e for e in selected if e < length]
             ax.scatter(np.array(chosen) + 1, np.median(values, axis=0)[chosen], color=colour, s=10, zorder=3)
         ax.set_yscale("log")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -119,10 +118,6 @@ def draw_figures(records: list[Path], tables: Path, out_dir: Path, alpha: float 
     tidy = pd.read_csv(tables / "metrics.csv")
     figures.critical_difference(friedman_nemenyi(tidy, alpha), out_dir / "cd_diagram.png")
     figures.time_vs_delta_m(pd.read_csv(tables / "efficiency.csv"), summary, out_dir / "time_vs_delta_m.png")
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
 
 
 def time_estimate(planned: list[tuple[str, str, bool]], reference: Path, cores: int) -> str:

@@ -7,37 +7,195 @@ import os
 import platform
 import subprocess
 import time
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import Any, TypedDict, cast, get_args, get_type_hints
 
 import mtlbench
+from mtlbench.errors import MtlbenchError
 
-RECORD_KEYS = (
-    "dataset",
-    "method",
-    "seed",
-    "data_seed",
-    "config",
-    "config_hash",
-    "status",
-    "selected_epoch",
-    "epochs_completed",
-    "metrics",
-    "directions",
-    "timing",
-    "params",
-    "peak_memory_mb",
-    "peak_memory_kind",
-    "versions",
-    "git_commit",
-    "device",
-    "host",
-    "method_state",
-    "mlflow_run_id",
-    "schedule",
-)
+RECORD_VERSION = 1  # the layout below; a record without `record_version` predates the field and has this layout
+
+TaskMetrics = dict[str, dict[str, float]]  # task -> metric -> value
+
+
+class MethodState(TypedDict, total=False):
+    """What a method learned, in human-readable form: every key a built-in method writes, declared here (a test
+    checks each registered method against this list; a new method adds its keys here)."""
+
+    relation: list[list[float]]  # SRDML: the learned task-relation matrix omega (T x T)
+    relation_tasks: list[str]  # the task order of `relation`
+    gates: dict[str, Any]  # DSMTL: per task, {public, private} (IL/JL) or one public weight per stage (AL)
+    architecture: dict[str, list[str]]  # DSMTL-AL after derive: per task, "public" or "private" per stage
+    task_weights: dict[str, float]  # the task weights a rule used (mean over the last epoch) or chose
+    cross_stitch: list[Any]  # cross-stitch units' mixing matrices
+    tuning: dict[str, Any]  # static_weights: the candidates tried and their validation scores
+
+
+class EpochEntry(TypedDict, total=False):
+    """One epoch of a run's history."""
+
+    epoch: int
+    train_loss: list[float]
+    val: TaskMetrics
+    val_loss: list[float]
+    rule: dict[str, Any]  # what the update rule logs per epoch (task weights, stage)
+
+
+@dataclass
+class Process:
+    """The training process that wrote the record (one per job; a job can train several seeds)."""
+
+    pid: int
+    started_at: float
+    threads: int = 1
+
+
+@dataclass
+class Timing:
+    train_seconds: float = 0.0  # every stage included (DSMTL-AL's search)
+    seconds_per_epoch: float | None = None
+    seconds_per_step: float | None = None
+    steps: int = 0
+    epoch_seconds: list[float] = field(default_factory=list)
+    breakdown: dict[str, float] = field(default_factory=dict)  # seconds by kind (startup, data, training, ...)
+    started_at: float | None = None
+    ended_at: float | None = None
+    process: Process | None = None
+
+
+@dataclass
+class Params:
+    total: int = 0  # every trained parameter, the update rule's own included
+    inference: int = 0  # what a prediction uses
+
+
+@dataclass
+class Metrics:
+    val: TaskMetrics = field(default_factory=dict)  # at the selected epoch
+    test: TaskMetrics = field(default_factory=dict)  # the selected epoch's model on the test split
+    test_last: TaskMetrics = field(default_factory=dict)  # the last epoch's model on the test split
+
+    def split(self, name: str) -> TaskMetrics:
+        if name not in SPLITS:
+            raise KeyError(f"no split {name!r} in a run record (splits: {', '.join(SPLITS)})")
+        return cast(TaskMetrics, getattr(self, name))
+
+
+SPLITS = ("val", "test", "test_last")
+
+
+@dataclass
+class Schedule:
+    epochs_total: int  # the epochs the loop planned: the budget, plus a stage outside it (DSMTL-AL's search)
+    first_selectable_epoch: int = 0
+    stages: dict[str, int] = field(default_factory=dict)  # stage name -> epochs, in order
+
+
+@dataclass
+class RunRecord:
+    """One training run: everything aggregation, figures, efficiency and tracking need (none of them re-trains
+    or reads MLflow). Written and read only through `write` / `read` (`to_json` / `from_json`)."""
+
+    dataset: str
+    method: str
+    seed: int
+    status: str  # ok | diverged | incomplete
+    data_seed: int = 0
+    config: dict[str, Any] = field(default_factory=dict)
+    config_hash: str = ""
+    selected_epoch: int | None = None
+    epochs_completed: int = 0
+    metrics: Metrics = field(default_factory=Metrics)
+    directions: dict[str, dict[str, bool]] = field(default_factory=dict)  # task -> metric -> higher is better
+    timing: Timing = field(default_factory=Timing)
+    params: Params = field(default_factory=Params)
+    peak_memory_mb: float | None = None
+    peak_memory_kind: str | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    git_commit: str = "unknown"
+    device: str = "cpu"
+    host: dict[str, Any] = field(default_factory=dict)
+    method_state: MethodState = field(default_factory=lambda: MethodState())
+    history: list[EpochEntry] = field(default_factory=list)
+    task_info: dict[str, Any] = field(default_factory=dict)  # e.g. the ground-truth task relations
+    mlflow_run_id: str | None = None
+    schedule: Schedule | None = None
+    record_version: int = RECORD_VERSION
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def epochs_planned(self) -> int:
+        """The epochs the loop planned: `train.epochs`, plus a stage outside the budget (DSMTL-AL's search)."""
+        if self.schedule is not None:
+            return self.schedule.epochs_total
+        return int(self.config.get("train", {}).get("epochs", len(self.history)))
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {"record_version": data.pop("record_version"), **data}
+
+    def text(self) -> str:
+        return json_text(self.to_json())
+
+    def write(self, path: Path) -> str:
+        """Write atomically; returns the text written (a final checkpoint keeps it byte for byte)."""
+        text = self.text()
+        write_text_atomic(Path(path), text)
+        return text
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "run record") -> RunRecord:
+        """A record from its JSON form; anything else ends in one message naming `source`."""
+        if not isinstance(data, dict):
+            raise MtlbenchError(f"{source} is not a run record (not a JSON object); delete it and rerun to retrain")
+        version = data.get("record_version", RECORD_VERSION)
+        if not isinstance(version, int) or version > RECORD_VERSION:
+            raise MtlbenchError(
+                f"{source} is a version-{version} run record, newer than this mtlbench reads ({RECORD_VERSION}): "
+                f"update mtlbench, or delete it and rerun"
+            )
+        missing = [k for k in ("dataset", "method", "seed", "status") if k not in data]
+        if missing:
+            raise MtlbenchError(
+                f"{source} is not a run record (missing {', '.join(missing)}); delete it and rerun to retrain that run"
+            )
+        try:
+            return _build(cls, data)
+        except (TypeError, ValueError) as exc:
+            raise MtlbenchError(f"{source} is not a readable run record ({exc}); delete it and rerun") from None
+
+    @classmethod
+    def read(cls, path: Path) -> RunRecord:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise MtlbenchError(
+                f"{path} is not a readable run record ({exc}); delete it and rerun to retrain that run"
+            ) from None
+        return cls.from_json(data, str(path))
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    """A dataclass from its JSON form, nested dataclasses included; an unknown key is an error (never dropped)."""
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(unknown)} in {cls.__name__}")
+    kwargs = {}
+    for name, value in data.items():
+        args = get_args(hints[name])
+        nested = [t for t in (hints[name], *args) if isinstance(t, type) and is_dataclass(t)]
+        if nested and isinstance(value, dict):
+            value = _build(nested[0], value)
+        elif nested and not (value is None and type(None) in args):
+            raise TypeError(f"{cls.__name__}.{name} is {type(value).__name__}, not an object")
+        kwargs[name] = value
+    return cls(**kwargs)
 
 
 def process_age() -> float:
@@ -66,6 +224,8 @@ def cpu_model() -> str:
 
 def host_info() -> dict[str, object]:
     """What besides the config decides a CPU run's last bits: thread count, CPU model and math backends."""
+    import torch
+
     return {
         "threads": torch.get_num_threads(),
         "cpu": cpu_model(),
@@ -78,6 +238,8 @@ def host_info() -> dict[str, object]:
 
 
 def versions() -> dict[str, str]:
+    import torch
+
     return {"python": platform.python_version(), "torch": torch.__version__, "mtlbench": mtlbench.__version__}
 
 
@@ -116,12 +278,8 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
+    if hasattr(obj, "tolist"):  # a tensor or a NumPy value
         return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def read_record(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())

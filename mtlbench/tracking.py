@@ -23,9 +23,10 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from mtlbench.config import TrackingConfig
+from mtlbench.record import RunRecord
 
 R = TypeVar("R")
 
@@ -287,8 +288,8 @@ def epoch_metrics(task_names: list[str], entry: dict[str, Any], epoch_seconds: f
     }
 
 
-def final_metrics(record: dict[str, Any]) -> dict[str, float]:
-    return {f"test.{k}": v for k, v in flatten(record["metrics"]["test"]).items() if isinstance(v, float)}
+def final_metrics(record: RunRecord) -> dict[str, float]:
+    return {f"test.{k}": v for k, v in flatten(record.metrics.test).items() if isinstance(v, float)}
 
 
 def final_status(status: str) -> str:
@@ -311,24 +312,19 @@ def log_records(cfg: TrackingConfig, paths: list[Path]) -> dict[str, str]:
     runs: dict[str, str] = {}
     for path in paths:
         raw = Path(path).read_bytes()
-        record = json.loads(raw)
-        if record.get("mlflow_run_id") and _run_exists(client, record["mlflow_run_id"]):
-            runs[str(path)] = record["mlflow_run_id"]
+        record = RunRecord.from_json(json.loads(raw), str(path))
+        if record.mlflow_run_id and _run_exists(client, record.mlflow_run_id):
+            runs[str(path)] = record.mlflow_run_id
             continue
         try:
-            tracker = Tracker(cfg, run_name(record["config"]), run_key="record-" + hashlib.sha256(raw).hexdigest())
+            tracker = Tracker(cfg, run_name(record.config), run_key="record-" + hashlib.sha256(raw).hexdigest())
         except Exception as exc:  # noqa: BLE001 - an unreachable or broken store: one message, the job fails
             raise MtlbenchError(
                 f"tracking store {cfg.uri} cannot log {path} ({type(exc).__name__}: "
                 f"{str(exc)[:200]}); rerun to complete it"
             ) from None
         if tracker.status != "FINISHED":
-            tracker.log_params(run_params(record["config"], record["config_hash"]))
-            tracker.set_tags(run_tags(record["config"]))
-            _log_history(tracker, record)
-            tracker.log_final(final_metrics(record), step=epochs_run(record))
-            tracker.log_artifact(Path(path))
-            tracker.finish(final_status(record["status"]))
+            _log_run(tracker, record, Path(path))
         if tracker.broken:
             raise MtlbenchError(f"tracking {path} in {cfg.uri} failed; rerun to complete it (nothing is logged twice)")
         runs[str(path)] = tracker.run_id
@@ -348,29 +344,33 @@ def log_delta_m(cfg: TrackingConfig, runs: dict[str, str], delta_m_csv: Path, re
     client = _retry(lambda: MlflowClient(tracking_uri=cfg.uri))
     updated = 0
     for path, run_id in runs.items():
-        record = json.loads(Path(path).read_text())
-        key = (record["dataset"], record["method"], int(record["seed"]))
+        record = RunRecord.read(Path(path))
+        key = (record.dataset, record.method, int(record.seed))
         if key not in table.index or not math.isfinite(float(table[key])):
             continue
         value = float(table[key])
         held = _retry(partial(client.get_run, run_id)).data.metrics.get("test.delta_m")
         if held is not None and math.isclose(held, value, rel_tol=1e-9, abs_tol=1e-12):
             continue
-        metric = Metric("test.delta_m", value, int(time.time() * 1000), epochs_run(record))
+        metric = Metric("test.delta_m", value, int(time.time() * 1000), record.epochs_planned)
         _retry(partial(client.log_batch, run_id, metrics=[metric], tags=[RunTag("delta_m.reference", reference)]))
         updated += 1
     return updated
 
 
-def track_finished(cfg: TrackingConfig, record: dict[str, Any], path: Path, key: str) -> None:
+def track_finished(cfg: TrackingConfig, record: RunRecord, path: Path, key: str) -> None:
     """Bring a finished record's live MLflow run up to date (idempotent: what the run holds is not logged again)."""
-    tracker = make_tracker(cfg, run_name(record["config"]), record.get("mlflow_run_id"), key)
-    tracker.log_params(run_params(record["config"], record["config_hash"]))
-    tracker.set_tags(run_tags(record["config"]))
+    _log_run(make_tracker(cfg, run_name(record.config), record.mlflow_run_id, key), record, path)
+
+
+def _log_run(tracker: RunTracker, record: RunRecord, path: Path) -> None:
+    """A finished record's parameters, tags, history, test metrics and file (steps the run holds are skipped)."""
+    tracker.log_params(run_params(record.config, record.config_hash))
+    tracker.set_tags(run_tags(record.config))
     _log_history(tracker, record)
-    tracker.log_final(final_metrics(record), step=epochs_run(record))
+    tracker.log_final(final_metrics(record), step=record.epochs_planned)
     tracker.log_artifact(path)
-    tracker.finish(final_status(record["status"]))
+    tracker.finish(final_status(record.status))
 
 
 def _run_exists(client: Any, run_id: str) -> bool:
@@ -381,23 +381,12 @@ def _run_exists(client: Any, run_id: str) -> bool:
         return False
 
 
-def _log_history(tracker: RunTracker, record: dict[str, Any]) -> None:
-    every = log_every(record["config"].get("tracking", {}).get("log_every", 0), epochs_run(record))
-    seconds = record["timing"].get("epoch_seconds") or [float("nan")] * len(record["history"])
-    log_history(
-        tracker,
-        list(record["directions"]),
-        record["history"],
-        seconds,
-        epochs_run(record),
-        every,
-        record["status"] != "ok",
-    )
-
-
-def epochs_run(record: dict[str, Any]) -> int:
-    """The epochs the loop planned: `train.epochs`, plus a stage outside the budget (DSMTL-AL's search)."""
-    return record.get("schedule", {}).get("epochs_total", record["config"]["train"]["epochs"])
+def _log_history(tracker: RunTracker, record: RunRecord) -> None:
+    epochs = record.epochs_planned
+    every = log_every(record.config.get("tracking", {}).get("log_every", 0), epochs)
+    seconds = record.timing.epoch_seconds or [float("nan")] * len(record.history)
+    history = cast(list[dict[str, Any]], record.history)
+    log_history(tracker, list(record.directions), history, seconds, epochs, every, not record.ok)
 
 
 def log_history(

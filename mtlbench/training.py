@@ -15,7 +15,7 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from tqdm import tqdm
@@ -25,7 +25,21 @@ from mtlbench.config import TrackingConfig, TrainConfig, check_device_name, comp
 from mtlbench.data import DatasetBundle, iterate_batches
 from mtlbench.errors import MtlbenchError
 from mtlbench.method import get_method
-from mtlbench.record import git_commit, host_info, json_text, process_age, versions, write_text_atomic
+from mtlbench.record import (
+    EpochEntry,
+    MethodState,
+    Metrics,
+    Params,
+    Process,
+    RunRecord,
+    Schedule,
+    Timing,
+    git_commit,
+    host_info,
+    process_age,
+    versions,
+    write_text_atomic,
+)
 from mtlbench.registry import ARCHITECTURES, DATASETS, UPDATE_RULES
 from mtlbench.tasks import TaskSpec
 from mtlbench.tracking import (
@@ -178,13 +192,13 @@ def plan_epochs(rule: UpdateRule, epochs: int, method: str) -> int:
 def check_budget(rule: UpdateRule, epochs: int, method: str) -> int:
     """The first selectable epoch; a run that would end before a staged method's mechanism starts is refused
     (a guard: `UpdateRule.plan` keeps at least one epoch of the mechanism)."""
-    first = rule.first_active_epoch()
+    first, before = rule.staging.first_selectable(), rule.staging.before_mechanism()
     if first >= epochs:
-        stages = ", ".join(f"{k} -> {v} epoch(s)" for k, v in rule.stages_before_mechanism().items())
+        stages = ", ".join(f"{k} -> {v} epoch(s)" for k, v in before.items())
         raise MtlbenchError(
             f"method {method!r} needs {first} epoch(s) before its own mechanism is active ({stages}), but "
             f"runs {epochs}: no epoch could be reported as {method}. Raise train.epochs or lower "
-            f"{' / '.join(rule.stages_before_mechanism())}"
+            f"{' / '.join(before)}"
         )
     return first
 
@@ -296,7 +310,7 @@ class Trainer:
         os.replace(tmp, path)
 
     # --- the loop ---------------------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
+    def run(self) -> RunRecord:
         global _FIRST_RUN_IN_PROCESS
         cfg, tc = self.cfg, self.tc
         clock = self.clock = Stopwatch()
@@ -314,7 +328,7 @@ class Trainer:
             # a finished run (its record deleted, or removed by Snakemake before rerunning the job of its
             # seed group): the record comes back byte for byte, so tracking by record hash knows it
             write_text_atomic(self.out / RECORD, state["record_text"])
-            record = json.loads(state["record_text"])
+            record = RunRecord.from_json(json.loads(state["record_text"]), str(self.out / RECORD))
             if self.tracking.enabled and self.tracking.live:  # a kill may have left its MLflow run open
                 track_finished(self.tracking, record, self.out / RECORD, run_key(self.out, self.hash))
             return record
@@ -366,7 +380,8 @@ class Trainer:
         for epoch in bar:
             if status != "ok":
                 break
-            if rule.on_epoch_start(epoch):
+            reinitialised = rule.on_epoch_start(epoch)
+            if reinitialised or rule.staging.restarts_at(epoch):
                 optimizer, scheduler = fresh_optimizer()
             model.train()
             generator = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + epoch)
@@ -446,18 +461,13 @@ class Trainer:
             final = {**final, "model": {k: v.detach().clone() for k, v in final["model"].items()}}
         with clock("finalise"):
             record = self._record(bundle, model, rule, device, status, history, best, timing, tracker.run_id)
-            record["schedule"] = {
-                "epochs_total": total,
-                "first_selectable_epoch": first_active,
-                "stages": rule.schedule(),
-            }
+            record.schedule = Schedule(total, first_active, rule.staging.summary())
             clock.seconds["training"] = sum(timing["epoch_seconds"][start_epoch:])
             clock.seconds["finalise"] = time.perf_counter() - finalise_start  # up to here: test metrics, record
-            record["timing"]["breakdown"] = dict(clock.seconds)
-            record["timing"]["started_at"], record["timing"]["ended_at"] = started_at, time.time()
-            record["timing"]["process"] = {"pid": os.getpid(), "started_at": PROCESS_STARTED_AT, "threads": tc.threads}
-            text = json_text(record)
-            write_text_atomic(self.out / RECORD, text)
+            record.timing.breakdown = dict(clock.seconds)
+            record.timing.started_at, record.timing.ended_at = started_at, time.time()
+            record.timing.process = Process(os.getpid(), PROCESS_STARTED_AT, tc.threads)
+            text = record.write(self.out / RECORD)
             if final is not None:  # the final checkpoint keeps the record's exact text
                 with clock("checkpoints"):
                     self._write_checkpoint({**final, "record_text": text})
@@ -477,51 +487,51 @@ class Trainer:
         best: dict[str, Any],
         timing: dict[str, Any],
         run_id: str | None,
-    ) -> dict[str, Any]:
+    ) -> RunRecord:
         tasks, tc = bundle.tasks, self.tc
-        metrics: dict[str, Any] = {"val": {}, "test": {}, "test_last": {}}
+        metrics = Metrics()
         method_state = {**model.method_state(), **rule.method_state()}
         if status == "ok" and best["model"] is not None:
-            metrics["test_last"], _ = evaluate(model, bundle.test, tasks, tc.batch_size, device)
+            metrics.test_last, _ = evaluate(model, bundle.test, tasks, tc.batch_size, device)
             model.load_state_dict(best["model"])
-            metrics["val"] = best["val"]
-            metrics["test"], _ = evaluate(model, bundle.test, tasks, tc.batch_size, device)
+            metrics.val = best["val"]
+            metrics.test, _ = evaluate(model, bundle.test, tasks, tc.batch_size, device)
             method_state = {**model.method_state(), **rule.method_state()}
         epochs_done = len(timing["epoch_seconds"])
         memory, memory_kind = peak_memory(device)
         n_params = sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in rule.parameters())
-        return {
-            "dataset": self.cfg["dataset"]["name"],
-            "method": self.cfg["method"],
-            "seed": self.cfg["seed"],
-            "data_seed": self.cfg["data_seed"],
-            "config": self.cfg,
-            "config_hash": self.hash,
-            "status": status,
-            "selected_epoch": best["epoch"] if status == "ok" else None,
-            "epochs_completed": len(history),
-            "metrics": metrics,
-            "directions": {t.name: t.directions() for t in tasks},
-            "timing": {
-                "train_seconds": timing["train_seconds"],
-                "seconds_per_epoch": timing["train_seconds"] / epochs_done if epochs_done else None,
-                "seconds_per_step": timing["step_seconds"] / timing["steps"] if timing["steps"] else None,
-                "steps": timing["steps"],
-                "epoch_seconds": timing["epoch_seconds"],
-            },
-            "params": {"total": n_params, "inference": model.inference_parameter_count()},
-            "peak_memory_mb": memory,
-            "peak_memory_kind": memory_kind,
-            "versions": versions(),
-            "git_commit": git_commit(),
-            "device": str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
-            "host": host_info(),
-            "method_state": method_state,
-            "history": history,
-            "task_info": bundle.info,
-            "mlflow_run_id": run_id,
-        }
+        return RunRecord(
+            dataset=self.cfg["dataset"]["name"],
+            method=self.cfg["method"],
+            seed=self.cfg["seed"],
+            data_seed=self.cfg["data_seed"],
+            config=self.cfg,
+            config_hash=self.hash,
+            status=status,
+            selected_epoch=best["epoch"] if status == "ok" else None,
+            epochs_completed=len(history),
+            metrics=metrics,
+            directions={t.name: t.directions() for t in tasks},
+            timing=Timing(
+                train_seconds=timing["train_seconds"],
+                seconds_per_epoch=timing["train_seconds"] / epochs_done if epochs_done else None,
+                seconds_per_step=timing["step_seconds"] / timing["steps"] if timing["steps"] else None,
+                steps=timing["steps"],
+                epoch_seconds=timing["epoch_seconds"],
+            ),
+            params=Params(total=n_params, inference=model.inference_parameter_count()),
+            peak_memory_mb=memory,
+            peak_memory_kind=memory_kind,
+            versions=versions(),
+            git_commit=git_commit(),
+            device=str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
+            host=host_info(),
+            method_state=cast(MethodState, method_state),
+            history=cast(list[EpochEntry], history),
+            task_info=bundle.info,
+            mlflow_run_id=run_id,
+        )
 
 
-def train(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
+def train(cfg: dict[str, Any], out: Path) -> RunRecord:
     return Trainer(cfg, out).run()

@@ -8,7 +8,6 @@ offers what it needs and refuses a combination that makes no sense with one clea
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -18,6 +17,7 @@ from torch import nn
 from mtlbench.architectures import MTLArchitecture
 from mtlbench.errors import MtlbenchError
 from mtlbench.registry import UPDATE_RULES
+from mtlbench.schedule import Stages
 from mtlbench.tasks import TaskSpec
 
 
@@ -67,25 +67,6 @@ def aggregated_backward(
     assign_flat_gradient(shared, update)
 
 
-def stage_epochs(key: str, fraction: float, epochs: int, *, minimum: int = 0, leave: int = 1) -> int:
-    """Epochs of a stage given as `fraction` of the budget `epochs` (rounded half up). A stage inside the
-    budget (`leave` >= 1) keeps `leave` epochs for the stages after it, shrinking if it must; one that cannot
-    keep its `minimum` ends in one message naming the key and the budget it needs."""
-    if fraction < 0 or (leave > 0 and fraction >= 1):
-        bound = "in [0, 1)" if leave > 0 else ">= 0"
-        raise MtlbenchError(f"{key} must be {bound} (a share of train.epochs), got {fraction}")
-    n = math.floor(fraction * epochs + 0.5)
-    if leave > 0:
-        n = min(n, epochs - leave)
-    n = max(n, minimum if fraction > 0 else 0)
-    if leave > 0 and n > epochs - leave:
-        raise MtlbenchError(
-            f"train.epochs={epochs} is too short for the stages: {key}={fraction} needs {minimum} epoch(s) "
-            f"and the stages after it {leave}; use train.epochs >= {minimum + leave}"
-        )
-    return n
-
-
 class UpdateRule:
     requires_shared_parameters: ClassVar[bool] = False
     requires_shared_representation: ClassVar[bool] = False
@@ -93,6 +74,8 @@ class UpdateRule:
     #: the network optimiser's learning rate (`train.lr`), set by the training loop's `build` for rules whose
     #: inner steps follow it (DSMTL-JL's unrolled step)
     network_lr: float = 0.0
+    #: the planned stages (`plan`); read by the training loop, the selection of the reported epoch and the record
+    staging: Stages
 
     def bind(self, model: MTLArchitecture, tasks: list[TaskSpec]) -> None:
         arch = type(model).__name__
@@ -124,31 +107,22 @@ class UpdateRule:
         return train
 
     def on_epoch_start(self, epoch: int) -> bool:
-        """Called before each training epoch (0-based); schedules such as warm-ups act here. Returns True when
-        the network was re-initialised, so the loop starts a fresh optimiser."""
+        """Called before each training epoch (0-based): a staged rule acts on the stage it is in here
+        (`self.staging.stage_at(epoch)`). Returns True when the network was re-initialised outside the
+        schedule's stage starts, so the loop starts a fresh optimiser."""
         return False
 
+    def stages(self) -> Stages:
+        """The method's stages as data (`mtlbench.schedule`): warm-up, search, tuning rounds, each a share of
+        the budget, with what the loop needs to know of it (selectable, extra cost, fresh optimiser). An
+        unstaged method is one stage: the whole budget."""
+        return Stages.single()
+
     def plan(self, epochs: int) -> int:
-        """Called once before training with the budget `train.epochs`: a staged method turns its stage
-        fractions into epochs here (`stage_epochs`) and returns how many epochs the loop runs in all:
-        `epochs`, or more for a stage that is an extra cost on top of the budget (DSMTL-AL's search)."""
-        return epochs
-
-    def schedule(self) -> dict[str, int]:
-        """The stages of the planned run in order, with their epochs (the run record's `schedule`)."""
-        return {}
-
-    def stages_before_mechanism(self) -> dict[str, int]:
-        """Staged methods: the `rule.*` keys of the stages that run before the method's own mechanism is active
-        (SRDML's warm-up, DSMTL-IL's stage 1, DSMTL-AL's search), with their planned epochs.
-
-        The training loop reads this once, for every method alike: an epoch before their sum is never
-        selected (it would report another method's model under this method's name)."""
-        return {}
-
-    def first_active_epoch(self) -> int:
-        """The first epoch (0-based) in which the method's own mechanism is active: the first selectable one."""
-        return sum(self.stages_before_mechanism().values())
+        """Called once before training with the budget `train.epochs`: plans the stages (`self.staging`) and
+        returns how many epochs the loop runs in all (more than the budget for an extra-cost stage)."""
+        self.staging = self.stages()
+        return self.staging.plan(epochs)
 
     def epoch_log(self) -> dict[str, float]:
         """Scalars logged to MLflow after each epoch."""

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from mtlbench.cli import main
+from mtlbench.record import MethodState, RunRecord
 from mtlbench.registry import METHODS
 
 TINY = {
@@ -43,12 +42,14 @@ def test_method_trains_from_the_cli(method, dataset, tmp_path):
         *TINY[dataset],
     ]
     assert main(args) == 0
-    record = json.loads((tmp_path / "record.json").read_text())
-    assert record["status"] == "ok" and record["method"] == method
-    assert record["selected_epoch"] is not None and record["metrics"]["test"]
+    record = RunRecord.read(tmp_path / "record.json")
+    assert record.status == "ok" and record.method == method
+    assert record.selected_epoch is not None and record.metrics.test
     if method.startswith("srdml"):
-        assert "relation" in record["method_state"]
+        assert "relation" in record.method_state
     if method.startswith("dsmtl"):
-        assert "gates" in record["method_state"]
+        assert "gates" in record.method_state
     if method.startswith("mgda"):
-        assert set(record["method_state"]["task_weights"]) == set(record["metrics"]["test"])
+        assert set(record.method_state["task_weights"]) == set(record.metrics.test)
+    undeclared = set(record.method_state) - set(MethodState.__annotations__)
+    assert not undeclared, f"{method} writes method_state keys not declared in mtlbench.record.MethodState"

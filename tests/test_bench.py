@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from mtlbench.bench import Prepared, growth_exponents, interleaved_times, method_memory_mb, run_benchmarks
+from mtlbench.record import Process, RunRecord, Timing
 
 
 def test_rounds_alternate_the_order_of_the_methods():
@@ -60,15 +61,14 @@ def test_the_benchmark_writes_its_tables_and_figure(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
-def _record(pid: int, started: float, ended: float, training: float) -> dict:
-    return {
-        "timing": {
-            "process": {"pid": pid, "started_at": started, "threads": 1},
-            "started_at": started + 2,
-            "ended_at": ended,
-            "breakdown": {"startup": 2.0, "training": training, "validation": 1.0},
-        }
-    }
+def _record(pid: int, started: float, ended: float, training: float) -> RunRecord:
+    timing = Timing(
+        process=Process(pid, started, threads=1),
+        started_at=started + 2,
+        ended_at=ended,
+        breakdown={"startup": 2.0, "training": training, "validation": 1.0},
+    )
+    return RunRecord("d", "m", pid, "ok", timing=timing)
 
 
 def test_pipeline_profile_by_hand():

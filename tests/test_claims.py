@@ -10,6 +10,7 @@ from scipy import stats as st
 from mtlbench.aggregate import DELTA_M, bootstrap_delta_m, probability_of_improvement
 from mtlbench.claims import Claim, evaluate_claims, load_claims, one_sided_p
 from mtlbench.errors import MtlbenchError
+from mtlbench.record import RunRecord
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -36,8 +37,8 @@ def _tidy(values: dict[tuple[str, str, str], list[float]], higher: dict[str, boo
     return pd.DataFrame(rows)
 
 
-def _records(methods: list[str], n: int = 5) -> list[dict]:
-    return [{"dataset": "d", "method": m, "seed": s, "status": "ok"} for m in methods for s in range(n)]
+def _records(methods: list[str], n: int = 5) -> list[RunRecord]:
+    return [RunRecord("d", m, s, "ok") for m in methods for s in range(n)]
 
 
 SUPERIOR = Claim(id="x", claim="A beats B", source="test", test="superior", method="a", baseline="b")
@@ -134,14 +135,16 @@ def test_relation_recovery_from_learned_relations():
         learned = (learned + learned.T) / 2
         np.fill_diagonal(learned, 0)
         records.append(
-            {
-                "dataset": "d",
-                "method": "srdml",
-                "seed": seed,
-                "status": "ok",
-                "task_info": {"ground_truth_relation": truth.tolist()},
-                "method_state": {"relation": learned.tolist()},
-            }
+            RunRecord.from_json(
+                {
+                    "dataset": "d",
+                    "method": "srdml",
+                    "seed": seed,
+                    "status": "ok",
+                    "task_info": {"ground_truth_relation": truth.tolist()},
+                    "method_state": {"relation": learned.tolist()},
+                }
+            )
         )
     claim = Claim(id="rel", claim="relations", source="test", test="relations", method="srdml")
     row = evaluate_claims([claim], _tidy({}), records).iloc[0]

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from mtlbench.record import RunRecord
 from tests.conftest import run_cli
 
 
@@ -117,5 +118,5 @@ def test_train_writes_a_record(tmp_path):
         "--no-tracking",
     )
     assert result.returncode == 0, result.stderr
-    record = json.loads((tmp_path / "run" / "record.json").read_text())
-    assert record["seed"] == 1 and record["config"]["train"]["epochs"] == 5
+    record = RunRecord.read(tmp_path / "run" / "record.json")
+    assert record.seed == 1 and record.config["train"]["epochs"] == 5

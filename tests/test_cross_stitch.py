@@ -67,4 +67,4 @@ def test_cross_stitch_trains_on_multimnist(tmp_path):
         },
     )
     record = train(cfg, tmp_path / "cs")
-    assert record["status"] == "ok" and len(record["method_state"]["cross_stitch"]) == 3
+    assert record.status == "ok" and len(record.method_state["cross_stitch"]) == 3

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from methods.dsmtl import DSMTL, DSMTLArchitectureLearning, Gates, IndividualLearning, JointLearning
+from methods.dsmtl import DSMTL, STAGE1, DSMTLArchitectureLearning, Gates, IndividualLearning, JointLearning
 from mtlbench.architectures import IndependentNetworks
 from mtlbench.nets import MULTILENET, vector_network
 from mtlbench.tasks import TaskSpec
@@ -67,7 +67,7 @@ def test_individual_learning_stage_two_leaves_the_public_encoder_bit_identical()
     model = DSMTL(TASKS, MULTILENET)
     rule = IndividualLearning(stage1_fraction=0.5)
     rule.bind(model, TASKS)
-    assert rule.plan(2) == 2 and rule.stage1_epochs == 1
+    assert rule.plan(2) == 2 and rule.staging.epochs_of(STAGE1) == 1
     optimizer = torch.optim.Adam(model.param_groups(1e-3)[0]["params"], lr=1e-2, weight_decay=1e-5)
     rule.on_epoch_start(0)  # stage 1: hard sharing through the public encoder, private parts untouched
     private_before = [p.detach().clone() for p in model.private.parameters()]
@@ -85,7 +85,7 @@ def test_individual_learning_stage_two_leaves_the_public_encoder_bit_identical()
         optimizer.step()
     assert all(torch.equal(public_before[k], v) for k, v in model.public.state_dict().items())
     assert not torch.equal(gates_before, model.gates.logits.detach())
-    assert rule.first_active_epoch() == 1  # stage 1 cannot be selected
+    assert rule.staging.first_selectable() == 1  # stage 1 cannot be selected
 
 
 def _resnet_dsmtl(cls=DSMTL):

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from mtlbench.record import RunRecord
 from tests.conftest import ROOT
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -100,12 +101,12 @@ def test_every_run_is_in_one_mlflow_database(tiny_run):
     table = pd.read_csv(tiny_run / "results" / "tables" / "delta_m.csv").set_index(["dataset", "method", "seed"])
     by_id = {r.info.run_id: r for r in runs}
     for path, run_id in logged.items():
-        record = json.loads(Path(path if os.path.isabs(path) else tiny_run / path).read_text())
+        record = RunRecord.read(Path(path if os.path.isabs(path) else tiny_run / path))
         run = by_id[run_id]
-        expected = table.delta_m[(record["dataset"], record["method"], record["seed"])]
+        expected = table.delta_m[(record.dataset, record.method, record.seed)]
         assert run.data.metrics["test.delta_m"] == pytest.approx(expected)
         assert run.data.tags["delta_m.reference"] == "stl"
-        assert expected == 0 or record["method"] != "stl"
+        assert expected == 0 or record.method != "stl"
 
 
 def test_report_collects_tables_and_figures(tiny_run):
@@ -314,8 +315,8 @@ def test_the_documented_user_method_runs_through_the_pipeline(tmp_path):
     assert tried.returncode == 0, tried.stderr[-3000:]
     assert "requires_grad" not in tried.stderr and "Warning" not in tried.stderr, tried.stderr[-2000:]
     out = Path(argv[argv.index("--out") + 1])
-    record = json.loads((tmp_path / out / "record.json").read_text())
-    assert set(record["method_state"]["task_weights"]) == set(record["directions"])
+    record = RunRecord.read(tmp_path / out / "record.json")
+    assert set(record.method_state["task_weights"]) == set(record.directions)
     assert not (tmp_path / "results").exists()  # the try did not write where the pipeline reads
 
     mine = yaml.safe_load(next(b for b in _doc_blocks(doc, "yaml") if "UNCERTAINTY" in b))

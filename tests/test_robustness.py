@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from mtlbench.cli import main
 from mtlbench.config import resolve_config
 from mtlbench.params import coerce
+from mtlbench.record import RunRecord
 from mtlbench.training import CHECKPOINT, Trainer, train
 
 CALLED = Path(__file__).with_name(".called-by-mtlbench")
@@ -101,6 +102,7 @@ def _runs(tmp_path):
 
 _READ_RUNS = """
 import json, sys
+from mtlbench.record import RunRecord
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 client = MlflowClient(tracking_uri=sys.argv[1])
@@ -141,8 +143,8 @@ def _assert_one_complete_run(tmp_path, epochs=8, fresh_process=False):
     assert run["status"] == "FINISHED"
     assert sorted(run["val_steps"]) == list(range(epochs))  # every epoch, once
     assert run["n_test"] == 1
-    record = json.loads((tmp_path / "run" / "record.json").read_text())
-    assert record["mlflow_run_id"] == run["id"]
+    record = RunRecord.read(tmp_path / "run" / "record.json")
+    assert record.mlflow_run_id == run["id"]
 
 
 def _kill_when(monkeypatch, target, name, when):
@@ -230,8 +232,8 @@ def test_a_deleted_tracking_database_never_strands_a_run(tmp_path, monkeypatch):
     )
     assert rerun.returncode == 0, rerun.stderr
     assert "logging this run anew" in rerun.stderr and "Traceback" not in rerun.stderr
-    record = json.loads((tmp_path / "run" / "record.json").read_text())
-    assert record["status"] == "ok" and record["epochs_completed"] == 8
+    record = RunRecord.read(tmp_path / "run" / "record.json")
+    assert record.status == "ok" and record.epochs_completed == 8
     # the new run has the epochs before the kill too (from the history)
     _assert_one_complete_run(tmp_path, fresh_process=True)
 
@@ -251,7 +253,7 @@ def test_a_store_that_fails_mid_run_leaves_training_untracked_not_dead(tmp_path,
 
     monkeypatch.setattr(tracking, "_retry", failing)
     record = train(_live(tmp_path), tmp_path / "run")
-    assert record["status"] == "ok" and record["metrics"]["test"]
+    assert record.status == "ok" and record.metrics.test
     assert "training continues untracked" in capsys.readouterr().err
 
 
@@ -267,19 +269,19 @@ def test_a_corrupt_checkpoint_resumes_from_the_previous_one(tmp_path, monkeypatc
     resumed = train(cfg, tmp_path / "run")
     err = capsys.readouterr().err
     assert f"{newest} is corrupt" in err and "resuming from the previous checkpoint" in err
-    assert resumed["metrics"] == whole["metrics"] and resumed["history"] == whole["history"]
+    assert resumed.metrics == whole.metrics and resumed.history == whole.history
     for name in (CHECKPOINT, "checkpoint.prev.pt"):  # both damaged: the run is trained again, same numbers
         (tmp_path / "run" / name).write_bytes(b"garbage")
     (tmp_path / "run" / "record.json").unlink()
     again = train(cfg, tmp_path / "run")
-    assert "the run is trained again" in capsys.readouterr().err and again["metrics"] == whole["metrics"]
+    assert "the run is trained again" in capsys.readouterr().err and again.metrics == whole.metrics
 
 
 def test_a_garbage_record_is_named(tmp_path, capsys):
     good = train(
         resolve_config("synthetic_relations", "hps", 0, {"tracking.enabled": False, "train.epochs": 2}), tmp_path / "a"
     )
-    assert good["status"] == "ok"
+    assert good.status == "ok"
     bad = tmp_path / "b" / "record.json"
     bad.parent.mkdir()
     bad.write_text("{not json")
@@ -296,8 +298,8 @@ def test_the_record_says_what_decides_the_last_bits(tmp_path):
         ),
         tmp_path / "a",
     )
-    host = record["host"]
-    assert host["threads"] == 2 == record["config"]["train"]["threads"]
+    host = record.host
+    assert host["threads"] == 2 == record.config["train"]["threads"]
     assert host["cpu"] and {"cpu_capability", "mkl", "mkldnn", "openmp"} <= set(host)
     torch.set_num_threads(1)
 
@@ -346,7 +348,7 @@ def test_logging_records_completes_a_run_killed_mid_log(tmp_path, monkeypatch):
         ),
         tmp_path / "run",
     )
-    assert record["mlflow_run_id"] is None
+    assert record.mlflow_run_id is None
     cfg = TrackingConfig(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifacts=str(tmp_path / "artifacts"), log_every=1)
     monkeypatch.setattr(tracking.Tracker, "flush_seconds", 0.0)
     calls = {"n": 0}

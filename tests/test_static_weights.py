@@ -3,14 +3,13 @@ and the choice on held-out data, reported with the chosen weights."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
 from baselines.static_weights import candidate_weights
 from mtlbench.cli import main
 from mtlbench.errors import MtlbenchError
+from mtlbench.record import RunRecord
 
 
 def test_candidates_are_equal_weights_then_fixed_dirichlet_draws_summing_to_t():
@@ -45,11 +44,11 @@ def test_the_best_candidate_on_held_out_data_is_trained_for_the_full_budget(tmp_
         "--no-tracking",
     ]
     assert main(args) == 0
-    record = json.loads((tmp_path / "record.json").read_text())
-    schedule = record["schedule"]
-    assert schedule["epochs_total"] == 3 * 2 + 10 and schedule["first_selectable_epoch"] == 6
-    assert record["selected_epoch"] >= 6  # never a tuning epoch
-    tuning = record["method_state"]["tuning"]
+    record = RunRecord.read(tmp_path / "record.json")
+    schedule = record.schedule
+    assert schedule.epochs_total == 3 * 2 + 10 and schedule.first_selectable_epoch == 6
+    assert record.selected_epoch >= 6  # never a tuning epoch
+    tuning = record.method_state["tuning"]
     assert len(tuning["candidates"]) == len(tuning["scores"]) == 3 and tuning["scores"][0] == pytest.approx(1.0)
     best = min(range(3), key=lambda k: tuning["scores"][k])
-    assert record["method_state"]["task_weights"] == pytest.approx(tuning["candidates"][best])
+    assert record.method_state["task_weights"] == pytest.approx(tuning["candidates"][best])

@@ -11,6 +11,7 @@ import pytest
 from statsmodels.stats.multitest import multipletests
 
 from mtlbench.aggregate import DELTA_M, delta_m, delta_m_metrics, summarize, tidy_metrics, with_delta_m
+from mtlbench.record import RunRecord
 from mtlbench.stats import friedman_nemenyi, paired_tests, safeness, significance, wilcoxon_min_p
 
 
@@ -35,20 +36,22 @@ def test_wilcoxon_exact_p_and_its_floor():
     assert wilcoxon_min_p(5) == pytest.approx(0.0625) and wilcoxon_min_p(6) == pytest.approx(0.03125)
 
 
-def _records(values: dict[str, list[dict[str, float]]], directions: dict[str, bool]) -> list[dict]:
+def _records(values: dict[str, list[dict[str, float]]], directions: dict[str, bool]) -> list[RunRecord]:
     records = []
     for method, per_seed in values.items():
         for seed, metrics in enumerate(per_seed):
             m = {task: {"score": v} for task, v in metrics.items()}
             records.append(
-                {
-                    "dataset": "d",
-                    "method": method,
-                    "seed": seed,
-                    "status": "ok",
-                    "metrics": {"val": m, "test": m},
-                    "directions": {t: {"score": directions[t]} for t in metrics},
-                }
+                RunRecord.from_json(
+                    {
+                        "dataset": "d",
+                        "method": method,
+                        "seed": seed,
+                        "status": "ok",
+                        "metrics": {"val": m, "test": m},
+                        "directions": {t: {"score": directions[t]} for t in metrics},
+                    }
+                )
             )
     return records
 
@@ -115,7 +118,7 @@ def test_friedman_and_critical_difference_follow_demsar():
 
 def test_diverged_runs_are_counted_not_dropped():
     recs = _records({"stl": [{"a": 0.9}, {"a": 0.8}], "hps": [{"a": 0.85}]}, {"a": True})
-    recs.append({"dataset": "d", "method": "hps", "seed": 1, "status": "diverged", "metrics": {}, "directions": {}})
+    recs.append(RunRecord("d", "hps", 1, "diverged"))
     summary = summarize(with_delta_m(tidy_metrics(recs)))
     assert summary[summary.method == "hps"].n_diverged.max() == 1
     assert summary[(summary.method == "hps") & (summary.metric == "score")].n.iloc[0] == 1
@@ -237,22 +240,15 @@ def test_friedman_ranks_datasets_when_there_are_enough_and_says_when_blocks_are_
     assert "not independent" in few["note"] and "optimistic" in few["note"]
 
 
-def _configured(method: str, seed: int, epochs: int) -> dict:
-    return {
-        "dataset": "d",
+def _configured(method: str, seed: int, epochs: int) -> RunRecord:
+    config = {
+        "dataset": {"name": "d"},
         "method": method,
         "seed": seed,
-        "status": "ok",
-        "config": {
-            "dataset": {"name": "d"},
-            "method": method,
-            "seed": seed,
-            "train": {"epochs": epochs},
-            "tracking": {"uri": f"u{seed}"},
-        },
-        "metrics": {"val": {}, "test": {}},
-        "directions": {},
+        "train": {"epochs": epochs},
+        "tracking": {"uri": f"u{seed}"},
     }
+    return RunRecord("d", method, seed, "ok", config=config)
 
 
 def test_aggregation_refuses_one_row_of_two_configs():
@@ -270,14 +266,13 @@ def test_aggregation_refuses_one_row_of_two_configs():
 
 
 def test_aggregate_cli_refuses_mixed_configs_with_one_line(tmp_path, capsys):
-    import json
 
     from mtlbench.cli import main
 
     paths = []
     for seed, epochs in ((0, 10), (1, 40)):
         path = tmp_path / f"seed{seed}.json"
-        path.write_text(json.dumps(_configured("hps", seed, epochs)))
+        path.write_text(_configured("hps", seed, epochs).text())
         paths.append(str(path))
     assert main(["aggregate", *paths, "--out", str(tmp_path / "tables")]) == 2
     err = capsys.readouterr().err

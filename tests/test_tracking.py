@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -9,6 +10,7 @@ import sys
 
 from mlflow.tracking import MlflowClient
 
+from mtlbench.record import RunRecord
 from tests.conftest import run_cli
 
 
@@ -108,12 +110,12 @@ def test_logging_a_record_gives_the_run_that_live_tracking_gives(tmp_path):
         cwd=tmp_path,
     )
     assert live.returncode == 0, live.stderr
-    record = json.loads((tmp_path / "live" / "record.json").read_text())
-    live_id = record["mlflow_run_id"]
+    record = RunRecord.read(tmp_path / "live" / "record.json")
+    live_id = record.mlflow_run_id
     # the same record as a run trained with tracking.live=false would have written it
     deferred = tmp_path / "deferred" / "record.json"
     deferred.parent.mkdir()
-    deferred.write_text(json.dumps({**record, "mlflow_run_id": None}))
+    deferred.write_text(dataclasses.replace(record, mlflow_run_id=None).text())
 
     args = [
         "tracking",
@@ -164,6 +166,6 @@ def test_deferred_tracking_writes_no_run_until_logged(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "mlflow.db").exists()
-    assert json.loads((tmp_path / "run" / "record.json").read_text())["mlflow_run_id"] is None
+    assert RunRecord.read(tmp_path / "run" / "record.json").mlflow_run_id is None
     missing = run_cli("tracking", "log", str(tmp_path / "nope.json"), "--uri", uri, cwd=tmp_path)
     assert missing.returncode == 2 and "no run record at" in missing.stderr and "Traceback" not in missing.stderr

@@ -13,7 +13,7 @@ import torch
 
 from mtlbench.config import resolve_config
 from mtlbench.errors import MtlbenchError
-from mtlbench.record import RECORD_KEYS
+from mtlbench.record import RECORD_VERSION, RunRecord
 from mtlbench.training import CHECKPOINT, train
 from tests.conftest import ROOT, TINY_MULTIMNIST
 
@@ -27,48 +27,47 @@ def _train(tmp_path, name, dataset="multimnist", method="hps", seed=0, **overrid
 def test_record_schema(tmp_path):
     record = _train(tmp_path, "a")
     on_disk = json.loads((tmp_path / "a" / "record.json").read_text())
-    assert on_disk == json.loads(json.dumps(record))
-    for key in RECORD_KEYS:
-        assert key in record, key
-    assert record["status"] == "ok" and record["dataset"] == "multimnist" and record["method"] == "hps"
-    assert set(record["metrics"]["test"]) == {"left", "right"}
-    assert set(record["metrics"]["val"]["left"]) == {"accuracy"}
-    assert record["directions"] == {"left": {"accuracy": True}, "right": {"accuracy": True}}
-    assert 0 <= record["selected_epoch"] < 2
-    assert record["timing"]["seconds_per_step"] > 0 and record["timing"]["seconds_per_epoch"] > 0
-    assert record["params"]["total"] == record["params"]["inference"] > 0
-    assert record["peak_memory_mb"] > 0
-    assert set(record["versions"]) == {"python", "torch", "mtlbench"}
-    assert record["config"]["train"]["epochs"] == 2 and len(record["config_hash"]) == 16
-    assert record["device"] == "cpu"
+    assert on_disk["record_version"] == RECORD_VERSION and on_disk == record.to_json()
+    assert RunRecord.read(tmp_path / "a" / "record.json") == record  # the written record reads back whole
+    assert record.status == "ok" and record.dataset == "multimnist" and record.method == "hps"
+    assert set(record.metrics.test) == {"left", "right"}
+    assert set(record.metrics.val["left"]) == {"accuracy"}
+    assert record.directions == {"left": {"accuracy": True}, "right": {"accuracy": True}}
+    assert 0 <= record.selected_epoch < 2
+    assert record.timing.seconds_per_step > 0 and record.timing.seconds_per_epoch > 0
+    assert record.params.total == record.params.inference > 0
+    assert record.peak_memory_mb > 0
+    assert set(record.versions) == {"python", "torch", "mtlbench"}
+    assert record.config["train"]["epochs"] == 2 and len(record.config_hash) == 16
+    assert record.device == "cpu"
 
 
 def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path):
     a, b, c = (_train(tmp_path, n, seed=s) for n, s in (("a", 0), ("b", 0), ("c", 1)))
-    assert a["metrics"] == b["metrics"] and a["history"] == b["history"]
-    assert a["metrics"] != c["metrics"]
+    assert a.metrics == b.metrics and a.history == b.history
+    assert a.metrics != c.metrics
 
 
 def test_selection_uses_validation_only(tmp_path):
     record = _train(tmp_path, "a", **{"train.epochs": 3})
-    val_losses = [sum(h["val_loss"]) for h in record["history"]]
-    assert record["selected_epoch"] == min(range(3), key=val_losses.__getitem__)
-    assert record["metrics"]["val"] == record["history"][record["selected_epoch"]]["val"]
+    val_losses = [sum(h["val_loss"]) for h in record.history]
+    assert record.selected_epoch == min(range(3), key=val_losses.__getitem__)
+    assert record.metrics.val == record.history[record.selected_epoch]["val"]
 
 
 def test_diverged_run_is_recorded_as_diverged(tmp_path):
     record = _train(tmp_path, "a", dataset="synthetic_relations", **{"train.lr": 1e6})
-    assert record["status"] == "diverged"
-    assert record["metrics"]["test"] == {} and record["selected_epoch"] is None
-    assert record["epochs_completed"] < 20
+    assert record.status == "diverged"
+    assert record.metrics.test == {} and record.selected_epoch is None
+    assert record.epochs_completed < 20
 
 
 def test_stl_is_independent_networks(tmp_path):
     record = _train(tmp_path, "a", method="stl")
     hps = _train(tmp_path, "b", method="hps")
-    assert record["status"] == "ok"
+    assert record.status == "ok"
     # two full encoders vs one: the shared encoder's parameters are counted once in hps
-    assert record["params"]["total"] > hps["params"]["total"]
+    assert record.params.total > hps.params.total
 
 
 def _train_cmd(out, epochs):
@@ -112,11 +111,11 @@ def test_killed_run_resumes_to_identical_metrics(tmp_path):
 
     resumed = subprocess.run(_train_cmd(tmp_path / "cut", epochs), capture_output=True, text=True, cwd=ROOT)
     assert resumed.returncode == 0, resumed.stderr
-    ref = json.loads((tmp_path / "ref" / "record.json").read_text())
-    cut = json.loads((tmp_path / "cut" / "record.json").read_text())
-    assert cut["metrics"] == ref["metrics"]
-    assert cut["history"] == ref["history"]
-    assert cut["selected_epoch"] == ref["selected_epoch"]
+    ref = RunRecord.read(tmp_path / "ref" / "record.json")
+    cut = RunRecord.read(tmp_path / "cut" / "record.json")
+    assert cut.metrics == ref.metrics
+    assert cut.history == ref.history
+    assert cut.selected_epoch == ref.selected_epoch
 
 
 @pytest.mark.slow
@@ -129,7 +128,7 @@ def test_default_multimnist_hard_sharing_reaches_the_accuracy_target(tmp_path):
     sets = {**overrides.get("common", {}), **overrides["datasets"]["multimnist"], "tracking.enabled": False}
     record = train(resolve_config("multimnist", "hps", 0, sets), tmp_path / "default")
     for task in ("left", "right"):
-        assert record["metrics"]["test"][task]["accuracy"] >= 0.88
+        assert record.metrics.test[task]["accuracy"] >= 0.88
 
 
 STAGED = [
@@ -168,8 +167,8 @@ def test_staged_methods_resume_exactly_across_their_stages(tmp_path, monkeypatch
             train(cfg, tmp_path / f"cut{stop_after}")
         monkeypatch.setattr(Trainer, "_save_checkpoint", original)
         resumed = train(cfg, tmp_path / f"cut{stop_after}")
-        assert resumed["metrics"] == whole["metrics"] and resumed["history"] == whole["history"]
-        assert resumed["method_state"] == whole["method_state"]
+        assert resumed.metrics == whole.metrics and resumed.history == whole.history
+        assert resumed.method_state == whole.method_state
 
 
 # --- staged methods report only epochs in which their own mechanism ran (issue 12, items 1 and 2) -------------
@@ -181,13 +180,13 @@ def test_srdml_never_reports_a_warm_up_epoch(tmp_path, method, baseline, seed):
     """The audit's cases: these seeds selected a warm-up epoch and reported the plain baseline bit for bit."""
     cfg = resolve_config("synthetic_relations", method, seed, {"tracking.enabled": False})
     record = train(cfg, tmp_path / method)
-    warmup = record["schedule"]["first_selectable_epoch"]
+    warmup = record.schedule.first_selectable_epoch
     assert warmup == round(cfg["train"]["epochs"] * 11 / 150) > 0  # the official share of the budget
-    assert record["status"] == "ok" and record["selected_epoch"] >= warmup
+    assert record.status == "ok" and record.selected_epoch >= warmup
     plain = train(
         resolve_config("synthetic_relations", baseline, seed, {"tracking.enabled": False}), tmp_path / baseline
     )
-    assert record["metrics"]["test"] != plain["metrics"]["test"]
+    assert record.metrics.test != plain.metrics.test
 
 
 TINY_MULTIMNIST_ARGS = ["--set", "dataset.n_train=64", "--set", "dataset.n_val=16", "--set", "dataset.n_test=16"]
@@ -243,38 +242,49 @@ def test_stages_scale_with_any_budget(tmp_path, method, epochs):
         )
         == 0
     )
-    record = json.loads((tmp_path / "run" / "record.json").read_text())
-    schedule = record["schedule"]
-    assert record["status"] == "ok" and record["metrics"]["test"]
-    assert record["selected_epoch"] >= schedule["first_selectable_epoch"]
-    assert record["epochs_completed"] == schedule["epochs_total"] == sum(schedule["stages"].values())
+    record = RunRecord.read(tmp_path / "run" / "record.json")
+    schedule = record.schedule
+    assert record.status == "ok" and record.metrics.test
+    assert record.selected_epoch >= schedule.first_selectable_epoch
+    assert record.epochs_completed == schedule.epochs_total == sum(schedule.stages.values())
     if method == "dsmtl_al":  # the derived network gets the whole budget; the search comes on top
-        assert list(schedule["stages"].values())[-1] == epochs and schedule["epochs_total"] > epochs
+        assert list(schedule.stages.values())[-1] == epochs and schedule.epochs_total > epochs
     else:
-        assert schedule["epochs_total"] == epochs
+        assert schedule.epochs_total == epochs
 
 
-@pytest.mark.parametrize("method", ["srdml", "dsmtl_il", "dsmtl_al"])
+STAGE_KEYS = {
+    "srdml": "warmup_fraction",
+    "dsmtl_il": "stage1_fraction",
+    "dsmtl_al": "search_fraction",
+    "static_weights": "tuning_fraction",
+}
+EXTRA_COST = {"dsmtl_al": 1, "static_weights": 6}  # stages on top of the budget: rounds of the first stage
+
+
+@pytest.mark.parametrize("method", sorted(STAGE_KEYS))
 @pytest.mark.parametrize("fraction", [0.0, 0.05, 0.3, 0.5, 0.75, 0.99])
 def test_planned_stages_keep_the_mechanism_for_every_budget(method, fraction):
     """Every budget from 2 to 40 epochs: the stage shares round to whole epochs, the mechanism keeps at least
     one epoch, and the stages add up to the epochs the loop runs."""
     from mtlbench.registry import UPDATE_RULES
 
-    key = {"srdml": "warmup_fraction", "dsmtl_il": "stage1_fraction", "dsmtl_al": "search_fraction"}[method]
-    if method == "dsmtl_al" and fraction == 0:
-        with pytest.raises(MtlbenchError, match="search_fraction"):
+    key = STAGE_KEYS[method]
+    if method in EXTRA_COST and fraction == 0:  # the extra stage is the method (a search, the tuning)
+        with pytest.raises(MtlbenchError, match=key):
             UPDATE_RULES.get(method)(**{key: fraction}).plan(5)
         return
     for epochs in range(2, 41):
         rule = UPDATE_RULES.get(method)(**{key: fraction})
         total = rule.plan(epochs)
-        stages = list(rule.schedule().values())
-        assert sum(stages) == total and rule.first_active_epoch() < total and stages[-1] >= 1
-        first, minimum = stages[0], (1 if method != "srdml" and fraction > 0 else 0)
-        clipped = first in (minimum, epochs - 1) if method != "dsmtl_al" else first == minimum
+        stages = list(rule.staging.summary().values())
+        assert sum(stages) == total and rule.staging.first_selectable() < total and stages[-1] >= 1
+        rounds = EXTRA_COST.get(method, 1)
+        first, minimum = stages[0] // rounds, (1 if method != "srdml" and fraction > 0 else 0)
+        clipped = first in (minimum, epochs - 1) if method not in EXTRA_COST else first == minimum
         assert abs(first - fraction * epochs) <= 0.5 or clipped  # the share, rounded, unless it had to give way
-        assert total == (epochs + first if method == "dsmtl_al" else epochs)
+        assert total == (epochs + stages[0] if method in EXTRA_COST else epochs)
+        assert rule.staging.first_selectable() == stages[0]  # no stage before the mechanism is ever reported
 
 
 def test_an_ok_record_always_has_test_metrics(tmp_path, monkeypatch):
@@ -283,4 +293,4 @@ def test_an_ok_record_always_has_test_metrics(tmp_path, monkeypatch):
 
     monkeypatch.setattr(training, "check_budget", lambda rule, epochs, method: epochs)
     record = _train(tmp_path, "a", dataset="synthetic_relations", method="srdml", **{"train.epochs": 5})
-    assert record["status"] == "incomplete" and record["metrics"]["test"] == {}
+    assert record.status == "incomplete" and record.metrics.test == {}
