@@ -39,6 +39,8 @@ def famo_logit_gradient(logits: torch.Tensor, before: torch.Tensor, after: torch
 
 @rule_method("famo", "FAMO (Liu et al. 2023): weights from the tasks' log-loss decrease, one extra forward")
 class FAMO(LossWeighting):
+    combines_losses = False  # its weights need a second forward pass on the batch (after_step)
+
     def __init__(self, w_lr: float = 0.025, gamma: float = 0.001):
         self.w_lr, self.gamma = w_lr, gamma
 

@@ -213,6 +213,14 @@ class _MinNormRule(UpdateRule):
     """Shared machinery of MGDA and MGDA-UB: solve, log the weights, descend along sum alpha_t L_t."""
 
     requires_shared_parameters = True
+    combines_losses = True
+
+    def task_gradients(self, losses: torch.Tensor, rep: torch.Tensor | None) -> torch.Tensor:
+        """(T, D): the task gradients whose min-norm combination gives the weights."""
+        raise NotImplementedError
+
+    def objective(self, losses: torch.Tensor, rep: torch.Tensor | None) -> torch.Tensor:
+        return (self.weights(self.task_gradients(losses, rep), losses) * losses).sum()
 
     def __init__(
         self,
@@ -263,12 +271,12 @@ class _MinNormRule(UpdateRule):
 class MGDA(_MinNormRule):
     name = "mgda"
 
+    def task_gradients(self, losses: torch.Tensor, rep: torch.Tensor | None) -> torch.Tensor:
+        return flat_task_gradients(losses, self.model.shared_parameters())
+
     def backward(self, x: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
-        shared = self.model.shared_parameters()
         losses = task_losses(self.model(x), targets, self.tasks)
-        grads = flat_task_gradients(losses, shared)
-        alpha = self.weights(grads, losses)
-        (alpha * losses).sum().backward()
+        self.objective(losses, None).backward()
         return losses.detach()
 
 
@@ -277,13 +285,15 @@ class MGDAUB(_MinNormRule):
     name = "mgda_ub"
     requires_shared_representation = True
 
+    def task_gradients(self, losses: torch.Tensor, rep: torch.Tensor | None) -> torch.Tensor:
+        assert rep is not None, "MGDA-UB differentiates w.r.t. the shared representation"
+        return torch.stack([torch.autograd.grad(loss, rep, retain_graph=True)[0].reshape(-1) for loss in losses])
+
     def backward(self, x: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
         rep = self.model.encode(x)
         rep_leaf = rep.detach().requires_grad_(True)
         losses = task_losses(self.model.decode(rep_leaf), targets, self.tasks)
-        grads = torch.stack([torch.autograd.grad(loss, rep_leaf, retain_graph=True)[0].reshape(-1) for loss in losses])
-        alpha = self.weights(grads, losses)
-        (alpha * losses).sum().backward()  # heads, and d(sum alpha L)/dA into rep_leaf.grad
+        self.objective(losses, rep_leaf).backward()  # heads, and d(sum alpha L)/dA into rep_leaf.grad
         rep.backward(rep_leaf.grad)  # one backward through the trunk
         return losses.detach()
 

@@ -48,6 +48,8 @@ def candidate_weights(
 
 @rule_method("static_weights", "Tuned static weights: per-task loss weights chosen on held-out data")
 class TunedStaticWeights(LossWeighting):
+    combines_losses = False  # its stages restart the network: nothing to add a regulariser to
+
     def __init__(
         self,
         candidates: int = 6,

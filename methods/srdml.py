@@ -190,27 +190,29 @@ class SaliencyRegularized(UpdateRule):
         self.omega_optimizer, self.omega_lr = omega_optimizer, omega_lr
         self.reset_omega_optimizer = reset_omega_optimizer
         self.aggregator = aggregator
-        self._aggregator: JacobianRule | None = None
+        self._aggregator: UpdateRule | None = None  # the rule the regulariser is added to (`aggregator`)
         self.fresh_optimizer_after_warmup = fresh_optimizer_after_warmup
         self._active = warmup_fraction == 0
         self._last_distances: torch.Tensor | None = None
 
     def bind(self, model, tasks) -> None:
         super().bind(model, tasks)
-        if self.aggregator != "sum":  # the regulariser as a part: any Jacobian rule combines the task gradients
+        if self.aggregator != "sum":  # the regulariser as a part, added to what another rule descends
             cls = UPDATE_RULES.get(self.aggregator)
-            if not issubclass(cls, JacobianRule):
+            if not (issubclass(cls, JacobianRule) or cls.combines_losses):
                 raise MtlbenchError(
-                    f"rule.aggregator={self.aggregator!r} is not a rule that aggregates task "
-                    f"gradients; use sum, pcgrad or a TorchJD aggregator (upgrad, cagrad, ...)"
+                    f"rule.aggregator={self.aggregator!r} is not a rule the regulariser composes with (one that "
+                    f"aggregates the task gradients or weights the task losses); use sum, pcgrad, a TorchJD "
+                    f"aggregator (upgrad, cagrad, ...), mgda, mgda_ub or a loss weighting (uw, dwa, rlw, gradnorm)"
                 )
-            if not model.shared_parameters():
+            if issubclass(cls, JacobianRule) and not model.shared_parameters():
                 raise MtlbenchError(
                     f"rule.aggregator={self.aggregator} needs shared parameters (a trunk with "
                     f"weights, e.g. dataset.trunk=linear on synthetic_relations)"
                 )
-            self._aggregator = cls()
-            self._aggregator.bind(model, tasks)
+            aggregator = cls()
+            aggregator.bind(model, tasks)
+            self._aggregator = aggregator
         t = len(tasks)
         device = next(model.parameters()).device
         self.omega = nn.Parameter(torch.ones(t * (t - 1) // 2, device=device))
@@ -222,7 +224,12 @@ class SaliencyRegularized(UpdateRule):
         return cls([self.omega], lr=self.omega_lr)
 
     def parameters(self) -> list[nn.Parameter]:
-        return [self.omega]
+        return [self.omega, *(self._aggregator.parameters() if self._aggregator is not None else [])]
+
+    def plan(self, epochs: int) -> int:
+        if self._aggregator is not None:
+            self._aggregator.plan(epochs)
+        return super().plan(epochs)
 
     def stages(self) -> Stages:
         # with lam = 0 the regulariser never acts (a deliberate ablation): nothing to wait for; a budget too
@@ -237,7 +244,7 @@ class SaliencyRegularized(UpdateRule):
         self._active = self.staging.stage_at(epoch).stage.name != WARMUP and self.lam != 0
         if self.omega.device != next(self.model.parameters()).device:
             self.omega.data = self.omega.data.to(next(self.model.parameters()).device)
-        return False
+        return self._aggregator.on_epoch_start(epoch) if self._aggregator is not None else False
 
     def regulariser(self, rep: torch.Tensor, outputs: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
         sal = task_saliencies(self.model, rep, outputs, targets, self.tasks, self.reduce, self.saliency_of)
@@ -248,27 +255,24 @@ class SaliencyRegularized(UpdateRule):
 
     def backward(self, x: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
         self.omega.grad = None
-        if not self._active:
-            rep = self.model.encode(x)
-            outputs = self.model.decode(rep)
-            reg = None
-        else:
-            rep = self.model.encode(x)
-            if not rep.requires_grad:  # a frozen or parameter-free trunk: still differentiate w.r.t. A
-                rep = rep.detach().requires_grad_(True)
-            outputs = self.model.decode(rep)
+        rep = self.model.encode(x)
+        if not rep.requires_grad:  # a frozen or parameter-free trunk: still differentiate w.r.t. A
+            rep = rep.detach().requires_grad_(True)
+        outputs = self.model.decode(rep)
         losses = task_losses(outputs, targets, self.tasks)
-        if self._active:
-            reg = self.regulariser(rep, outputs, targets)
-        if self._aggregator is not None:
+        reg = self.regulariser(rep, outputs, targets) if self._active else None
+        if isinstance(self._aggregator, JacobianRule):
             aggregated_backward(self.model, losses, self._aggregator.aggregate)
             if reg is not None:
                 reg.backward()  # the regulariser's gradient is added after the surgery
         else:
-            (losses.sum() + (reg if reg is not None else 0.0)).backward()
+            objective = losses.sum() if self._aggregator is None else self._aggregator.objective(losses, rep)
+            (objective + (reg if reg is not None else 0.0)).backward()
         return losses.detach()
 
     def after_step(self) -> None:
+        if self._aggregator is not None:  # a loss weighting steps its own weights
+            self._aggregator.after_step()
         if self.omega.grad is None:
             return
         if self.reset_omega_optimizer:  # the official CIFAR code: fresh moments each step, shared step count
@@ -293,6 +297,7 @@ class SaliencyRegularized(UpdateRule):
 
     def method_state(self) -> dict[str, Any]:
         return {
+            **(self._aggregator.method_state() if self._aggregator is not None else {}),
             "relation": relation_matrix(self.omega, len(self.tasks)),
             "relation_tasks": [t.name for t in self.tasks],
         }

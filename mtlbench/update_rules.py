@@ -70,6 +70,9 @@ def aggregated_backward(
 class UpdateRule:
     requires_shared_parameters: ClassVar[bool] = False
     requires_shared_representation: ClassVar[bool] = False
+    #: the rule descends one scalar built from the task losses and the shared representation (`objective`),
+    #: so a regulariser (SRDML's) composes with it by adding its own term
+    combines_losses: ClassVar[bool] = False
     name: ClassVar[str] = "update rule"
     #: the network optimiser's learning rate (`train.lr`), set by the training loop's `build` for rules whose
     #: inner steps follow it (DSMTL-JL's unrolled step)
@@ -93,6 +96,11 @@ class UpdateRule:
 
     def backward(self, x: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
+
+    def objective(self, losses: torch.Tensor, rep: torch.Tensor | None) -> torch.Tensor:
+        """Rules that `combines_losses`: the scalar they descend for the batch's (T,) task losses, given the
+        shared representation `rep` the losses were computed from (still in the autograd graph)."""
+        raise NotImplementedError(f"update rule {self.name!r} does not combine the task losses into one objective")
 
     def parameters(self) -> list[nn.Parameter]:
         """The rule's own learnable parameters (counted in the run record's parameter total)."""
@@ -182,6 +190,8 @@ class LossWeighting(UpdateRule):
     weighting, DWA, RLW, GradNorm, FAMO. The weights it used go to `self.weight_log` (the run record's
     `method_state.task_weights`); rules with weights of their own step them in `after_step`."""
 
+    combines_losses = True
+
     def bind(self, model: MTLArchitecture, tasks: list[TaskSpec]) -> None:
         super().bind(model, tasks)
         self.weight_log = TaskWeightLog(tasks)
@@ -189,6 +199,9 @@ class LossWeighting(UpdateRule):
     def weighted_loss(self, losses: torch.Tensor) -> torch.Tensor:
         """The scalar to differentiate, from the (T,) task losses of the batch."""
         raise NotImplementedError
+
+    def objective(self, losses: torch.Tensor, rep: torch.Tensor | None) -> torch.Tensor:
+        return self.weighted_loss(losses)
 
     def backward(self, x: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
         losses = task_losses(self.model(x), targets, self.tasks)
@@ -225,6 +238,7 @@ UPDATE_RULES.accepts(lambda obj: isinstance(obj, type) and issubclass(obj, Updat
 @UPDATE_RULES.register("equal_weights", "Sum of the task losses with fixed weights (unitary scalarisation)")
 class EqualWeights(UpdateRule):
     name = "equal_weights"
+    combines_losses = True
 
     def __init__(self, weights: list[float] | None = None):
         self.weights = weights
@@ -238,6 +252,9 @@ class EqualWeights(UpdateRule):
         if self.weights is None:
             return losses.sum()
         return (losses * torch.tensor(self.weights, dtype=losses.dtype, device=losses.device)).sum()
+
+    def objective(self, losses: torch.Tensor, rep: torch.Tensor | None) -> torch.Tensor:
+        return self.combine(losses)
 
     def backward(self, x: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
         losses = task_losses(self.model(x), targets, self.tasks)

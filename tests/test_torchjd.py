@@ -105,7 +105,41 @@ def test_srdml_composes_with_any_jacobian_rule():
 def test_an_unknown_or_unfit_aggregator_is_refused_with_one_message():
     from mtlbench.errors import MtlbenchError
 
-    with pytest.raises(MtlbenchError, match="not a rule that aggregates task gradients"):
-        _built("srdml", **{"rule.aggregator": "equal_weights"})
+    for unfit in ("srdml", "famo", "static_weights"):  # a second regulariser; rules that need their own passes
+        with pytest.raises(MtlbenchError, match="is not a rule the regulariser composes with"):
+            _built("srdml", **{"rule.aggregator": unfit})
     with pytest.raises(MtlbenchError, match="rule.pref_vector has 3 entries but the dataset has 2 tasks"):
         _built("upgrad", **{"rule.pref_vector": [1.0, 2.0, 3.0]})
+
+
+@pytest.mark.parametrize("aggregator", ["upgrad", "pcgrad", "mgda_ub", "mgda", "uw", "dwa", "rlw", "gradnorm"])
+def test_srdml_composes_with_a_rule_that_aggregates_gradients_or_weights_losses(aggregator):
+    """The regulariser as a part: SRDML + rule X before its warm-up ends is X (to float tolerance: the
+    same gradients, summed in another order), and once the regulariser acts the update differs."""
+    torch.manual_seed(0)
+    model, rule, x, y, _ = _built("srdml", **{"rule.aggregator": aggregator})
+    model.eval()
+    rule.plan(4)
+    rule.on_epoch_start(0)  # the warm-up: no regulariser
+    model.zero_grad()
+    torch.manual_seed(1)  # RLW draws its weights
+    rule.backward(x, y)
+    composed = [p.grad.clone() for p in model.parameters()]
+    torch.manual_seed(0)
+    plain_model, plain, *_ = _built(aggregator)
+    plain_model.load_state_dict(model.state_dict())
+    plain_model.eval()
+    plain.plan(4)
+    plain.on_epoch_start(0)
+    plain_model.zero_grad()
+    torch.manual_seed(1)
+    plain.backward(x, y)
+    for a, p in zip(composed, plain_model.parameters(), strict=True):
+        torch.testing.assert_close(a, p.grad)
+    assert set(rule.method_state()) >= {"relation", "relation_tasks"}
+    rule.on_epoch_start(rule.staging.first_selectable())  # regularised: the saliency term adds its gradient
+    model.zero_grad()
+    torch.manual_seed(1)
+    rule.backward(x, y)
+    assert any(not torch.equal(a, p.grad) for a, p in zip(composed, model.parameters(), strict=True))
+    rule.after_step()  # a loss weighting steps its own weights here, omega its relation weights
