@@ -135,10 +135,11 @@ def gate_values(records: list[RunRecord], path: Path) -> None:
         return _placeholder(path, "no DSMTL runs")
     data = pd.DataFrame(rows).groupby(["dataset", "label", "task"], as_index=False).public.mean()
     datasets = sorted(data.dataset.unique())
+    colours = _method_colours(sorted(data.label.unique()))  # a method (and stage) keeps its colour in every panel
     fig, axes = plt.subplots(len(datasets), 1, figsize=(9, 2.8 * len(datasets)), squeeze=False)
     for ax, dataset in zip(axes.flat, datasets, strict=True):
         pivot = data[data.dataset == dataset].pivot(index="task", columns="label", values="public")
-        pivot.plot.bar(ax=ax, width=0.8, fontsize=7)
+        pivot.plot.bar(ax=ax, width=0.8, fontsize=7, color=[colours[c] for c in pivot.columns])
         ax.set_ylim(0, 1)
         ax.axhline(0.5, color="grey", lw=0.5)
         ax.set_ylabel("public weight a_t")

@@ -137,10 +137,11 @@ def time_estimate(planned: list[tuple[str, str, bool]], reference: Path, cores: 
     overhead = profile.sum() / profile["training"]
     minutes = sum(float(seconds[k]) for k in known) * overhead / cores / 60
     unknown = len(planned) - len(known)
+    which = f" for the {len(known)} the reference ran" if unknown else ""
     return (
-        line + f": about {minutes:.0f} min on {cores} core(s) at the reference machine's speed "
+        line + f": about {minutes:.0f} min on {cores} core(s){which} at the reference machine's speed "
         f"(results/reference/efficiency.csv)"
-        + (f", plus {unknown} run(s) of other configs" if unknown else "")
+        + (f", plus {unknown} run(s) of configs the reference did not run (not estimated)" if unknown else "")
         + "; progress: the 'steps done' lines, each job's output in logs/"
     )
 

@@ -33,3 +33,28 @@ def test_assigned_gradients_keep_the_parameters_layout():
     assert torch.equal(conv.weight.grad, flat[: conv.weight.numel()].view(conv.weight.shape))
     assign_flat_gradient([conv.weight, conv.bias], flat)  # accumulates
     assert torch.equal(conv.bias.grad, 2 * flat[conv.weight.numel() :])
+
+
+def test_a_method_keeps_its_gate_colour_in_every_panel(tmp_path, monkeypatch):
+    """DSMTL-JL runs on two datasets, DSMTL-IL on one: JL's bars have one colour in both panels."""
+    from mtlbench import figures
+    from mtlbench.record import RunRecord
+
+    def gates(method, dataset):
+        state = {"gates": {"t1": {"public": 0.3, "private": 0.7}, "t2": {"public": 0.6, "private": 0.4}}}
+        return RunRecord.from_json(
+            {"dataset": dataset, "method": method, "seed": 0, "status": "ok", "method_state": state}
+        )
+
+    saved = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, path, rect=None: saved.setdefault("fig", fig))
+    records = [gates("dsmtl_il", "a"), gates("dsmtl_jl", "a"), gates("dsmtl_jl", "b")]
+    figures.gate_values(records, tmp_path / "gates.png")
+    colours = []
+    for ax in saved["fig"].axes[:2]:
+        bars = {
+            text.get_text(): patch
+            for text, patch in zip(ax.get_legend().get_texts(), ax.get_legend().get_patches(), strict=True)
+        }
+        colours.append(tuple(bars["dsmtl_jl"].get_facecolor()))
+    assert colours[0] == colours[1]
