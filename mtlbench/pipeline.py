@@ -120,16 +120,27 @@ def draw_figures(records: list[Path], tables: Path, out_dir: Path, alpha: float 
     figures.time_vs_delta_m(pd.read_csv(tables / "efficiency.csv"), summary, out_dir / "time_vs_delta_m.png")
 
 
+def reference_train_seconds(reference: Path) -> pd.Series:
+    """Measured training seconds per run by (dataset, method): the default run's (`efficiency.csv`), then the
+    zoo's (`zoo/efficiency.csv`) for the methods only the zoo trains."""
+    paths = [Path(reference) / "efficiency.csv", Path(reference) / "zoo" / "efficiency.csv"]
+    tables = [pd.read_csv(p) for p in paths if p.is_file()]
+    if not tables:
+        return pd.Series(dtype=float)
+    table = pd.concat(tables).drop_duplicates(["dataset", "method"], keep="first")
+    return table.set_index(["dataset", "method"]).train_seconds
+
+
 def time_estimate(planned: list[tuple[str, str, bool]], reference: Path, cores: int) -> str:
     """The line a run starts with: how many runs it trains and about how long that takes at the reference
     machine's speed (results/reference: each (dataset, method)'s measured training time per run, scaled by the
     share of the pipeline's core-time that training took there, over `cores`). `planned` holds (dataset,
     method, same config as the reference run) per run to train; runs of other configs are named, not guessed."""
     line = f"{len(planned)} run(s) to train"
-    eff, prof = Path(reference) / "efficiency.csv", Path(reference) / "pipeline_profile.csv"
-    if not planned or cores <= 0 or not eff.is_file() or not prof.is_file():
+    prof = Path(reference) / "pipeline_profile.csv"
+    seconds = reference_train_seconds(Path(reference))
+    if not planned or cores <= 0 or seconds.empty or not prof.is_file():
         return line
-    seconds = pd.read_csv(eff).set_index(["dataset", "method"]).train_seconds
     known = [(d, m) for d, m, same in planned if same and (d, m) in seconds.index]
     if not known:
         return line + " (none with the reference config: no time estimate)"
@@ -140,7 +151,7 @@ def time_estimate(planned: list[tuple[str, str, bool]], reference: Path, cores: 
     which = f" for the {len(known)} the reference ran" if unknown else ""
     return (
         line + f": about {minutes:.0f} min on {cores} core(s){which} at the reference machine's speed "
-        f"(results/reference/efficiency.csv)"
+        f"(measured times: results/reference/)"
         + (f", plus {unknown} run(s) of configs the reference did not run (not estimated)" if unknown else "")
         + "; progress: the 'steps done' lines, each job's output in logs/"
     )
@@ -166,7 +177,9 @@ def headline(tables: Path, figures_dir: Path, report: str = "results/report.html
             best = rows.sort_values("mean_delta_m").head(3)
             ranked = "; ".join(
                 f"{r.method} (the reference)"
-                if r.method == reference or pd.isna(r.boot_ci95_low)
+                if r.method == reference
+                else f"{r.method} {r.mean_delta_m:+.1f} (n = {r.n}: no CI)"
+                if pd.isna(r.boot_ci95_low)
                 else f"{r.method} {r.mean_delta_m:+.1f} [{r.boot_ci95_low:+.1f}, {r.boot_ci95_high:+.1f}]"
                 for r in best.itertuples()
             )

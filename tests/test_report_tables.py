@@ -121,6 +121,25 @@ def test_time_estimate_of_the_default_run_is_the_reference_runs_wall_time():
     assert time_estimate([("d", "m", False)], reference, 2).endswith("no time estimate)")
 
 
+def test_time_estimate_takes_a_method_only_the_zoo_ran_from_the_zoos_measured_times(tmp_path):
+    from mtlbench.pipeline import time_estimate
+
+    (tmp_path / "zoo").mkdir()
+    pd.DataFrame({"dataset": ["d"], "method": ["hps"], "train_seconds": [60.0]}).to_csv(tmp_path / "efficiency.csv")
+    pd.DataFrame({"dataset": ["d", "d"], "method": ["hps", "uw"], "train_seconds": [999.0, 120.0]}).to_csv(
+        tmp_path / "zoo" / "efficiency.csv"
+    )
+    pd.DataFrame({"kind": ["training", "startup"], "core_seconds": [90.0, 10.0]}).to_csv(
+        tmp_path / "pipeline_profile.csv"
+    )
+    # (60 + 120 s) x (100 / 90 core-seconds) / 1 core = 200 s: hps from the default run, uw from the zoo's
+    line = time_estimate([("d", "hps", True), ("d", "uw", True)], tmp_path, 1)
+    assert line.startswith("2 run(s) to train: about 3 min on 1 core(s) at")
+    assert time_estimate([("d", "hps", True)] * 9 + [("d", "uw", True)] * 9, tmp_path, 1).startswith(
+        "18 run(s) to train: about 30 min"
+    )
+
+
 def test_an_estimate_without_a_ci_is_shown_without_one():
     """A counted claim (fewer parameters) has no CI: the table shows the estimate, not '[nan, nan]'."""
     from mtlbench.claims import claims_display
@@ -142,3 +161,22 @@ def test_an_estimate_without_a_ci_is_shown_without_one():
         }
     )
     assert claims_display(table).estimate.tolist() == ["0.696", "—"]
+
+
+def test_headline_names_the_reference_and_says_when_one_seed_gives_no_ci(tmp_path):
+    """Audit (zoo with one seed): every method without a bootstrap CI was called 'the reference'."""
+    from mtlbench.pipeline import headline
+
+    pd.DataFrame(
+        {
+            "dataset": ["d", "d", "d"],
+            "method": ["stl", "hps", "uw"],
+            "mean_delta_m": [0.0, -2.0, -1.0],
+            "boot_ci95_low": [float("nan"), -3.0, float("nan")],
+            "boot_ci95_high": [float("nan"), -1.0, float("nan")],
+            "n": [5, 5, 1],
+        }
+    ).to_csv(tmp_path / "delta_m_bootstrap.csv", index=False)
+    line = headline(tmp_path, tmp_path / "figures").splitlines()[0]
+    expected = "hps -2.0 [-3.0, -1.0]; uw -1.0 (n = 1: no CI); stl (the reference)"
+    assert line == f"Best Delta_m % vs stl (lower is better), d: {expected}"

@@ -56,12 +56,15 @@ def print_time_estimate():
 
     with open(os.path.join(workflow.basedir, "config", "config.yaml")) as fh:
         default = yaml.safe_load(fh)
+    with open(os.path.join(workflow.basedir, "config", "zoo.yaml")) as fh:
+        zoo = {**default, **yaml.safe_load(fh)}  # the zoo's methods on the default's data and overrides
 
     def same_as_reference(dataset, method):
-        if dataset not in default["datasets"] or method not in default["methods"]:
+        reference = next((c for c in (default, zoo) if dataset in c["datasets"] and method in c["methods"]), None)
+        if reference is None:
             return False
         now, ref = (resolve_config(dataset, method, 0, get_overrides_for(dataset, method, c), c["data_seed"])
-                    for c in (config, default))
+                    for c in (config, reference))
         return {**now, "tracking": None} == {**ref, "tracking": None}
 
     todo = [(d, m) for d in DATASETS for m in METHODS for s in SEEDS if not os.path.exists(get_record(d, m, s))]
