@@ -211,6 +211,7 @@ class SaliencyRegularized(UpdateRule):
                     f"weights, e.g. dataset.trunk=linear on synthetic_relations)"
                 )
             aggregator = cls()
+            aggregator.network_lr = self.network_lr  # rules with weights of their own step them at train.lr
             aggregator.bind(model, tasks)
             self._aggregator = aggregator
         t = len(tasks)
@@ -290,7 +291,11 @@ class SaliencyRegularized(UpdateRule):
 
     def epoch_log(self) -> dict[str, float]:
         omega = self.omega.detach()
-        out = {"omega_mean": float(omega.mean()), "omega_zero_fraction": float((omega == 0).float().mean())}
+        out = {
+            **(self._aggregator.epoch_log() if self._aggregator is not None else {}),
+            "omega_mean": float(omega.mean()),
+            "omega_zero_fraction": float((omega == 0).float().mean()),
+        }
         if self._last_distances is not None:
             out["saliency_distance_mean"] = float(self._last_distances.mean())
         return out

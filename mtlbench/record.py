@@ -9,7 +9,8 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, TypedDict, cast, get_args, get_type_hints
+from types import UnionType
+from typing import Any, TypedDict, Union, cast, get_args, get_origin, get_type_hints, is_typeddict
 
 import mtlbench
 from mtlbench.errors import MtlbenchError
@@ -153,7 +154,9 @@ class RunRecord:
         if not isinstance(data, dict):
             raise MtlbenchError(f"{source} is not a run record (not a JSON object); delete it and rerun to retrain")
         version = data.get("record_version", RECORD_VERSION)
-        if not isinstance(version, int) or version > RECORD_VERSION:
+        if type(version) is not int or version < 1:
+            raise MtlbenchError(f"{source} has record_version {version!r}, not a version number; delete it and rerun")
+        if version > RECORD_VERSION:
             raise MtlbenchError(
                 f"{source} is a version-{version} run record, newer than this mtlbench reads ({RECORD_VERSION}): "
                 f"update mtlbench, or delete it and rerun"
@@ -194,8 +197,42 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
             value = _build(nested[0], value)
         elif nested and not (value is None and type(None) in args):
             raise TypeError(f"{cls.__name__}.{name} is {type(value).__name__}, not an object")
+        elif not nested and not _conforms(value, hints[name]):
+            raise TypeError(f"{cls.__name__}.{name} is {_shape(value)}, not {_hint_name(hints[name])}")
         kwargs[name] = value
     return cls(**kwargs)
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether JSON data has the shape of a type hint (str, int, float, bool, None, Any, unions, dict[K, V],
+    list[V], TypedDicts as objects); the record's typed fields are checked on reading, not when first used."""
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, UnionType):
+        return any(_conforms(value, a) for a in args)
+    if origin is dict:
+        return isinstance(value, dict) and all(_conforms(v, args[1]) for v in value.values())
+    if origin is list:
+        return isinstance(value, list) and all(_conforms(v, args[0]) for v in value)
+    if is_typeddict(hint):
+        return isinstance(value, dict)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _shape(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _hint_name(hint: Any) -> str:
+    name = hint.__name__ if isinstance(hint, type) and not get_args(hint) else str(hint)
+    return name.replace("typing.", "").replace("mtlbench.record.", "")
 
 
 def process_age() -> float:

@@ -68,6 +68,8 @@ class Stages:
     def __init__(self, *stages: Stage):
         if not stages or sum(s.key is None for s in stages) != 1 or stages[-1].key is not None or stages[-1].extra:
             raise ValueError("a schedule ends with its one stage that is the rest of the budget (no key, not extra)")
+        if any(s.rounds != 1 and not s.extra for s in stages) or any(s.rounds < 1 for s in stages):
+            raise ValueError("only an extra stage (on top of the budget) runs in rounds, at least one")
         self.stages = stages
         self.epochs: list[int] = []  # per stage, every round included (after `plan`)
 

@@ -41,6 +41,7 @@ from mtlbench.record import (
     write_text_atomic,
 )
 from mtlbench.registry import ARCHITECTURES, DATASETS, UPDATE_RULES
+from mtlbench.schedule import Stages
 from mtlbench.tasks import TaskSpec
 from mtlbench.tracking import (
     epoch_metrics,
@@ -184,9 +185,15 @@ def plan_epochs(rule: UpdateRule, epochs: int, method: str) -> int:
     """The epochs the loop runs for a budget of `train.epochs`: the rule turns its stage fractions into
     epochs; a budget too short for its stages ends in one message naming the method and the stage key."""
     try:
-        return rule.plan(epochs)
+        total = rule.plan(epochs)
     except MtlbenchError as exc:
         raise MtlbenchError(f"method {method!r}: {exc}") from None
+    if not isinstance(getattr(rule, "staging", None), Stages):
+        raise MtlbenchError(
+            f"method {method!r}: update rule {type(rule).__name__} overrides plan() without planning its stages; "
+            f"declare them in stages() instead and leave plan() to UpdateRule (docs/adding-a-method.md)"
+        )
+    return total
 
 
 def check_budget(rule: UpdateRule, epochs: int, method: str) -> int:

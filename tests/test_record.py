@@ -56,6 +56,12 @@ def test_a_record_from_before_the_version_field_reads_as_the_first_layout(tmp_pa
         ({"surprise": 1}, "unknown field(s) surprise"),
         ({"timing": {"train_seconds": 1.0, "wall": 2.0}}, "unknown field(s) wall in Timing"),
         ({"params": [1, 2]}, "RunRecord.params is list, not an object"),
+        ({"metrics": {"test": {"left": 0.5}}}, "Metrics.test is dict, not dict[str, dict[str, float]]"),
+        ({"directions": []}, "RunRecord.directions is list"),
+        ({"seed": "zero"}, "RunRecord.seed is str, not int"),
+        ({"status": 3}, "RunRecord.status is int, not str"),
+        ({"record_version": "1"}, "record_version '1', not a version number"),
+        ({"record_version": 0}, "record_version 0, not a version number"),
         ({"timing": None}, "RunRecord.timing is NoneType"),
     ],
 )

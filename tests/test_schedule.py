@@ -55,8 +55,12 @@ def test_budgets_that_cannot_hold_the_stages_are_one_error_naming_the_key():
         Stages(WARM, Stage("warm2", "rule.warm2", 0.9), Stage("main", selectable=True)).plan(4)
 
 
-def test_a_schedule_ends_with_the_rest_of_the_budget():
+def test_a_schedule_ends_with_the_rest_of_the_budget_and_only_extra_stages_have_rounds():
     with pytest.raises(ValueError, match="rest of the budget"):
         Stages(WARM)
+    with pytest.raises(ValueError, match="only an extra stage"):
+        Stages(Stage("tune", "rule.tune", 0.2, rounds=3), Stage("main", selectable=True))
+    with pytest.raises(ValueError, match="only an extra stage"):
+        Stages(Stage("main", selectable=True, rounds=2))
     with pytest.raises(RuntimeError, match="not been planned"):
         Stages.single().summary()

@@ -117,7 +117,8 @@ def test_srdml_composes_with_a_rule_that_aggregates_gradients_or_weights_losses(
     """The regulariser as a part: SRDML + rule X before its warm-up ends is X (to float tolerance: the
     same gradients, summed in another order), and once the regulariser acts the update differs."""
     torch.manual_seed(0)
-    model, rule, x, y, _ = _built("srdml", **{"rule.aggregator": aggregator})
+    lr = {"train.lr": 0.05}  # the other rule's own weights step at train.lr, alone and composed
+    model, rule, x, y, _ = _built("srdml", **{"rule.aggregator": aggregator}, **lr)
     model.eval()
     rule.plan(4)
     rule.on_epoch_start(0)  # the warm-up: no regulariser
@@ -126,7 +127,7 @@ def test_srdml_composes_with_a_rule_that_aggregates_gradients_or_weights_losses(
     rule.backward(x, y)
     composed = [p.grad.clone() for p in model.parameters()]
     torch.manual_seed(0)
-    plain_model, plain, *_ = _built(aggregator)
+    plain_model, plain, *_ = _built(aggregator, **lr)
     plain_model.load_state_dict(model.state_dict())
     plain_model.eval()
     plain.plan(4)
@@ -136,7 +137,12 @@ def test_srdml_composes_with_a_rule_that_aggregates_gradients_or_weights_losses(
     plain.backward(x, y)
     for a, p in zip(composed, plain_model.parameters(), strict=True):
         torch.testing.assert_close(a, p.grad)
-    assert set(rule.method_state()) >= {"relation", "relation_tasks"}
+    rule.after_step()
+    plain.after_step()
+    for a, p in zip(rule.parameters()[1:], plain.parameters(), strict=True):  # after omega: the other rule's
+        torch.testing.assert_close(a, p)
+    assert set(rule.method_state()) >= {"relation", "relation_tasks", *plain.method_state()}
+    assert set(rule.epoch_log()) >= set(plain.epoch_log())
     rule.on_epoch_start(rule.staging.first_selectable())  # regularised: the saliency term adds its gradient
     model.zero_grad()
     torch.manual_seed(1)

@@ -294,3 +294,17 @@ def test_an_ok_record_always_has_test_metrics(tmp_path, monkeypatch):
     monkeypatch.setattr(training, "check_budget", lambda rule, epochs, method: epochs)
     record = _train(tmp_path, "a", dataset="synthetic_relations", method="srdml", **{"train.epochs": 5})
     assert record.status == "incomplete" and record.metrics.test == {}
+
+
+def test_a_rule_that_plans_without_its_stages_is_one_clear_error():
+    """A user rule written to the old API (its own plan(), no stages()) is told what to change."""
+    from mtlbench.training import plan_epochs
+    from mtlbench.update_rules import EqualWeights
+
+    class OldStyle(EqualWeights):
+        def plan(self, epochs: int) -> int:
+            return epochs
+
+    with pytest.raises(MtlbenchError, match=r"overrides plan\(\) without planning its stages; declare them in stages"):
+        plan_epochs(OldStyle(), 5, "mine")
+    assert plan_epochs(EqualWeights(), 5, "hps") == 5
