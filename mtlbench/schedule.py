@@ -114,17 +114,6 @@ class Stages:
             raise RuntimeError("the schedule has not been planned (Stages.plan) yet")
         return self.epochs
 
-    @property
-    def total(self) -> int:
-        return sum(self._planned())
-
-    def epochs_of(self, name: str) -> int:
-        """The planned epochs of the stage called `name` (every round included)."""
-        for stage, n in zip(self.stages, self._planned(), strict=True):
-            if stage.name == name:
-                return n
-        raise KeyError(name)
-
     def stage_at(self, epoch: int) -> StageAt:
         """The stage, round and round start of `epoch` (0-based; an epoch past the end is in the last stage)."""
         start = 0

@@ -67,7 +67,7 @@ def test_individual_learning_stage_two_leaves_the_public_encoder_bit_identical()
     model = DSMTL(TASKS, MULTILENET)
     rule = IndividualLearning(stage1_fraction=0.5)
     rule.bind(model, TASKS)
-    assert rule.plan(2) == 2 and rule.staging.epochs_of(STAGE1) == 1
+    assert rule.plan(2) == 2 and rule.staging.summary()[STAGE1] == 1
     optimizer = torch.optim.Adam(model.param_groups(1e-3)[0]["params"], lr=1e-2, weight_decay=1e-5)
     rule.on_epoch_start(0)  # stage 1: hard sharing through the public encoder, private parts untouched
     private_before = [p.detach().clone() for p in model.private.parameters()]
