@@ -7,13 +7,15 @@ Everything downstream (selection, Delta_m, significance tests, tables) reads met
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 TaskKind = Literal["classification", "binary", "regression", "segmentation", "depth", "normals"]
+RegressionLoss = Literal["per_sample", "broadcast"]
+REGRESSION_LOSSES: tuple[str, ...] = get_args(RegressionLoss)
 
 
 @dataclass(frozen=True)
@@ -46,16 +48,20 @@ DENSE_KINDS = ("segmentation", "depth", "normals")
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One task. Labels that are missing are -1 (classification/binary) or NaN (regression)."""
+    """One task. Labels that are missing are -1 (classification/binary) or NaN (regression).
+    `regression_loss` chooses a regression task's training loss (`squared_error`)."""
 
     name: str
     kind: TaskKind
     num_classes: int = 1
     metrics: tuple[MetricSpec, ...] = field(default=())
+    regression_loss: RegressionLoss = "per_sample"
 
     def __post_init__(self) -> None:
         if self.kind not in _KIND_METRICS:
             raise ValueError(f"unknown task kind {self.kind!r}; valid: {sorted(_KIND_METRICS)}")
+        if self.regression_loss not in REGRESSION_LOSSES:
+            raise ValueError(f"unknown regression loss {self.regression_loss!r}; valid: {list(REGRESSION_LOSSES)}")
         if not self.metrics:
             object.__setattr__(self, "metrics", _KIND_METRICS[self.kind])
 
@@ -94,10 +100,21 @@ class TaskSpec:
                 else output.sum() * 0.0
             )
         mask = ~torch.isnan(target)
-        return F.mse_loss(output[mask], target[mask]) if mask.any() else output.sum() * 0.0
+        return squared_error(self.regression_loss, output[mask], target[mask]) if mask.any() else output.sum() * 0.0
 
     def evaluator(self) -> Evaluator | DenseEvaluator:
         return DenseEvaluator(self) if self.kind in DENSE_KINDS else Evaluator(self)
+
+
+def squared_error(kind: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """`per_sample`: the mean squared error. `broadcast`: the squared error of SRDML's official synthetic script,
+    whose (m, 1) prediction minus (m,) target broadcasts to all m x m pairs, summed and divided by m as the
+    per-sample error is: (1/m) sum_i sum_j (y_hat_i - y_j)^2 = sum_i (y_hat_i - mean y)^2 + m var(y). Every
+    prediction is pulled towards the task's mean target, and the value grows with the batch size (the script is
+    full batch)."""
+    if kind == "broadcast":
+        return (output[:, None] - target[None, :]).pow(2).sum() / len(target)
+    return F.mse_loss(output, target)
 
 
 class Evaluator:

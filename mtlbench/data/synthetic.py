@@ -14,7 +14,7 @@ import torch
 from mtlbench.data import DatasetBundle, DatasetProvider, TensorTaskData
 from mtlbench.nets import vector_network
 from mtlbench.registry import DATASETS
-from mtlbench.tasks import TaskSpec
+from mtlbench.tasks import RegressionLoss, TaskSpec
 
 SCALES = (1, 1, 2, 2, 3, 3, -1, -1, -2, -2, -3, -3)
 
@@ -47,10 +47,12 @@ class SyntheticRelations(DatasetProvider):
         noise_std: float = 0.01,
         trunk: Literal["identity", "linear", "mlp"] = "linear",
         hidden: int = 20,
+        loss: RegressionLoss = "per_sample",
     ):
         self.n_train, self.n_val, self.n_test = n_train, n_val, n_test
         self.dim, self.input_mean, self.noise_std = dim, input_mean, noise_std
         self.trunk, self.hidden = trunk, hidden
+        self.loss = loss  # `broadcast`: the official script's squared error as published (mtlbench.tasks.squared_error)
 
     def weights(self) -> torch.Tensor:
         return torch.tensor(SCALES, dtype=torch.float32)[:, None] * torch.ones(len(SCALES), self.dim)
@@ -63,7 +65,7 @@ class SyntheticRelations(DatasetProvider):
     def load(self, data_seed: int) -> DatasetBundle:
         g = torch.Generator().manual_seed(data_seed)
         train, test, val = (self._split(n, g) for n in (self.n_train, self.n_test, self.n_val))
-        tasks = [TaskSpec(f"task{t + 1:02d}", "regression") for t in range(len(SCALES))]
+        tasks = [TaskSpec(f"task{t + 1:02d}", "regression", regression_loss=self.loss) for t in range(len(SCALES))]
         return DatasetBundle(
             train,
             val,
