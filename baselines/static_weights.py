@@ -86,8 +86,9 @@ class TunedStaticWeights(LossWeighting):
                 extra=True,
                 rounds=rounds,
                 fresh_optimizer=True,
+                holdout=True,
             ),
-            Stage("train the chosen weights", selectable=True, fresh_optimizer=True),
+            Stage("train the chosen weights", selectable=True, fresh_optimizer=True),  # on the whole split
         )
 
     def _held_out_losses(self) -> list[float]:

@@ -288,6 +288,11 @@ class JointLearning(_GatesOnHoldout):
     def uses_holdout(self) -> bool:
         return self.gate_on_val
 
+    def stages(self) -> Stages:
+        # with gates learned on held-out data (the official bilevel script) the gates of the reported model
+        # are learned through the whole run, so the weights train on the part left after the carve throughout
+        return Stages.single(holdout=self.gate_on_val)
+
     def bind(self, model, tasks) -> None:
         super().bind(model, tasks)
         self._batch_size = self.holdout_batch_size
@@ -401,11 +406,19 @@ class ArchitectureLearning(_GatesOnHoldout):
         return False
 
     def stages(self) -> Stages:
-        # the derived network is retrained from its initialisation for the whole budget every method gets;
-        # the search comes on top of it (an extra cost, counted in the record's training time)
+        # the derived network is retrained from its initialisation, on every training sample, for the whole
+        # budget every method gets; the search comes on top of it (an extra cost, counted in the record's
+        # training time) and alone trains on the part of the training split left after the hold-out
         return Stages(
-            Stage("search (gates on held-out data; extra cost)", "rule.search_fraction", self.search_fraction, 1, True),
-            Stage(RETRAIN, selectable=True, fresh_optimizer=True),
+            Stage(
+                "search (gates on held-out data; extra cost)",
+                "rule.search_fraction",
+                self.search_fraction,
+                minimum=1,
+                extra=True,
+                holdout=True,
+            ),
+            Stage(RETRAIN, selectable=True, fresh_optimizer=True),  # on the whole training split
         )
 
     def backward(self, x: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:

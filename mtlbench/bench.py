@@ -136,33 +136,42 @@ def synthetic_step(method: str, n_tasks: int, batch_size: int = 128, dim: int = 
     return rule_step(model, rule, optimizer, x, targets)
 
 
-def interleaved_times(steps: dict[str, Step], rounds: int = 30, warmup: int = 3) -> pd.DataFrame:
-    """Per method: median step seconds, quartiles and the median's ratio to `hps` (when present). Every round
-    times one step of each method; the order reverses every round."""
+def interleaved_rounds(steps: dict[str, Step], rounds: int = 30, warmup: int = 3) -> pd.DataFrame:
+    """Per method and round, the seconds of one step. Every round times one step of each method; the order
+    reverses every round, so drift and the machine's other load fall on every method alike."""
     names = list(steps)
     for _ in range(warmup):
         for name in names:
             steps[name]()
-    times: dict[str, list[float]] = {n: [] for n in names}
+    rows = []
     for r in range(rounds):
         for name in names if r % 2 == 0 else reversed(names):
             start = time.perf_counter()
             steps[name]()
-            times[name].append(time.perf_counter() - start)
-    rows = [
+            rows.append({"method": name, "round": r, "seconds": time.perf_counter() - start})
+    return pd.DataFrame(rows)
+
+
+def summarise_rounds(times: pd.DataFrame) -> pd.DataFrame:
+    """Per method: median step seconds, quartiles and the median's ratio to `hps` (when present)."""
+    by = times.groupby("method", sort=False).seconds
+    table = pd.DataFrame(
         {
-            "method": n,
-            "median_s": float(np.median(t)),
-            "q25_s": float(np.percentile(t, 25)),
-            "q75_s": float(np.percentile(t, 75)),
-            "rounds": rounds,
+            "method": by.median().index.to_list(),
+            "median_s": by.median().to_numpy(),
+            "q25_s": by.quantile(0.25).to_numpy(),
+            "q75_s": by.quantile(0.75).to_numpy(),
+            "rounds": by.size().to_numpy(),
         }
-        for n, t in times.items()
-    ]
-    table = pd.DataFrame(rows)
-    if "hps" in times:
-        table["ratio_to_hps"] = table.median_s / float(np.median(times["hps"]))
+    )
+    if "hps" in set(table.method):
+        table["ratio_to_hps"] = table.median_s / float(table.loc[table.method == "hps", "median_s"].iloc[0])
     return table
+
+
+def interleaved_times(steps: dict[str, Step], rounds: int = 30, warmup: int = 3) -> pd.DataFrame:
+    """`summarise_rounds` of `interleaved_rounds`."""
+    return summarise_rounds(interleaved_rounds(steps, rounds, warmup))
 
 
 def _bytes(tensors) -> int:
@@ -240,15 +249,18 @@ def run_benchmarks(
     methods: tuple[str, ...] = MULTIMNIST_METHODS,
     scaling_methods: tuple[str, ...] = SCALING_METHODS,
 ) -> dict[str, pd.DataFrame]:
-    """step_cost.csv (MultiMNIST, batch 256, with the plain loop and memory), scaling.csv, growth.csv and
-    scaling.png under `out_dir`."""
+    """step_cost.csv (MultiMNIST, batch 256, with the plain loop and memory), step_rounds.csv (its time per
+    round), scaling.csv, growth.csv and scaling.png under `out_dir`."""
     from pathlib import Path
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     prepared = {m: multimnist_step(m) for m in methods}
     prepared["plain_pytorch_hps"] = plain_hps_step()
-    step_cost = interleaved_times({m: p.step for m, p in prepared.items()}, rounds)
+    times = interleaved_rounds({m: p.step for m, p in prepared.items()}, rounds)
+    times.insert(0, "dataset", "multimnist")  # every round's time: the step-cost claims are tested on these
+    times.to_csv(out / "step_rounds.csv", index=False)
+    step_cost = summarise_rounds(times)
     step_cost["memory_mb"] = [method_memory_mb(prepared[m]) for m in step_cost.method]
     if "hps" in set(step_cost.method):
         hps_memory = float(step_cost.loc[step_cost.method == "hps", "memory_mb"].iloc[0])

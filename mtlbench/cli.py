@@ -81,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     agg.add_argument("--alpha", type=float, default=0.05)
     agg.add_argument("--claims", type=Path, default=None, help="also write claims.{csv,md} for this claims file")
+    agg.add_argument(
+        "--step-rounds",
+        type=Path,
+        default=None,
+        help="the interleaved benchmark's step_rounds.csv: step-cost claims are tested on it (default: none)",
+    )
 
     sta = sub.add_parser("stats", help="metrics.csv -> significance, safeness, ranking tables")
     sta.add_argument("--metrics", type=Path, required=True)
@@ -95,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
     cla.add_argument("--metrics", type=Path, required=True)
     cla.add_argument("--out", type=Path, required=True)
     cla.add_argument("--alpha", type=float, default=0.05)
+    cla.add_argument(
+        "--step-rounds",
+        type=Path,
+        default=None,
+        help="the interleaved benchmark's step_rounds.csv: step-cost claims are tested on it (default: none)",
+    )
 
     eff = sub.add_parser("efficiency", help="run records -> efficiency.csv (ratios to hard sharing)")
     eff.add_argument("records", nargs="+", type=Path)
@@ -294,14 +306,17 @@ def cmd_pipeline_stage(args: argparse.Namespace) -> int:
             pipeline.statistics(args.out / "metrics.csv", args.out, tuple(args.baselines), args.reference, args.alpha)
         if args.claims:
             print(
-                "claims: " + pipeline.claims(args.claims, args.out / "metrics.csv", args.records, args.out, args.alpha)
+                "claims: "
+                + pipeline.claims(
+                    args.claims, args.out / "metrics.csv", args.records, args.out, args.alpha, args.step_rounds
+                )
             )
     elif args.command == "stats":
         pipeline.statistics(args.metrics, args.out, tuple(args.baselines), args.reference, args.alpha)
     elif args.command == "efficiency":
         pipeline.efficiency(args.records, args.out, args.benchmark, args.reference)
     elif args.command == "claims":
-        print(pipeline.claims(args.claims, args.metrics, args.records, args.out, args.alpha))
+        print(pipeline.claims(args.claims, args.metrics, args.records, args.out, args.alpha, args.step_rounds))
     elif args.command == "bench":
         from mtlbench.bench import run_benchmarks
 

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from mtlbench.convergence import still_improving_counts
 from mtlbench.record import RunRecord  # noqa: E402
 
 
@@ -210,8 +211,9 @@ def time_vs_delta_m(efficiency: pd.DataFrame, summary: pd.DataFrame, path: Path)
 
 def learning_curves(records: list[RunRecord], path: Path) -> None:
     """Per dataset, each method's summed validation loss per epoch: the median over seeds with the band from
-    the lowest to the highest seed, on a log scale; a dot marks each seed's selected epoch. Curves that level
-    off before their last epoch show a budget that trained to convergence."""
+    the lowest to the highest seed, on a log scale; a dot marks each seed's selected epoch. A dashed curve and
+    its legend entry mark a method with runs still improving at the end of the budget (mtlbench.convergence's
+    rule: the fitted fall over the last tenth is beyond the epochs' own scatter and at least 1% of the loss)."""
     datasets = sorted({r.dataset for r in records if r.history})
     if not datasets:
         return _placeholder(path, "no run has a training history")
@@ -223,7 +225,10 @@ def learning_curves(records: list[RunRecord], path: Path) -> None:
             length = min(len(c) for c in curves)
             values = np.array([c[:length] for c in curves], dtype=float)
             epochs = np.arange(1, length + 1)
-            ax.plot(epochs, np.median(values, axis=0), color=colour, lw=1.2, label=method)
+            improving, judged = still_improving_counts(runs, dataset, method)
+            label = method + (f" (still improving: {improving} of {judged})" if improving else "")
+            style = "--" if improving else "-"
+            ax.plot(epochs, np.median(values, axis=0), color=colour, lw=1.2, ls=style, label=label)
             ax.fill_between(epochs, values.min(axis=0), values.max(axis=0), color=colour, alpha=0.15, lw=0)
             selected = [r.selected_epoch for r in runs if r.method == method and r.selected_epoch is not None]
             chosen = [e for e in selected if e < length]
@@ -232,7 +237,9 @@ def learning_curves(records: list[RunRecord], path: Path) -> None:
         ax.set_xlabel("epoch")
         ax.set_ylabel("validation loss (sum over tasks)")
         ax.set_title(
-            f"{dataset}: validation loss per epoch (median and range over seeds; dots: selected epochs)", fontsize=9
+            f"{dataset}: validation loss per epoch (median and range over seeds; dots: selected epochs; "
+            "dashed: runs still improving at the end)",
+            fontsize=9,
         )
         ax.legend(fontsize=7, ncol=2, loc="upper right")
     _save(fig, path)

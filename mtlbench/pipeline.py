@@ -18,6 +18,7 @@ from mtlbench.aggregate import (
     tidy_metrics,
     with_delta_m,
 )
+from mtlbench.convergence import convergence_table
 from mtlbench.efficiency import efficiency_table, pipeline_profile, profile_line
 from mtlbench.published import published_comparison, published_markdown
 from mtlbench.stats import friedman_nemenyi, safeness, significance
@@ -26,7 +27,8 @@ from mtlbench.tables import write_summary_tables, write_task_averaged
 
 def aggregate(records: list[Path], out_dir: Path, reference: str = "stl", allow_mixed_configs: bool = False) -> None:
     """metrics.csv (tidy, Delta_m rows included), delta_m.csv (per run), delta_m_metrics.csv (which metrics
-    Delta_m averages, and why others are left out), summary.{csv,md,tex}, task_averaged.{csv,md} and
+    Delta_m averages, and why others are left out), convergence.csv (per run: still improving at the end of its
+    budget, by mtlbench.convergence's rule), summary.{csv,md,tex}, task_averaged.{csv,md} and
     published.{csv,md} (the papers' numbers beside the suite's, for the datasets of the run that have them)."""
     runs = load_records(records)
     if not allow_mixed_configs:
@@ -46,6 +48,7 @@ def aggregate(records: list[Path], out_dir: Path, reference: str = "stl", allow_
     beside.to_csv(out_dir / "published.csv", index=False)
     (out_dir / "published.md").write_text(published_markdown(beside))
     bootstrap_delta_m(full).to_csv(out_dir / "delta_m_bootstrap.csv", index=False)
+    convergence_table(runs).to_csv(out_dir / "convergence.csv", index=False)
 
 
 def statistics(
@@ -82,11 +85,20 @@ def statistics(
     nemenyi.to_csv(out_dir / "nemenyi.csv")
 
 
-def claims(claims_file: Path, metrics_csv: Path, records: list[Path], out_dir: Path, alpha: float = 0.05) -> str:
-    """claims.{csv,md}: a verdict per declared claim and dataset; returns a one-line count of the verdicts."""
+def claims(
+    claims_file: Path,
+    metrics_csv: Path,
+    records: list[Path],
+    out_dir: Path,
+    alpha: float = 0.05,
+    step_rounds: Path | None = None,
+) -> str:
+    """claims.{csv,md}: a verdict per declared claim and dataset (step-cost claims from the interleaved
+    benchmark's `step_rounds` table, when there is one); returns a one-line count of the verdicts."""
     from mtlbench.claims import claims_markdown, evaluate_claims, load_claims
 
-    table = evaluate_claims(load_claims(claims_file), pd.read_csv(metrics_csv), load_records(records), alpha)
+    rounds = pd.read_csv(step_rounds) if step_rounds is not None else None
+    table = evaluate_claims(load_claims(claims_file), pd.read_csv(metrics_csv), load_records(records), alpha, rounds)
     out_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_dir / "claims.csv", index=False)
     (out_dir / "claims.md").write_text(claims_markdown(table))
@@ -157,20 +169,43 @@ def time_estimate(planned: list[tuple[str, str, bool]], reference: Path, cores: 
     )
 
 
+def claims_headline(table: pd.DataFrame) -> list[str]:
+    """The verdicts in the papers' scope per dataset (reproduced and contradicted named, with the claims resting
+    on runs still improving), then the generalisation tests, counted and labelled as such."""
+    scope = table.scope if "scope" in table else pd.Series("paper", index=table.index)
+    paper, general = table[scope != "generalisation"], table[scope == "generalisation"]
+    counts = paper.verdict.value_counts()
+    lines = [
+        "Claims in the papers' scope: "
+        + (", ".join(f"{counts[v]} {v}" for v in counts.index) or "none in this run")
+        + f" ({len(paper)} claim x dataset rows)"
+    ]
+    for dataset, rows in paper.groupby("dataset"):
+        said = [
+            f"{verdict} {', '.join(rows[rows.verdict == verdict].id)}"
+            for verdict in ("reproduced", "contradicted")
+            if (rows.verdict == verdict).any()
+        ]
+        flagged = rows[rows.get("still_improving", pd.Series("", index=rows.index)).fillna("") != ""].id.tolist()
+        if flagged:
+            said.append(f"resting on runs still improving: {', '.join(flagged)}")
+        lines.append(f"  {dataset}: " + ("; ".join(said) if said else "no claim reproduced or contradicted"))
+    if len(general):
+        counts = general.verdict.value_counts()
+        lines.append(
+            "Generalisation tests (outside the papers' scope; not the papers' claims failing): "
+            + ", ".join(f"{counts[v]} {v}" for v in counts.index)
+        )
+    return lines
+
+
 def headline(tables: Path, figures_dir: Path, report: str = "results/report.html", reference: str = "stl") -> str:
     """What a finished pipeline run says in a few lines: the verdicts per claim and dataset, the leading
     methods by mean Delta_m (95% bootstrap CI) per dataset, and where the tables and figures are."""
     tables, lines = Path(tables), []
     claims, boot = tables / "claims.csv", tables / "delta_m_bootstrap.csv"
     if claims.is_file():
-        table = pd.read_csv(claims)
-        counts = table.verdict.value_counts()
-        lines.append(
-            "Claims: " + ", ".join(f"{counts[v]} {v}" for v in counts.index) + f" ({len(table)} claim x dataset rows)"
-        )
-        for dataset, rows in table.groupby("dataset"):
-            held = rows[rows.verdict == "reproduced"].id.tolist()
-            lines.append(f"  {dataset}: reproduced {', '.join(held) if held else 'none'}")
+        lines += claims_headline(pd.read_csv(claims))
     if boot.is_file():
         table = pd.read_csv(boot)
         for dataset, rows in table.groupby("dataset"):

@@ -94,6 +94,17 @@ class Schedule:
 
 
 @dataclass
+class Convergence:
+    """Whether the run was still improving at the end of its budget, by the rule of mtlbench.convergence."""
+
+    still_improving: bool
+    window: int  # epochs of the fitted tail
+    relative_fall: float  # the fitted fall of the summed validation loss over the window, as a share of its mean
+    p: float  # one-sided p of a falling slope against the tail's scatter
+    rule: str = ""
+
+
+@dataclass
 class RunRecord:
     """One training run: everything aggregation, figures, efficiency and tracking need (none of them re-trains
     or reads MLflow). Written and read only through `write` / `read` (`to_json` / `from_json`)."""
@@ -122,6 +133,7 @@ class RunRecord:
     task_info: dict[str, Any] = field(default_factory=dict)  # e.g. the ground-truth task relations
     mlflow_run_id: str | None = None
     schedule: Schedule | None = None
+    convergence: Convergence | None = None  # None: not judged (a diverged run, a tail shorter than the rule's)
     record_version: int = RECORD_VERSION
 
     @property

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from mtlbench.aggregate import ROPE_PP
-from mtlbench.claims import claims_display
+from mtlbench.claims import GENERALISATION, INTERVAL_NOTE, VERDICT_DEFINITIONS, claims_display
 from mtlbench.tables import wide_table
 
 STYLE = """<style>
@@ -26,6 +26,8 @@ STYLE = """<style>
 .mtlbench-table td.contradicted { background: #f5d0d0; }
 .mtlbench-table td.not-reproduced { background: #f3e6c8; }
 .mtlbench-table td.inconclusive { background: #e6e6e6; }
+.mtlbench-table td.generalisation { font-style: italic; background-image: repeating-linear-gradient(45deg,
+  transparent, transparent 6px, rgba(255, 255, 255, 0.5) 6px, rgba(255, 255, 255, 0.5) 12px); }
 /* the report's front page puts its text in a narrow column beside the rule graph: give the tables the width */
 div.prose:has(.mtlbench-front) { max-width: none; }
 div.flex:has(> div > div.prose .mtlbench-front) { flex-wrap: wrap; }
@@ -39,7 +41,10 @@ VERDICTS = ("reproduced", "not reproduced", "contradicted", "inconclusive")
 
 
 def leaderboard(
-    bootstrap: pd.DataFrame, safeness: pd.DataFrame | None = None, claims: pd.DataFrame | None = None
+    bootstrap: pd.DataFrame,
+    safeness: pd.DataFrame | None = None,
+    claims: pd.DataFrame | None = None,
+    convergence: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per (dataset, method), ranked within the dataset by mean Delta_m (lower is better; the
     reference method is 0): its 95% bootstrap CI, P(improvement) over each baseline, the tasks on which it is
@@ -58,9 +63,15 @@ def leaderboard(
             else ""
             for k in keys
         ]
+    if convergence is not None and len(convergence):
+        board["still_improving"] = _still_improving(board, convergence)
     if claims is not None and len(claims):
         said = claims.groupby(["dataset", "method"]).apply(
-            lambda rows: "; ".join(f"{r.id}: {r.verdict}" for r in rows.itertuples()), include_groups=False
+            lambda rows: "; ".join(
+                f"{r.id}: {r.verdict}" + (f" ({GENERALISATION})" if getattr(r, "scope", "") == GENERALISATION else "")
+                for r in rows.itertuples()
+            ),
+            include_groups=False,
         )
         board["claims"] = [said.get((d, m), "") for d, m in zip(board.dataset, board.method, strict=True)]
     columns = [
@@ -72,9 +83,19 @@ def leaderboard(
         "boot_ci95_high",
         "n",
         *[c for c in board.columns if c.startswith(("p_improve_vs_", "bayes_"))],
-        *[c for c in ("tasks_worse_than_reference", "claims") if c in board.columns],
+        *[c for c in ("tasks_worse_than_reference", "still_improving", "claims") if c in board.columns],
     ]
     return board.sort_values(["dataset", "rank", "method"])[columns].reset_index(drop=True)
+
+
+def _still_improving(board: pd.DataFrame, convergence: pd.DataFrame) -> list[str]:
+    """Per (dataset, method): 'k of n' runs still improving at the end of their budget (mtlbench.convergence)."""
+    judged = convergence.dropna(subset=["still_improving"])
+    counts = judged.groupby(["dataset", "method"]).still_improving.agg(lambda v: (int(v.astype(bool).sum()), len(v)))
+    return [
+        f"{counts[k][0]} of {counts[k][1]}" if k in counts.index else ""
+        for k in zip(board.dataset, board.method, strict=True)
+    ]
 
 
 def _shown_leaderboard(rows: pd.DataFrame, reference: str) -> pd.DataFrame:
@@ -105,6 +126,7 @@ def _shown_leaderboard(rows: pd.DataFrame, reference: str) -> pd.DataFrame:
             ]
     for column, title in (
         ("tasks_worse_than_reference", f"tasks significantly worse than {reference}"),
+        ("still_improving", "runs still improving at the end of the budget"),
         ("claims", "claims about it"),
     ):
         if column in rows:
@@ -124,10 +146,18 @@ def html_table(table: pd.DataFrame, index: bool = False) -> str:
         cells = [f"<th>{html.escape(str(label))}</th>"] if index else []
         for column, value in row.items():
             text = "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
-            css = f' class="{text.replace(" ", "-")}"' if column == "verdict" and text in VERDICTS else ""
+            css = _verdict_class(text) if column == "verdict" else ""
             cells.append(f"<td{css}>{html.escape(text)}</td>")
         lines.append("<tr>" + "".join(cells) + "</tr>")
     return "\n".join([*lines, "</tbody>", "</table>"])
+
+
+def _verdict_class(text: str) -> str:
+    """A verdict cell's classes: its verdict (coloured), and `generalisation` for a row outside the claim's scope."""
+    verdict = text.removesuffix(f" ({GENERALISATION})")
+    if verdict not in VERDICTS:
+        return ""
+    return f' class="{verdict.replace(" ", "-")}' + (" generalisation" if verdict != text else "") + '"'
 
 
 def _page(title: str, body: list[str]) -> str:
@@ -147,14 +177,26 @@ def _heading(level: int, text: str) -> str:
 
 
 def claims_section(claims: pd.DataFrame) -> list[str]:
-    counts = claims.verdict.value_counts()
+    """The claims in the papers' scope, then the generalisation tests, then what each verdict means."""
+    in_scope = claims.scope != GENERALISATION if "scope" in claims else pd.Series(True, index=claims.index)
+    counts = claims[in_scope].verdict.value_counts()
     summary = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts)
+    general = claims[~in_scope]
     return [
         _heading(2, "Claims"),
-        f"<p>{html.escape(summary)} ({len(claims)} claim x dataset rows). The estimate "
-        "favours the method when positive (ratios: below 1); paired by seed; the verdicts are defined in "
-        "mtlbench/claims.py, the claims in the claims file (config/claims.yaml).</p>",
-        html_table(claims_display(claims)),
+        f"<p>In the scope the papers made them in: {html.escape(summary or 'no row')} "
+        f"({int(in_scope.sum())} claim x dataset rows; {len(general)} generalisation tests below). The estimate "
+        "favours the method when positive (ratios: below 1); paired by seed. "
+        f"{html.escape(INTERVAL_NOTE)}</p>",
+        html_table(claims_display(claims[in_scope])),
+        _heading(3, "Generalisation tests"),
+        "<p>Claims scored on datasets outside the experiment the paper made them on: what the run shows there, "
+        "never the paper's claim failing.</p>",
+        html_table(claims_display(general)) if len(general) else "<p>None in this run.</p>",
+        _heading(3, "What the verdicts mean"),
+        "<ul>"
+        + "".join(f"<li><b>{html.escape(t)}</b>: {html.escape(d)}</li>" for t, d in VERDICT_DEFINITIONS.items())
+        + "</ul>",
     ]
 
 
@@ -208,7 +250,9 @@ def write_report_tables(tables: Path, out: Path, reference: str = "stl") -> list
     tables, out = Path(tables), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     claims, safe = read_table(tables / "claims.csv"), read_table(tables / "safeness.csv")
-    board = leaderboard(pd.read_csv(tables / "delta_m_bootstrap.csv"), safe, claims)
+    board = leaderboard(
+        pd.read_csv(tables / "delta_m_bootstrap.csv"), safe, claims, read_table(tables / "convergence.csv")
+    )
     board.to_csv(tables / "leaderboard.csv", index=False)
     (tables / "leaderboard.md").write_text(
         "# Leaderboards\n\n"

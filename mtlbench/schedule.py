@@ -41,7 +41,10 @@ class Stage:
     `minimum` epochs); without one it is the rest of the budget. An `extra` stage runs on top of the budget
     (a cost the method pays beyond what every method gets) and may run `rounds` times in a row (one round per
     tuning candidate). `selectable`: the method's own mechanism is active, so its epochs may be reported;
-    `fresh_optimizer`: the network's optimiser starts afresh where each round of the stage begins."""
+    `fresh_optimizer`: the network's optimiser starts afresh where each round of the stage begins;
+    `holdout`: the stage uses a hold-out carved from the training split (`UpdateRule.prepare`: a search, a
+    tuning round, gates learned on held-out data), so its epochs train on the part left after the carve; every
+    other stage, the one producing the reported model included, trains on the whole training split."""
 
     name: str
     key: str | None = None
@@ -51,6 +54,7 @@ class Stage:
     rounds: int = 1
     selectable: bool = False
     fresh_optimizer: bool = False
+    holdout: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,9 +78,9 @@ class Stages:
         self.epochs: list[int] = []  # per stage, every round included (after `plan`)
 
     @classmethod
-    def single(cls, name: str = "train") -> Stages:
+    def single(cls, name: str = "train", holdout: bool = False) -> Stages:
         """The schedule of an unstaged method: the whole budget, every epoch selectable."""
-        return cls(Stage(name, selectable=True))
+        return cls(Stage(name, selectable=True, holdout=holdout))
 
     def plan(self, budget: int) -> int:
         """Epochs per stage for the budget `train.epochs`; returns how many epochs the loop runs in all (the

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from mtlbench.architectures import MTLArchitecture
 from mtlbench.config import TrackingConfig, TrainConfig, check_device_name, component_kwargs, config_hash, train_config
+from mtlbench.convergence import assess_history
 from mtlbench.data import DatasetBundle, iterate_batches
 from mtlbench.errors import MtlbenchError
 from mtlbench.method import get_method
@@ -348,7 +349,8 @@ class Trainer:
         tasks = bundle.tasks
         model.to(device)
         apply_memory_format(model, tc.memory_format, device)
-        train_data = rule.prepare(bundle.train.to(device) if hasattr(bundle.train, "to") else bundle.train)
+        train_all = bundle.train.to(device) if hasattr(bundle.train, "to") else bundle.train
+        train_carved = rule.prepare(train_all)  # what is left after a hold-out, for the stages that use one
 
         def fresh_optimizer():
             opt = make_optimizer(model.param_groups(tc.lr), tc)
@@ -395,6 +397,7 @@ class Trainer:
             loss_sum = torch.zeros(len(tasks), device=device)
             n_batches = 0
             epoch_start = time.perf_counter()
+            train_data = train_carved if rule.staging.stage_at(epoch).stage.holdout else train_all
             for x, targets in iterate_batches(train_data, tc.batch_size, True, generator, device):
                 step_start = time.perf_counter()
                 optimizer.zero_grad(set_to_none=True)
@@ -469,6 +472,7 @@ class Trainer:
         with clock("finalise"):
             record = self._record(bundle, model, rule, device, status, history, best, timing, tracker.run_id)
             record.schedule = Schedule(total, first_active, rule.staging.summary())
+            record.convergence = assess_history(history, first_active) if status == "ok" else None
             clock.seconds["training"] = sum(timing["epoch_seconds"][start_epoch:])
             clock.seconds["finalise"] = time.perf_counter() - finalise_start  # up to here: test metrics, record
             record.timing.breakdown = dict(clock.seconds)

@@ -110,8 +110,10 @@ class UpdateRule:
         """Called after the optimiser's step of the network's parameters."""
 
     def prepare(self, train: Any) -> Any:
-        """Called once before training with the training split; returns the data the loop trains on.
-        Rules that learn something on held-out data (gates searched on validation) carve it here."""
+        """Called once before training with the training split; returns what is left of it after a hold-out
+        is carved. Rules that learn something on held-out data (gates searched on validation, tuned weights)
+        carve it here; only their stages declared `holdout` train on that remainder, every other stage (the one
+        producing the reported model) on the whole training split."""
         return train
 
     def on_epoch_start(self, epoch: int) -> bool:

@@ -151,8 +151,9 @@ def test_an_estimate_without_a_ci_is_shown_without_one():
             "dataset": ["x", "x"],
             "test": ["fewer_parameters", "superior"],
             "estimate": [0.696, np.nan],
-            "ci95_low": [np.nan, np.nan],
-            "ci95_high": [np.nan, np.nan],
+            "ci_low": [np.nan, np.nan],
+            "ci_high": [np.nan, np.nan],
+            "ci_level": [np.nan, np.nan],
             "unit": ["", ""],
             "n": [5, 0],
             "p": [np.nan, np.nan],
@@ -160,7 +161,7 @@ def test_an_estimate_without_a_ci_is_shown_without_one():
             "source": ["", ""],
         }
     )
-    assert claims_display(table).estimate.tolist() == ["0.696", "—"]
+    assert claims_display(table)["estimate [interval] (level)"].tolist() == ["0.696", "—"]
 
 
 def test_headline_names_the_reference_and_says_when_one_seed_gives_no_ci(tmp_path):

@@ -5,6 +5,7 @@ rule aggregate_tables:
     input:
         records=get_records(),
         claims=get_claims_file(),
+        step_rounds=get_benchmark_rounds(),
     output:
         claims_md=f"{TABLES}/claims.md",
         claims_csv=f"{TABLES}/claims.csv",
@@ -15,6 +16,7 @@ rule aggregate_tables:
         summary_md=f"{TABLES}/summary.md",
         summary_tex=f"{TABLES}/summary.tex",
         delta_m_metrics=f"{TABLES}/delta_m_metrics.csv",
+        convergence=f"{TABLES}/convergence.csv",
         task_averaged_csv=f"{TABLES}/task_averaged.csv",
         task_averaged_md=f"{TABLES}/task_averaged.md",
         published_csv=f"{TABLES}/published.csv",
@@ -28,6 +30,7 @@ rule aggregate_tables:
         reference=config["statistics"]["reference"],
         baselines=config["statistics"]["baselines"],
         alpha=config["statistics"]["alpha"],
+        step_rounds=get_step_rounds_arg,
     log:
         "logs/aggregate_tables.log",
     resources:
@@ -36,4 +39,5 @@ rule aggregate_tables:
     localrule: True
     shell:
         "mtlbench aggregate {input.records:q} --out {params.out:q} --reference {params.reference:q} "
-        "--baselines {params.baselines:q} --alpha {params.alpha:q} --claims {input.claims:q} > {log} 2>&1"
+        "--baselines {params.baselines:q} --alpha {params.alpha:q} --claims {input.claims:q} {params.step_rounds} "
+        "> {log} 2>&1"

@@ -208,6 +208,17 @@ def get_benchmark_table():
     return [f"{RESULTS}/benchmarks/step_cost.csv"] if is_benchmarking() else []
 
 
+def get_benchmark_rounds():
+    """The interleaved benchmark's per-round step times: the step-cost claims are tested on them."""
+    return [f"{RESULTS}/benchmarks/step_rounds.csv"] if is_benchmarking() else []
+
+
+def get_step_rounds_arg(wildcards, input):
+    """`--step-rounds PATH` for `mtlbench aggregate` when the benchmark runs, else nothing."""
+    paths = [input.step_rounds] if isinstance(input.step_rounds, str) else list(input.step_rounds)
+    return " ".join(f"--step-rounds {shlex.quote(p)}" for p in paths)
+
+
 def is_tracking():
     return bool(config["tracking"]["enabled"])
 
@@ -238,7 +249,7 @@ def _yaml_value(value):
 
 
 def get_tables():
-    names = ["claims.csv", "claims.md", "delta_m_bootstrap.csv", "metrics.csv", "delta_m.csv", "delta_m_metrics.csv", "summary.csv", "summary.md", "summary.tex",
+    names = ["claims.csv", "claims.md", "delta_m_bootstrap.csv", "metrics.csv", "delta_m.csv", "delta_m_metrics.csv", "convergence.csv", "summary.csv", "summary.md", "summary.tex",
              "task_averaged.csv", "task_averaged.md", "published.csv", "published.md", "pipeline_profile.csv", "pipeline_profile.md", "significance.csv",
              "safeness.csv", "ranking.csv", "nemenyi.csv", "efficiency.csv", "leaderboard.csv", "leaderboard.md"]
     return [f"{TABLES}/{n}" for n in names]

@@ -41,6 +41,7 @@ rule efficiency_profile:
 rule efficiency_benchmark:
     output:
         step_cost=f"{RESULTS}/benchmarks/step_cost.csv",
+        step_rounds=f"{RESULTS}/benchmarks/step_rounds.csv",
         scaling=f"{RESULTS}/benchmarks/scaling.csv",
         growth=f"{RESULTS}/benchmarks/growth.csv",
         figure=report(f"{RESULTS}/benchmarks/scaling.png", caption="../report/scaling.rst", category="6 Efficiency"),
