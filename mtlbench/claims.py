@@ -28,13 +28,12 @@ for a family). The verdicts are defined per test in VERDICT_DEFINITIONS.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 from scipy import stats as st
 
 from mtlbench.aggregate import DELTA_M
@@ -132,27 +131,14 @@ class Claim:
         return said if self.in_scope(dataset) else f"generalisation test, outside {said}"
 
 
-def _as_tuple(value: Any) -> tuple[str, ...]:
-    return tuple([value] if isinstance(value, str) else value)
+def load_claims(path: Path, known_methods: set[str] | None = None) -> list[Claim]:
+    """Claims from a YAML list, checked whole (mtlbench.claims_file): every problem in one message, each naming
+    its claim. With `known_methods`, a method or baseline must be one of them (or a user's `module:Name`)."""
+    from mtlbench.claims_file import read_claims
+    from mtlbench.tasks import metric_names
 
-
-def load_claims(path: Path) -> list[Claim]:
-    """Claims from a YAML list; unknown keys or tests end in one message naming the claim."""
-    try:
-        entries = yaml.safe_load(Path(path).read_text()) or []
-    except (OSError, yaml.YAMLError) as exc:
-        raise MtlbenchError(f"cannot read the claims file {path}: {exc}") from None
-    valid = {f.name for f in fields(Claim)}
-    claims = []
-    for entry in entries:
-        if not isinstance(entry, dict) or "id" not in entry:
-            raise MtlbenchError(f"{path}: every claim is a mapping with an `id`; got {entry!r:.80}")
-        unknown = sorted(set(entry) - valid)
-        if unknown:
-            raise MtlbenchError(f"{path}: claim {entry['id']!r} has unknown keys {unknown}; valid: {sorted(valid)}")
-        lists = {k: _as_tuple(entry[k]) for k in ("datasets", "scope", "not_in_scope") if k in entry}
-        claims.append(Claim(**{**entry, **lists}))
-    return claims
+    known_metrics = metric_names() | set(DERIVED_METRICS)
+    return [Claim(**entry) for entry in read_claims(Path(path), known_methods, known_metrics)]
 
 
 # --- small statistics -----------------------------------------------------------------------------------------

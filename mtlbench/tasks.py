@@ -46,6 +46,11 @@ _KIND_METRICS: dict[str, tuple[MetricSpec, ...]] = {
 DENSE_KINDS = ("segmentation", "depth", "normals")
 
 
+def metric_names() -> set[str]:
+    """The names of every built-in task kind's metrics."""
+    return {m.name for specs in _KIND_METRICS.values() for m in specs}
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """One task. Labels that are missing are -1 (classification/binary) or NaN (regression).

@@ -191,7 +191,7 @@ def test_the_default_claims_file_loads_and_a_bad_one_is_named(tmp_path):
     }
     bad = tmp_path / "claims.yaml"
     bad.write_text("- {id: mine, claim: x, source: y, test: superior, method: a, baseline: b, margn: 2}\n")
-    with pytest.raises(MtlbenchError, match=r"claim 'mine' has unknown keys \['margn'\]"):
+    with pytest.raises(MtlbenchError, match=r"claim 'mine': unknown keys \['margn'\]"):
         load_claims(bad)
     bad.write_text("- {id: mine, claim: x, source: y, test: better, method: a, baseline: b}\n")
     with pytest.raises(MtlbenchError, match="unknown test 'better'"):
@@ -439,3 +439,73 @@ def test_step_cost_comes_from_the_interleaved_benchmark_rounds():
     slower = rounds.assign(seconds=np.where(rounds.method == "a", rounds.seconds * 3, rounds.seconds))
     assert evaluate_claims([claim], _tidy({}), records, step_rounds=slower).verdict.iloc[0] == "contradicted"
     assert evaluate_claims([claim], _tidy({}), records).empty  # no benchmark: no row
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("- {id: a, claim: x, source: y, test: superior, method: srdml, baseline: hsp}", "`baseline` 'hsp' is no"),
+        ("- {id: a, claim: x, source: y, test: superior, method: hps, baseline: hps}", "is the method itself"),
+        (
+            "- {id: a, claim: x, source: y, test: superior, method: hps, baseline: stl, metric: left.acc}",
+            "names no metric the tasks have ('acc')",
+        ),
+        (
+            "- {id: a, claim: x, source: y, test: superior, method: hps, baseline: stl, metric: accuracy}",
+            "is none of delta_m, tasks",
+        ),
+        (
+            "- {id: a, claim: x, source: y, test: superior, method: hps, baseline: stl, margin: [1]}",
+            "`margin` must be a number >= 0",
+        ),
+        (
+            "- {id: a, claim: x, source: y, test: superior, method: hps, baseline: stl, margin: -1}",
+            "`margin` must be a number >= 0",
+        ),
+        ("- {id: a, claim: x, test: superior, method: hps, baseline: stl}", "missing `source`"),
+        (
+            "- {id: a, claim: {x: 1}, source: y, test: superior, method: hps, baseline: stl}",
+            "`claim` must be non-empty",
+        ),
+        (
+            "- {id: a, claim: x, source: y, test: superior, method: hps, baseline: stl, datasets: [[d]]}",
+            "`datasets` must be a dataset name or a list",
+        ),
+        ("- {id: a, claim: x, source: y, test: superior, method: hps}", "needs a `baseline`"),
+        ("- [a, b]", "claim 1: must be a mapping"),
+        ("id: a", "must be a list of claims"),
+        ("- " * 2000 + "x", "nested too deeply"),
+        (
+            "- {id: a, claim: x, source: y, test: superior, method: hps, baseline: stl}\n"
+            "- {id: a, claim: z, source: y, test: superior, method: hps, baseline: stl}",
+            "used by an earlier claim",
+        ),
+        ("- !!python/object/apply:os.system [echo hi]", "is not valid YAML"),
+    ],
+)
+def test_a_bad_claims_file_is_one_message_per_problem_naming_the_claim(tmp_path, text, message):
+    """Issue 26.7: a method typo lost the claim silently; `margin: 5e-1` (text to PyYAML), missing fields, wrong
+    types, non-UTF-8 and deep nesting gave tracebacks; duplicate ids and baseline == method were accepted."""
+    from mtlbench.registry import METHODS
+
+    path = tmp_path / "claims.yaml"
+    path.write_text(text)
+    with pytest.raises(MtlbenchError) as info:
+        load_claims(path, known_methods=set(METHODS.names()))
+    assert message in str(info.value)
+
+
+def test_claims_file_reads_numbers_written_as_text_and_refuses_bytes_that_are_not_utf8(tmp_path):
+    path = tmp_path / "claims.yaml"
+    path.write_text("- {id: a, claim: x, source: y, test: non_inferior, method: hps, baseline: stl, margin: 5e-1}")
+    assert load_claims(path)[0].margin == 0.5
+    path.write_bytes(b"- {id: a, claim: \xff\xfe}")
+    with pytest.raises(MtlbenchError, match="is not UTF-8 text"):
+        load_claims(path)
+    path.write_text(
+        "- {id: a, claim: x, source: y, test: superior, method: srdml, baseline: hsp}\n"
+        "- {id: b, claim: x, source: y, test: better, method: hps, baseline: stl}\n"
+    )
+    with pytest.raises(MtlbenchError) as info:
+        load_claims(path, known_methods={"srdml", "hps", "stl"})
+    assert "2 problem(s)" in str(info.value) and "claim 'a'" in str(info.value) and "claim 'b'" in str(info.value)

@@ -289,6 +289,15 @@ def test_bad_config_names_the_key(tmp_path, config, fragment):
     assert not (tmp_path / "pwned").exists()
 
 
+def test_a_bad_claims_file_stops_the_workflow_before_any_job(tmp_path):
+    """Issue 26.7: a method typo in a claims file silently lost the claim (0 rows, rc 0)."""
+    claims = tmp_path / "my_claims.yaml"
+    claims.write_text("- {id: mine, claim: x, source: y, test: superior, method: srdml, baseline: hsp}\n")
+    result = snakemake(tmp_path, "-n", config={"claims": str(claims)})
+    assert result.returncode != 0
+    assert "claim 'mine': `baseline` 'hsp' is no registered method" in result.stderr + result.stdout
+
+
 def _doc_blocks(path: Path, language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", path.read_text(), flags=re.S)
 

@@ -22,6 +22,7 @@ def check_config():
                 data.setdefault(json.dumps(cfg["dataset"], sort_keys=True), cfg["dataset"])
         check_override_names()
         check_statistics_methods()
+        check_claims()
     except MtlbenchError as exc:
         raise WorkflowError(f"config error: {exc}") from None
     return check_data(list(data.values()))
@@ -105,6 +106,14 @@ def check_override_names():
                                 f"{', '.join(known['datasets'])}; methods: {', '.join(known['methods'])}")
 
 
+def check_claims():
+    """The claims file is checked whole while the workflow is read, before any training: one line per problem."""
+    from mtlbench.claims import load_claims
+    from mtlbench.registry import METHODS
+
+    load_claims(get_claims_file(), known_methods={*METHODS.names(), *config["methods"]})
+
+
 def check_statistics_methods():
     """Delta_m, safeness and the significance tests compare against methods that must be trained too."""
     from mtlbench.errors import MtlbenchError
@@ -128,6 +137,14 @@ def get_overrides_for(dataset, method, cfg=None):
     merged.update((ov.get("runs") or {}).get(f"{dataset}/{method}") or {})
     merged.update({f"tracking.{k}": v for k, v in (cfg.get("tracking") or {}).items()})
     return merged
+
+
+def get_claims_file():
+    """`claims:` relative to the working directory, else to the workflow (config/claims.yaml ships with it)."""
+    path = config["claims"]
+    if os.path.isabs(path) or os.path.exists(path):
+        return path
+    return os.path.join(workflow.basedir, path)
 
 
 DATA_PROBLEMS = check_config()
@@ -181,14 +198,6 @@ def get_train_shell(seeds):
         "--out {params.out:q} --set train.threads={params.threads} {params.sets} "
         "> {log} 2>&1 || [ $? -eq 3 ]"
     )
-
-
-def get_claims_file():
-    """`claims:` relative to the working directory, else to the workflow (config/claims.yaml ships with it)."""
-    path = config["claims"]
-    if os.path.isabs(path) or os.path.exists(path):
-        return path
-    return os.path.join(workflow.basedir, path)
 
 
 def get_total_cores():
