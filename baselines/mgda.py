@@ -11,6 +11,10 @@ so its answer does not depend on the gradients' scale. The official training loo
 (`find_min_norm_element`) is `solver=projected_gradient`, and the paper's Frank-Wolfe `solver=frank_wolfe`;
 both start from the best pair with the official two-vector rule, and both stop after `max_iter` iterations
 (the official loop's iteration counter is never incremented, so its cap never fires: not copied).
+
+The heads (`rule.head_update`): the official code descends one backward of sum_t alpha_t L_t, so each task's
+head gets alpha_t times its own loss gradient (`scaled`, the default); the paper's Algorithm 2 updates each
+head by its own task gradient and only the shared parameters by the min-norm combination (`own`).
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from typing import Any, Literal
 
 import torch
 
+from mtlbench.errors import MtlbenchError
 from mtlbench.method import MethodSpec, register_method
 from mtlbench.registry import UPDATE_RULES
-from mtlbench.update_rules import UpdateRule, flat_task_gradients, task_losses
+from mtlbench.update_rules import UpdateRule, aggregated_backward, flat_task_gradients, task_losses
 
 Solver = Literal["active_set", "projected_gradient", "frank_wolfe"]
 
@@ -194,6 +199,7 @@ def min_norm_weights(
 
 
 Normalization = Literal["none", "l2", "loss", "loss+"]
+HeadUpdate = Literal["scaled", "own"]
 
 
 def normalize_grads(grads: torch.Tensor, losses: torch.Tensor, how: Normalization) -> torch.Tensor:
@@ -220,6 +226,8 @@ class _MinNormRule(UpdateRule):
         raise NotImplementedError
 
     def objective(self, losses: torch.Tensor, rep: torch.Tensor | None) -> torch.Tensor:
+        """sum_t alpha_t L_t: the official update, heads scaled by alpha_t (a rule composing with this one, as
+        SRDML's `rule.aggregator=mgda`, descends it whatever `head_update` says)."""
         return (self.weights(self.task_gradients(losses, rep), losses) * losses).sum()
 
     def __init__(
@@ -228,8 +236,15 @@ class _MinNormRule(UpdateRule):
         solver: Solver = "active_set",
         max_iter: int = 250,
         tol: float = 1e-5,
+        head_update: HeadUpdate = "scaled",
     ):
+        """`head_update`: `scaled` (official code) gives each task head alpha_t times its loss gradient; `own`
+        (the paper's Algorithm 2) gives each head the unscaled gradient of its own task loss, while the shared
+        parameters (MGDA) or the shared representation (MGDA-UB) get the min-norm combination either way."""
+        if head_update not in ("scaled", "own"):
+            raise MtlbenchError(f"rule.head_update must be 'scaled' or 'own', got {head_update!r}")
         self.normalization, self.solver, self.max_iter, self.tol = normalization, solver, max_iter, tol
+        self.head_update = head_update
         self._sum: torch.Tensor | None = None
         self._count = 0
         self._last: list[float] = []
@@ -276,7 +291,10 @@ class MGDA(_MinNormRule):
 
     def backward(self, x: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
         losses = task_losses(self.model(x), targets, self.tasks)
-        self.objective(losses, None).backward()
+        if self.head_update == "own":  # shared: sum_t alpha_t g_t; every other parameter: its plain loss gradient
+            aggregated_backward(self.model, losses, lambda grads: self.weights(grads, losses).to(grads.dtype) @ grads)
+        else:
+            self.objective(losses, None).backward()
         return losses.detach()
 
 
@@ -293,8 +311,14 @@ class MGDAUB(_MinNormRule):
         rep = self.model.encode(x)
         rep_leaf = rep.detach().requires_grad_(True)
         losses = task_losses(self.model.decode(rep_leaf), targets, self.tasks)
-        self.objective(losses, rep_leaf).backward()  # heads, and d(sum alpha L)/dA into rep_leaf.grad
-        rep.backward(rep_leaf.grad)  # one backward through the trunk
+        if self.head_update == "own":
+            grads = self.task_gradients(losses, rep_leaf)
+            rep_grad = (self.weights(grads, losses).to(grads.dtype) @ grads).view_as(rep)  # d(sum alpha L)/dA
+            losses.sum().backward()  # each head its own loss gradient (rep_leaf.grad is not used)
+            rep.backward(rep_grad)
+        else:
+            self.objective(losses, rep_leaf).backward()  # heads, and d(sum alpha L)/dA into rep_leaf.grad
+            rep.backward(rep_leaf.grad)  # one backward through the trunk
         return losses.detach()
 
 

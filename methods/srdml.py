@@ -184,6 +184,7 @@ class SaliencyRegularized(UpdateRule):
         reset_omega_optimizer: bool = False,
         aggregator: str = "sum",
         fresh_optimizer_after_warmup: bool = True,
+        warmup_batch_size: int = 0,
     ):
         self.lam, self.reduce, self.dist, self.reduce_batch = lam, reduce, dist, reduce_batch
         self.saliency_of, self.warmup_fraction = saliency_of, warmup_fraction
@@ -192,6 +193,9 @@ class SaliencyRegularized(UpdateRule):
         self.aggregator = aggregator
         self._aggregator: UpdateRule | None = None  # the rule the regulariser is added to (`aggregator`)
         self.fresh_optimizer_after_warmup = fresh_optimizer_after_warmup
+        if warmup_batch_size < 0:
+            raise MtlbenchError(f"rule.warmup_batch_size must be >= 0 (0: train.batch_size), got {warmup_batch_size}")
+        self.warmup_batch_size = warmup_batch_size  # the official pretrain.py: 100; 0 = the run's batch size
         self._active = warmup_fraction == 0
         self._last_distances: torch.Tensor | None = None
 
@@ -237,7 +241,12 @@ class SaliencyRegularized(UpdateRule):
         # short for the warm-up shortens it (at least one regularised epoch always runs). The official second
         # stage is a new script: the network's Adam starts afresh with the regulariser.
         return Stages(
-            Stage(WARMUP, "rule.warmup_fraction", self.warmup_fraction if self.lam else 0.0),
+            Stage(
+                WARMUP,
+                "rule.warmup_fraction",
+                self.warmup_fraction if self.lam else 0.0,
+                batch_size=self.warmup_batch_size or None,
+            ),
             Stage("regularised", selectable=True, fresh_optimizer=self.fresh_optimizer_after_warmup),
         )
 

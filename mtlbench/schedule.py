@@ -44,7 +44,9 @@ class Stage:
     `fresh_optimizer`: the network's optimiser starts afresh where each round of the stage begins;
     `holdout`: the stage uses a hold-out carved from the training split (`UpdateRule.prepare`: a search, a
     tuning round, gates learned on held-out data), so its epochs train on the part left after the carve; every
-    other stage, the one producing the reported model included, trains on the whole training split."""
+    other stage, the one producing the reported model included, trains on the whole training split;
+    `batch_size`: the stage's own batch size (SRDML's official warm-up script trains at 100, its regularised
+    stage at 200); None: the run's `train.batch_size`."""
 
     name: str
     key: str | None = None
@@ -55,6 +57,7 @@ class Stage:
     selectable: bool = False
     fresh_optimizer: bool = False
     holdout: bool = False
+    batch_size: int | None = None
 
 
 @dataclass(frozen=True)

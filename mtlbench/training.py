@@ -397,8 +397,10 @@ class Trainer:
             loss_sum = torch.zeros(len(tasks), device=device)
             n_batches = 0
             epoch_start = time.perf_counter()
-            train_data = train_carved if rule.staging.stage_at(epoch).stage.holdout else train_all
-            for x, targets in iterate_batches(train_data, tc.batch_size, True, generator, device):
+            stage = rule.staging.stage_at(epoch).stage
+            train_data = train_carved if stage.holdout else train_all
+            batch_size = tc.batch_size if stage.batch_size is None else stage.batch_size
+            for x, targets in iterate_batches(train_data, batch_size, True, generator, device):
                 step_start = time.perf_counter()
                 optimizer.zero_grad(set_to_none=True)
                 losses = rule.backward(x, targets)

@@ -288,3 +288,18 @@ def test_synthetic_srdml_optimises_the_official_objective():
     for got, p in zip(suite_grads, model.parameters(), strict=True):
         assert torch.allclose(got, 2 * t * p.grad, rtol=1e-4, atol=1e-4)  # float32 sums of ~50
     assert torch.allclose(suite_omega_step, 0.01 * omega.grad, rtol=1e-4, atol=1e-9)
+
+
+def test_the_warm_up_trains_at_its_own_batch_size(tmp_path):
+    """The official pretrain.py warms up at batch 100 and train.py regularises at 200 (config/paper.yaml):
+    `rule.warmup_batch_size` gives the warm-up stage its own batch size, the regularised stage keeps the run's."""
+    from mtlbench.config import resolve_config
+    from mtlbench.training import train
+
+    overrides = {"train.epochs": 10, "tracking.enabled": False, "train.progress": "off"}
+    cfg = resolve_config("synthetic_relations", "srdml", 0, {**overrides, "rule.warmup_batch_size": 5})
+    record = train(cfg, tmp_path / "own")
+    warmup = record.schedule.first_selectable_epoch
+    assert warmup >= 1 and record.timing.steps == warmup * 2 + (10 - warmup)  # 10 samples: 2 steps vs full batch
+    same = train(resolve_config("synthetic_relations", "srdml", 0, overrides), tmp_path / "same")
+    assert same.timing.steps == 10
