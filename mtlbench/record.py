@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -15,6 +16,9 @@ from typing import Any, TypedDict, Union, cast, get_args, get_origin, get_type_h
 import mtlbench
 from mtlbench.errors import MtlbenchError
 
+# metrics a finished run may leave undefined (NaN): an AUC on a split with one class; Delta_m leaves them out
+MAY_BE_UNDEFINED = frozenset({"auc"})
+MAX_RECORD_BYTES = 64 * 2**20  # a 300-epoch record with its history is well under 1 MB
 RECORD_VERSION = 1  # the layout below; a record without `record_version` predates the field and has this layout
 
 TaskMetrics = dict[str, dict[str, float]]  # task -> metric -> value
@@ -179,14 +183,39 @@ class RunRecord:
                 f"{source} is not a run record (missing {', '.join(missing)}); delete it and rerun to retrain that run"
             )
         try:
-            return _build(cls, data)
+            record = _build(cls, data)
         except (TypeError, ValueError) as exc:
             raise MtlbenchError(f"{source} is not a readable run record ({exc}); delete it and rerun") from None
+        problem = record.metric_problem()
+        if problem:
+            raise MtlbenchError(f"{source}: {problem}; delete it and rerun to retrain that run")
+        return record
+
+    def metric_problem(self) -> str | None:
+        """Why the metrics cannot be aggregated as they are: an `ok` run with a non-finite metric (it would
+        change other seeds' Delta_m), or a metric without its direction; None when they can."""
+        for split in SPLITS:
+            for task, values in getattr(self.metrics, split).items():
+                for name, value in values.items():
+                    if name not in self.directions.get(task, {}):
+                        return f"metric {split}.{task}.{name} has no direction (directions.{task})"
+                    undefined_allowed = math.isnan(value) and name in MAY_BE_UNDEFINED
+                    if self.ok and not math.isfinite(value) and not undefined_allowed:
+                        return f"status 'ok' with a non-finite metric {split}.{task}.{name} = {value}"
+        return None
 
     @classmethod
     def read(cls, path: Path) -> RunRecord:
         try:
+            size = Path(path).stat().st_size
+            if size > MAX_RECORD_BYTES:
+                raise MtlbenchError(
+                    f"{path} is {size:,} bytes, more than a run record can be ({MAX_RECORD_BYTES:,}); "
+                    "delete it and rerun to retrain that run"
+                )
             data = json.loads(Path(path).read_text())
+        except RecursionError:
+            raise MtlbenchError(f"{path} is nested too deeply to be a run record; delete it and rerun") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise MtlbenchError(
                 f"{path} is not a readable run record ({exc}); delete it and rerun to retrain that run"

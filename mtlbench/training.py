@@ -473,6 +473,8 @@ class Trainer:
             final = {**final, "model": {k: v.detach().clone() for k, v in final["model"].items()}}
         with clock("finalise"):
             record = self._record(bundle, model, rule, device, status, history, best, timing, tracker.run_id)
+            if record.ok and record.metric_problem():  # a non-finite test metric: diverged, never numbers
+                record.status, record.metrics, record.selected_epoch = "diverged", Metrics(), None
             record.schedule = Schedule(total, first_active, rule.staging.summary())
             record.convergence = assess_history(history, first_active) if status == "ok" else None
             clock.seconds["training"] = sum(timing["epoch_seconds"][start_epoch:])
@@ -486,7 +488,7 @@ class Trainer:
                     self._write_checkpoint({**final, "record_text": text})
         tracker.log_final(final_metrics(record), step=total)
         tracker.log_artifact(self.out / "record.json")
-        tracker.finish(final_status(status))
+        tracker.finish(final_status(record.status))
         return record
 
     def _record(

@@ -85,3 +85,45 @@ def test_split_names_are_checked():
     assert _record().metrics.split("test") == {"left": {"accuracy": 0.25}}
     with pytest.raises(KeyError, match="no split 'train'"):
         _record().metrics.split("train")
+
+
+def _ok_record(test_metrics, directions):
+    return {
+        "dataset": "d",
+        "method": "m",
+        "seed": 0,
+        "status": "ok",
+        "metrics": {"val": {}, "test": test_metrics, "test_last": {}},
+        "directions": directions,
+    }
+
+
+@pytest.mark.parametrize(
+    ("metrics", "directions", "message"),
+    [
+        ({"t": {"acc": float("nan")}}, {"t": {"acc": True}}, "non-finite metric test.t.acc = nan"),
+        ({"t": {"mse": float("inf")}}, {"t": {"mse": False}}, "non-finite metric test.t.mse = inf"),
+        ({"t": {"acc": 0.9}}, {"t": {}}, "metric test.t.acc has no direction"),
+    ],
+)
+def test_metrics_that_cannot_be_aggregated_are_refused_by_name(tmp_path, metrics, directions, message):
+    """Issue 26.7: a NaN metric under status ok was aggregated silently and changed other seeds' Delta_m."""
+    path = tmp_path / "record.json"
+    path.write_text(json.dumps(_ok_record(metrics, directions)))
+    with pytest.raises(MtlbenchError, match=message):
+        RunRecord.read(path)
+
+
+def test_an_undefined_auc_is_a_finished_runs_right_and_a_huge_or_deep_file_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "record.json"
+    path.write_text(json.dumps(_ok_record({"t": {"auc": float("nan")}}, {"t": {"auc": True}})))
+    assert RunRecord.read(path).ok  # one class in the split: AUC undefined, left out of Delta_m
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(MtlbenchError, match="nested too deeply|not a readable run record"):
+        RunRecord.read(path)
+    import mtlbench.record
+
+    monkeypatch.setattr(mtlbench.record, "MAX_RECORD_BYTES", 1000)
+    path.write_text(json.dumps(_ok_record({"t": {"acc": 0.5}}, {"t": {"acc": True}})) + " " * 2000)
+    with pytest.raises(MtlbenchError, match="more than a run record can be"):
+        RunRecord.read(path)

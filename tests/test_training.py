@@ -308,3 +308,23 @@ def test_a_rule_that_plans_without_its_stages_is_one_clear_error():
     with pytest.raises(MtlbenchError, match=r"overrides plan\(\) without planning its stages; declare them in stages"):
         plan_epochs(OldStyle(), 5, "mine")
     assert plan_epochs(EqualWeights(), 5, "hps") == 5
+
+
+def test_a_non_finite_test_metric_ends_the_run_diverged_not_as_numbers(tmp_path, monkeypatch):
+    """Training losses and validation stay finite, the selected model's test metric is not: the record says
+    `diverged` and carries no metrics (aggregation would refuse an `ok` record with a NaN metric)."""
+    from mtlbench import training
+
+    evaluate, calls = training.evaluate, []
+
+    def nan_on_test(model, data, tasks, batch_size, device):
+        calls.append(1)
+        metrics, losses = evaluate(model, data, tasks, batch_size, device)
+        if len(calls) > 2:  # two epochs' validation, then the test split
+            metrics = {t: {m: float("nan") for m in v} for t, v in metrics.items()}
+        return metrics, losses
+
+    monkeypatch.setattr(training, "evaluate", nan_on_test)
+    record = _train(tmp_path, "nan", dataset="synthetic_relations", method="hps", **{"train.epochs": 2})
+    assert record.status == "diverged" and record.metrics.test == {} and record.selected_epoch is None
+    assert RunRecord.read(tmp_path / "nan" / "record.json").status == "diverged"
