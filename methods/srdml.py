@@ -15,7 +15,7 @@ distance, so pairs closer than average gain weight and dissimilar pairs fall to 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from torch import nn
@@ -23,6 +23,7 @@ from torch import nn
 from mtlbench.data.synthetic import SCALES
 from mtlbench.errors import MtlbenchError
 from mtlbench.method import MethodSpec, register_method
+from mtlbench.params import NON_NEGATIVE, POSITIVE
 from mtlbench.registry import UPDATE_RULES
 from mtlbench.schedule import Stage, Stages
 from mtlbench.tasks import TaskSpec
@@ -173,18 +174,18 @@ class SaliencyRegularized(UpdateRule):
 
     def __init__(
         self,
-        lam: float = 0.1,
+        lam: Annotated[float, NON_NEGATIVE] = 0.1,
         reduce: Reduce = "sum",
         dist: Distance = "l1",
         reduce_batch: Literal["mean", "sum"] = "mean",
         saliency_of: Literal["label", "max", "sum"] = "label",
         warmup_fraction: float = 0.5,
         omega_optimizer: Literal["adam", "sgd"] = "adam",
-        omega_lr: float = 1e-3,
+        omega_lr: Annotated[float, POSITIVE] = 1e-3,
         reset_omega_optimizer: bool = False,
         aggregator: str = "sum",
         fresh_optimizer_after_warmup: bool = True,
-        warmup_batch_size: int = 0,
+        warmup_batch_size: Annotated[int, NON_NEGATIVE] = 0,
     ):
         self.lam, self.reduce, self.dist, self.reduce_batch = lam, reduce, dist, reduce_batch
         self.saliency_of, self.warmup_fraction = saliency_of, warmup_fraction
@@ -193,8 +194,6 @@ class SaliencyRegularized(UpdateRule):
         self.aggregator = aggregator
         self._aggregator: UpdateRule | None = None  # the rule the regulariser is added to (`aggregator`)
         self.fresh_optimizer_after_warmup = fresh_optimizer_after_warmup
-        if warmup_batch_size < 0:
-            raise MtlbenchError(f"rule.warmup_batch_size must be >= 0 (0: train.batch_size), got {warmup_batch_size}")
         self.warmup_batch_size = warmup_batch_size  # the official pretrain.py: 100; 0 = the run's batch size
         self._active = warmup_fraction == 0
         self._last_distances: torch.Tensor | None = None

@@ -11,34 +11,35 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from mtlbench.errors import MtlbenchError
-from mtlbench.params import Param, coerce, signature_params
+from mtlbench.params import NON_NEGATIVE, POSITIVE, SEED, Interval, Param, coerce, signature_params
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 256  # <= 0: the whole training split as one batch
+    epochs: Annotated[int, Interval(low=1)] = 10
+    batch_size: Annotated[int, NON_NEGATIVE] = 256  # 0: the whole training split as one batch (full batch)
     optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.0
-    lr_step: int = 0  # StepLR period in epochs; 0 keeps the lr constant
-    lr_gamma: float = 0.5
+    lr: Annotated[float, POSITIVE] = 1e-3
+    weight_decay: Annotated[float, NON_NEGATIVE] = 0.0
+    momentum: Annotated[float, Interval(low=0, high=1, high_open=True)] = 0.0
+    lr_step: Annotated[int, NON_NEGATIVE] = 0  # StepLR period in epochs; 0 keeps the lr constant
+    lr_gamma: Annotated[float, POSITIVE] = 0.5
     selection: Literal["loss", "metric"] = "loss"  # what picks the epoch on validation
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # CPU threads of PyTorch: float sums are ordered by thread, so results depend on it (hashed); the pipeline's
     # jobs and a hand run both use this value
-    threads: int = 1
+    threads: Annotated[int, Interval(low=1)] = 1
     # memory layout of conv weights and activations: channels_last makes PyTorch's CPU convolutions (oneDNN)
     # about twice as fast on MultiLeNet (measured, docs/fidelity.md); auto = channels_last on CPU, the
     # default layout elsewhere. Float sums are ordered differently by layout, so it is hashed
     memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
     progress: Literal["auto", "on", "off"] = "auto"
     checkpoint: bool = True
-    checkpoint_every_s: float = 0.0  # 0: after every epoch; else at most one per this many seconds (and the last)
+    # 0: after every epoch; else at most one per this many seconds (and the last)
+    checkpoint_every_s: Annotated[float, NON_NEGATIVE] = 0.0
 
 
 @dataclass
@@ -52,7 +53,7 @@ class TrackingConfig:
     experiment: str = "mtlbench"
     # per-epoch metrics every k epochs; 0 = automatic, at most ~50 points per metric (long tier-0 runs of
     # tiny epochs would otherwise spend more time writing SQLite rows than training)
-    log_every: int = 0
+    log_every: Annotated[int, NON_NEGATIVE] = 0
 
 
 # Keys that change how a run is executed or observed, not what it computes: left out of the hash.
@@ -78,7 +79,7 @@ def section_params(cfg: dict[str, Any], section: str) -> dict[str, Param]:
     return signature_params((ARCHITECTURES if section == "arch" else UPDATE_RULES).get(name), skip=skip)
 
 
-TOP_LEVEL = {"seed": int, "data_seed": int}
+TOP_LEVEL = {"seed": Annotated[int, SEED], "data_seed": Annotated[int, SEED]}
 SECTIONS = ("dataset", "arch", "rule", "train", "tracking")
 
 
@@ -120,8 +121,8 @@ def resolve_config(
         "rule": {"name": spec.update_rule, **{k: p.default for k, p in signature_params(rule_cls, skip).items()}},
         "train": asdict(TrainConfig()),
         "tracking": asdict(TrackingConfig()),
-        "seed": seed,
-        "data_seed": data_seed,
+        "seed": coerce("seed", seed, TOP_LEVEL["seed"]),
+        "data_seed": coerce("data_seed", data_seed, TOP_LEVEL["data_seed"]),
     }
     layers: list[dict[str, Any]] = [
         {f"train.{k}": v for k, v in ds_cls.train_defaults.items()},

@@ -8,14 +8,52 @@ build the JSON schema, so a parameter is declared once, in the component's own f
 from __future__ import annotations
 
 import inspect
+import re
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 
 from mtlbench.errors import MtlbenchError
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A number's domain, declared with its type: `Annotated[float, Interval(low=0, low_open=True)]`."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def contains(self, value: float) -> bool:
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def describe(self) -> str:
+        parts = [f"{'>' if self.low_open else '>='} {_number(self.low)}"] if self.low is not None else []
+        parts += [f"{'<' if self.high_open else '<='} {_number(self.high)}"] if self.high is not None else []
+        return " and ".join(parts)
+
+
+def _number(x: float) -> str:
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
+
+
+POSITIVE = Interval(low=0, low_open=True)
+NON_NEGATIVE = Interval(low=0)
+SEED = Interval(low=0, high=2**31 - 1)  # torch, numpy and the loop's per-epoch seeds derived from it
+
+
+def split_annotation(tp: Any) -> tuple[Any, list[Interval]]:
+    """The type without its `Annotated` extras, and the domains declared there."""
+    if typing.get_origin(tp) is Annotated:
+        base, *extras = typing.get_args(tp)
+        return base, [e for e in extras if isinstance(e, Interval)]
+    return tp, []
 
 
 @dataclass(frozen=True)
@@ -31,7 +69,7 @@ class Param:
 def signature_params(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Param]:
     """The keyword parameters (with defaults) of a class's ``__init__`` or of a function."""
     target = obj.__init__ if inspect.isclass(obj) else obj
-    hints = typing.get_type_hints(target)
+    hints = typing.get_type_hints(target, include_extras=True)
     params: dict[str, Param] = {}
     for name, p in inspect.signature(target).parameters.items():
         if name in ("self", *skip) or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -43,6 +81,9 @@ def signature_params(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Param]:
 
 
 def describe_type(tp: Any) -> str:
+    tp, domains = split_annotation(tp)
+    if domains:
+        return describe_type(tp) + " " + " and ".join(d.describe() for d in domains)
     origin = typing.get_origin(tp)
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
@@ -83,7 +124,18 @@ def conforms(value: Any, tp: Any) -> bool:
 
 
 def coerce(key: str, value: Any, tp: Any) -> Any:
-    """Check a value (a string from the command line is parsed as YAML) against its declared type."""
+    """Check a value (a string from the command line is parsed as YAML) against its declared type and domain."""
+    tp, domains = split_annotation(tp)
+    value = _coerce_type(key, value, tp)
+    for domain in domains:
+        if isinstance(value, int | float) and not domain.contains(value):
+            raise MtlbenchError(f"{key}: must be {domain.describe()}, got {value!r}")
+    return value
+
+
+def _coerce_type(key: str, value: Any, tp: Any) -> Any:
+    if isinstance(value, str) and re.match(r"\s*[-+]?0[xXoObB]", value) and not _is_str_type(tp):
+        raise MtlbenchError(f"{key}: write numbers in decimal, got {value!r}")  # YAML reads 0x10 as 16
     if isinstance(value, str) and not _is_str_type(tp):
         try:
             value = yaml.safe_load(value)

@@ -58,7 +58,17 @@ def test_list_names_every_dataset_and_method():
             ["/nonexistent/mnist/MNIST/raw", "train-images-idx3-ubyte"],
         ),
         (["--dataset", "multimnist", "--method", "nosuchpkg.mod:Thing"], ["cannot import module 'nosuchpkg.mod'"]),
-        (["--dataset", "multimnist", "--method", "hps", "--epochs", "0"], ["train.epochs must be >= 1"]),
+        (["--dataset", "multimnist", "--method", "hps", "--epochs", "0"], ["train.epochs", "must be >= 1"]),
+        # issue 26.7: values outside their domain were accepted, or a traceback
+        (["--dataset", "synthetic_relations", "--method", "hps", "--seed", "99999999999999999999"], ["seed: must be"]),
+        (["--dataset", "synthetic_relations", "--method", "hps", "--seed", "-1"], ["seed: must be >= 0"]),
+        (["--dataset", "synthetic_relations", "--method", "srdml", "--set", "rule.lam=-1"], ["rule.lam: must be >= 0"]),
+        (
+            ["--dataset", "synthetic_relations", "--method", "hps", "--set", "train.lr=0x10"],
+            ["write numbers in decimal"],
+        ),
+        (["--dataset", "synthetic_relations", "--method", "hps", "--set", "train.lr=0"], ["train.lr: must be > 0"]),
+        (["--dataset", "synthetic_relations", "--method", "hps", "--set", "train.batch_size=-1"], ["must be >= 0"]),
         (
             [
                 "--dataset",
