@@ -51,6 +51,30 @@ def assign_flat_gradient(params: list[nn.Parameter], flat: torch.Tensor) -> None
         offset += p.numel()
 
 
+AGGREGATOR_FAILURES = (ValueError, RuntimeError, ArithmeticError)  # solver failures, singular systems
+
+
+def guarded_direction(aggregate: Callable[[torch.Tensor], torch.Tensor], jacobian: torch.Tensor) -> torch.Tensor:
+    """`aggregate` of a (T, D) Jacobian, with its degenerate cases decided once for every rule: a non-finite
+    Jacobian gives a NaN direction (the training loop then ends the run `diverged`, as for any non-finite loss);
+    rows whose squared norm underflows the dtype count as the zero gradient they numerically are; an all-zero
+    Jacobian gives the zero direction; one task gives its own gradient; an aggregator whose solver fails on a
+    finite Jacobian gives a NaN direction (diverged), never a traceback that would stop a pipeline."""
+    nan = torch.full_like(jacobian[0], float("nan"))
+    if not torch.isfinite(jacobian).all():
+        return nan
+    negligible = jacobian.norm(dim=1) < torch.finfo(jacobian.dtype).tiny ** 0.5
+    jacobian = torch.where(negligible[:, None], torch.zeros_like(jacobian), jacobian)
+    if not jacobian.any():
+        return torch.zeros_like(jacobian[0])
+    if len(jacobian) == 1:
+        return jacobian[0]
+    try:
+        return aggregate(jacobian)
+    except AGGREGATOR_FAILURES:
+        return nan
+
+
 def aggregated_backward(
     model: MTLArchitecture, losses: torch.Tensor, aggregate: Callable[[torch.Tensor], torch.Tensor]
 ) -> None:
@@ -59,7 +83,7 @@ def aggregated_backward(
     shared = model.shared_parameters()
     shared_ids = {id(p) for p in shared}
     private = [p for p in model.parameters() if p.requires_grad and id(p) not in shared_ids]
-    update = aggregate(flat_task_gradients(losses, shared))
+    update = guarded_direction(aggregate, flat_task_gradients(losses, shared))
     private_grads = torch.autograd.grad(losses.sum(), private, retain_graph=True, allow_unused=True)
     for p, g in zip(private, private_grads, strict=True):
         if g is not None:
