@@ -15,12 +15,33 @@ from mtlbench.errors import MtlbenchError
 from mtlbench.record import RunRecord
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """An option's default in its help, unless the help says it already or there is none to say."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        nothing = action.default is None or action.default is False or action.default in ([], argparse.SUPPRESS)
+        silent = nothing or "default" in text
+        return text if silent or not action.option_strings else f"{text} (default: {action.default})"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every (sub)command's help shows each option's default."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mtlbench", description="Benchmark suite for deep multi-task learning")
-    sub = p.add_subparsers(dest="command", required=True)
+    import mtlbench
+
+    p = _Parser(prog="mtlbench", description="Benchmark suite for deep multi-task learning")
+    p.add_argument("--version", action="version", version=f"mtlbench {mtlbench.__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train (dataset, method) for one or more seeds; each writes DIR/record.json")
-    t.add_argument("--dataset", required=True)
+    t.add_argument("--dataset", required=True, help="a registered dataset (mtlbench list)")
     t.add_argument("--method", required=True, help="a registered name or package.module:Name")
     t.add_argument(
         "--seed",
@@ -35,14 +56,14 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="run directory; with several seeds a template holding {seed} (default results/runs/D/M/seed{seed})",
     )
-    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--epochs", type=int, default=None, help="the budget train.epochs (default: the dataset's)")
     t.add_argument(
         "--set",
         dest="sets",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="typed override, e.g. train.lr=0.01 or rule.lam=0.1 (repeatable)",
+        help="typed override, e.g. train.lr=0.01 or rule.lam=0.1 (repeatable; train.batch_size=0: full batch)",
     )
     t.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -53,8 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="datasets on disk")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     check = data_sub.add_parser("check", help="verify a copy of a dataset: files, layout, shapes, label ranges")
-    check.add_argument("--dataset", required=True)
-    check.add_argument("--root", required=True)
+    check.add_argument("--dataset", required=True, help="a registered dataset (mtlbench list)")
+    check.add_argument("--root", default=None, help="the dataset's folder (default: the dataset's own dataset.root)")
     check.add_argument(
         "--set",
         dest="sets",
@@ -65,8 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     agg = sub.add_parser("aggregate", help="run records -> metrics.csv, delta_m.csv, summary.{csv,md,tex}")
-    agg.add_argument("records", nargs="+", type=Path)
-    agg.add_argument("--out", type=Path, required=True)
+    agg.add_argument("records", nargs="+", type=Path, help="run records (record.json)")
+    agg.add_argument("--out", type=Path, required=True, help="the tables folder")
     agg.add_argument("--reference", default="stl", help="method Delta_m is measured against")
     agg.add_argument(
         "--allow-mixed-configs",
@@ -79,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="also write significance, safeness and ranking tables against these methods",
     )
-    agg.add_argument("--alpha", type=float, default=0.05)
+    agg.add_argument("--alpha", type=float, default=0.05, help="significance level of every test")
     agg.add_argument("--claims", type=Path, default=None, help="also write claims.{csv,md} for this claims file")
     agg.add_argument(
         "--step-rounds",
@@ -89,18 +110,18 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     sta = sub.add_parser("stats", help="metrics.csv -> significance, safeness, ranking tables")
-    sta.add_argument("--metrics", type=Path, required=True)
-    sta.add_argument("--out", type=Path, required=True)
-    sta.add_argument("--baselines", nargs="+", default=["hps", "stl"])
-    sta.add_argument("--reference", default="stl")
-    sta.add_argument("--alpha", type=float, default=0.05)
+    sta.add_argument("--metrics", type=Path, required=True, help="metrics.csv of `mtlbench aggregate`")
+    sta.add_argument("--out", type=Path, required=True, help="the tables folder")
+    sta.add_argument("--baselines", nargs="+", default=["hps", "stl"], help="methods every method is tested against")
+    sta.add_argument("--reference", default="stl", help="the method safeness is judged against")
+    sta.add_argument("--alpha", type=float, default=0.05, help="significance level of every test")
 
     cla = sub.add_parser("claims", help="metrics.csv and run records -> claims.{csv,md}: a verdict per paper claim")
-    cla.add_argument("records", nargs="+", type=Path)
+    cla.add_argument("records", nargs="+", type=Path, help="run records (record.json)")
     cla.add_argument("--claims", type=Path, required=True, help="the claims file (config/claims.yaml)")
-    cla.add_argument("--metrics", type=Path, required=True)
-    cla.add_argument("--out", type=Path, required=True)
-    cla.add_argument("--alpha", type=float, default=0.05)
+    cla.add_argument("--metrics", type=Path, required=True, help="metrics.csv of `mtlbench aggregate`")
+    cla.add_argument("--out", type=Path, required=True, help="the tables folder")
+    cla.add_argument("--alpha", type=float, default=0.05, help="significance level of every test")
     cla.add_argument(
         "--step-rounds",
         type=Path,
@@ -109,29 +130,31 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     eff = sub.add_parser("efficiency", help="run records -> efficiency.csv (ratios to hard sharing)")
-    eff.add_argument("records", nargs="+", type=Path)
-    eff.add_argument("--out", type=Path, required=True)
+    eff.add_argument("records", nargs="+", type=Path, help="run records (record.json)")
+    eff.add_argument("--out", type=Path, required=True, help="the CSV to write")
     eff.add_argument("--benchmark", type=Path, default=None, help="the benchmark's step_cost.csv, used when it exists")
-    eff.add_argument("--reference", default="hps")
+    eff.add_argument("--reference", default="hps", help="the method the ratios are taken to")
 
     bench = sub.add_parser("bench", help="step time (interleaved), method memory, growth with the number of tasks")
-    bench.add_argument("--out", type=Path, required=True)
-    bench.add_argument("--rounds", type=int, default=30)
-    bench.add_argument("--tasks", type=int, nargs="+", default=[2, 5, 10, 20, 40])
+    bench.add_argument("--out", type=Path, required=True, help="the benchmarks folder")
+    bench.add_argument("--rounds", type=int, default=30, help="interleaved rounds (each times every method once)")
+    bench.add_argument(
+        "--tasks", type=int, nargs="+", default=[2, 5, 10, 20, 40], help="task counts of the scaling benchmark"
+    )
 
     prof = sub.add_parser("profile", help="run records -> pipeline_profile.{csv,md} (where the time went)")
-    prof.add_argument("records", nargs="+", type=Path)
-    prof.add_argument("--out", type=Path, required=True)
-    prof.add_argument("--cores", type=int, required=True)
+    prof.add_argument("records", nargs="+", type=Path, help="run records (record.json)")
+    prof.add_argument("--out", type=Path, required=True, help="pipeline_profile.csv to write (and its .md)")
+    prof.add_argument("--cores", type=int, required=True, help="the cores the pipeline ran on (0: a cluster)")
 
     fig = sub.add_parser("figures", help="run records and tables -> figures")
-    fig.add_argument("records", nargs="+", type=Path)
-    fig.add_argument("--tables", type=Path, required=True)
-    fig.add_argument("--out", type=Path, required=True)
+    fig.add_argument("records", nargs="+", type=Path, help="run records (record.json)")
+    fig.add_argument("--tables", type=Path, required=True, help="the tables folder of `mtlbench aggregate`")
+    fig.add_argument("--out", type=Path, required=True, help="the figures folder")
 
     rep = sub.add_parser("report-tables", help="tables -> HTML pages for the report: claims, leaderboards, details")
     rep.add_argument("--tables", type=Path, default=None, help="the pipeline's tables folder (claims first)")
-    rep.add_argument("--out", type=Path, required=True)
+    rep.add_argument("--out", type=Path, required=True, help="the folder of the report's HTML pages")
     rep.add_argument("--reference", default="stl", help="the method Delta_m is measured against")
     rep.add_argument("--extra", nargs="*", default=[], metavar="NAME=CSV", help="more CSVs to render")
 
@@ -139,7 +162,7 @@ def _parser() -> argparse.ArgumentParser:
     tr_sub = tr.add_subparsers(dest="tracking_command", required=True)
     init = tr_sub.add_parser("init", help="create the tracking database before parallel runs")
     log = tr_sub.add_parser("log", help="log finished run records to MLflow (runs trained with tracking.live=false)")
-    log.add_argument("records", nargs="+", type=Path)
+    log.add_argument("records", nargs="+", type=Path, help="run records (record.json)")
     log.add_argument("--out", type=Path, default=None, help="write record -> MLflow run id here (JSON)")
     log.add_argument(
         "--delta-m",
@@ -149,8 +172,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     log.add_argument("--reference", default="stl", help="the method that --delta-m measures against")
     for command in (init, log):
-        command.add_argument("--uri", default=None)
-        command.add_argument("--experiment", default=None)
+        command.add_argument("--uri", default=None, help="tracking URI (default: tracking.uri of the config)")
+        command.add_argument("--experiment", default=None, help="experiment (default: tracking.experiment)")
         command.add_argument("--artifacts", default=None, help="artifact folder of a new experiment")
     return p
 
@@ -193,7 +216,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:
             record = train(cfg, out)
             summary = {task: {m: round(v, 4) for m, v in ms.items()} for task, ms in record.metrics.test.items()}
-            print(f"{record.status}: {out / 'record.json'}  selected epoch {record.selected_epoch}  test {summary}")
+            epoch = record.selected_epoch
+            chosen = "" if epoch is None else f"  selected epoch {epoch + 1} of {record.epochs_planned}"
+            print(f"{record.status}: {out / 'record.json'}{chosen}  test {summary}")
         worst = max(worst, 0 if record.ok else 3)
     return worst
 
@@ -280,20 +305,23 @@ def cmd_data(args: argparse.Namespace) -> int:
     cls = DATASETS.get(args.dataset)
     params = signature_params(cls)
     kwargs = {}
-    for key, value in {"dataset.root": args.root, **parse_overrides(args.sets)}.items():
+    given = {"dataset.root": args.root} if args.root is not None else {}
+    for key, value in {**given, **parse_overrides(args.sets)}.items():
         name = key.removeprefix("dataset.")
         if name not in params:
             raise MtlbenchError(f"dataset {args.dataset!r} has no setting {name!r}; valid: {', '.join(sorted(params))}")
         kwargs[name] = coerce(key, value, params[name].annotation)
-    problems, warnings = cls(**kwargs).check()
+    dataset = cls(**kwargs)
+    root = getattr(dataset, "root", args.root)
+    problems, warnings = dataset.check()
     for line in warnings:
         print(f"warning: {line}")
     for line in problems:
         print(f"problem: {line}")
     if problems:
-        print(f"{args.dataset} at {args.root}: {len(problems)} problem(s)")
+        print(f"{args.dataset} at {root}: {len(problems)} problem(s)")
         return 1
-    print(f"{args.dataset} at {args.root}: ok")
+    print(f"{args.dataset} at {root}: ok")
     return 0
 
 

@@ -130,3 +130,22 @@ def test_train_writes_a_record(tmp_path):
     assert result.returncode == 0, result.stderr
     record = RunRecord.read(tmp_path / "run" / "record.json")
     assert record.seed == 1 and record.config["train"]["epochs"] == 5
+
+
+def test_version_and_every_option_described_with_its_default():
+    """Issue 26.5: no --version; most options of the pipeline stages had no description."""
+    import mtlbench
+    from mtlbench.cli import _parser
+
+    assert run_cli("--version").stdout.strip() == f"mtlbench {mtlbench.__version__}"
+    parser = _parser()
+    commands = [a for a in parser._actions if hasattr(a, "choices") and isinstance(a.choices, dict)][0].choices
+    undocumented = []
+    for name, sub in commands.items():
+        subs = [a for a in sub._actions if hasattr(a, "choices") and isinstance(a.choices, dict)]
+        for command in [sub, *(c for a in subs for c in a.choices.values())]:
+            for action in command._actions:
+                if action.option_strings and action.dest != "help" and not action.help:
+                    undocumented.append(f"{name} {action.option_strings[0]}")
+    assert not undocumented
+    assert "(default: 0.05)" in run_cli("stats", "--help").stdout
