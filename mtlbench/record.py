@@ -349,9 +349,14 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file; a failed write (a full disk) leaves neither it nor a half file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
+    try:
+        tmp.write_text(text)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise MtlbenchError(f"cannot write {path} ({exc.strerror or exc}); is the disk full?") from None
     os.replace(tmp, path)
 
 

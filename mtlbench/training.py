@@ -8,12 +8,14 @@ selected epoch, a checkpoint every epoch and exact resume, a NaN/inf guard that 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
 import os
 import resource
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -60,6 +62,7 @@ from mtlbench.tracking import (
 )
 from mtlbench.update_rules import UpdateRule, task_losses
 
+LOCK = "run.lock"  # held by the one process training into the folder
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
 RECORD = "record.json"
@@ -269,12 +272,12 @@ class Trainer:
         if not self.tc.checkpoint:
             return None
         path, previous = self.out / CHECKPOINT, self.out / PREVIOUS_CHECKPOINT
-        state = None
+        state, read = None, path
         for candidate in (path, previous):
             if not candidate.exists():
                 continue
             try:
-                state = torch.load(candidate, map_location="cpu", weights_only=True)
+                state, read = torch.load(candidate, map_location="cpu", weights_only=True), candidate
                 break
             except Exception as exc:  # noqa: BLE001 - torch reports a damaged file in several types
                 fallback = (
@@ -290,9 +293,10 @@ class Trainer:
         if state is None:
             return None
         if state["config_hash"] != self.hash:
+            stale = " and ".join(str(p) for p in (path, previous) if p.exists())
             raise MtlbenchError(
-                f"{path} belongs to a run with another config (hash {state['config_hash']}, this one {self.hash}); "
-                f"delete it to start over, or choose another --out"
+                f"{read} belongs to a run with another config (hash {state['config_hash']}, this one {self.hash}); "
+                f"delete {stale} to start over, or choose another --out"
             )
         return state
 
@@ -312,7 +316,14 @@ class Trainer:
     def _write_checkpoint(self, state: dict[str, Any]) -> None:
         path = self.out / CHECKPOINT
         tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except (OSError, RuntimeError) as exc:  # torch reports a full disk as a RuntimeError of its writer
+            tmp.unlink(missing_ok=True)
+            raise MtlbenchError(
+                f"cannot write the checkpoint {tmp} ({exc}); is the disk full? Nothing was lost: the run resumes "
+                f"from its last checkpoint when rerun"
+            ) from None
         if path.exists():  # kept until the new one is in place: a damaged newest checkpoint has a fallback
             os.replace(path, self.out / PREVIOUS_CHECKPOINT)
         os.replace(tmp, path)
@@ -548,5 +559,31 @@ class Trainer:
         )
 
 
+@contextlib.contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """One training process per output folder: a second one into the same folder (the same command started
+    twice) is refused at once, before it reads a checkpoint or logs anything."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise MtlbenchError(
+                f"{out} is being trained by {holder}: wait for it to finish (a rerun then finds its record), or "
+                f"choose another --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def train(cfg: dict[str, Any], out: Path) -> RunRecord:
-    return Trainer(cfg, out).run()
+    with run_lock(Path(out)):
+        return Trainer(cfg, out).run()

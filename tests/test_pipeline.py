@@ -289,6 +289,30 @@ def test_bad_config_names_the_key(tmp_path, config, fragment):
     assert not (tmp_path / "pwned").exists()
 
 
+def test_a_failed_training_job_shows_its_cause_on_the_terminal(tmp_path):
+    """Issue 26.2: a checkpoint clash showed as 'message: None' with the cause only in a log file."""
+    from mtlbench.config import resolve_config
+    from mtlbench.training import train
+
+    config = {
+        **TINY,
+        "datasets": ["synthetic_relations"],
+        "methods": ["stl", "hps"],
+        "seeds": [0],
+        "tracking": {"enabled": False},
+        "efficiency": {"benchmark": False},
+    }
+    out = tmp_path / "results" / "runs" / "synthetic_relations" / "stl" / "seed0"
+    other = resolve_config("synthetic_relations", "stl", 0, {"train.epochs": 2, "tracking.enabled": False})
+    train(other, out)
+    (out / "record.json").unlink()  # a checkpoint of another config stays behind
+    result = snakemake(tmp_path, config=config)
+    assert result.returncode != 0
+    assert "error: results/runs/synthetic_relations/stl/seed0/checkpoint.pt belongs to a run with another config" in (
+        result.stderr
+    )
+
+
 def test_a_bad_claims_file_stops_the_workflow_before_any_job(tmp_path):
     """Issue 26.7: a method typo in a claims file silently lost the claim (0 rows, rc 0)."""
     claims = tmp_path / "my_claims.yaml"

@@ -328,3 +328,42 @@ def test_a_non_finite_test_metric_ends_the_run_diverged_not_as_numbers(tmp_path,
     record = _train(tmp_path, "nan", dataset="synthetic_relations", method="hps", **{"train.epochs": 2})
     assert record.status == "diverged" and record.metrics.test == {} and record.selected_epoch is None
     assert RunRecord.read(tmp_path / "nan" / "record.json").status == "diverged"
+
+
+def test_a_second_training_into_the_same_folder_is_refused_while_the_first_runs(tmp_path):
+    """Issue 26.7: two identical `mtlbench train` into one --out both trained, logging every epoch twice."""
+    from mtlbench.training import run_lock
+
+    out = tmp_path / "run"
+    with run_lock(out):
+        with pytest.raises(MtlbenchError, match=r"is being trained by pid \d+: wait for it"):
+            _train(tmp_path, "run", dataset="synthetic_relations", **{"train.epochs": 2})
+    assert _train(tmp_path, "run", dataset="synthetic_relations", **{"train.epochs": 2}).ok  # released
+
+
+def test_a_full_disk_is_one_message_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    import errno
+
+    from mtlbench import training
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(training.torch, "save", no_space)
+    with pytest.raises(MtlbenchError, match="No space left on device.*is the disk full"):
+        _train(tmp_path, "full", dataset="synthetic_relations", **{"train.epochs": 2})
+    assert not list((tmp_path / "full").glob("*.tmp"))
+
+
+def test_a_config_clash_names_the_checkpoint_it_read_and_what_to_delete(tmp_path):
+    """Issue 26.2: the message named checkpoint.pt after the user had deleted it (the file read was the
+    previous checkpoint)."""
+    _train(tmp_path, "clash", dataset="synthetic_relations", **{"train.epochs": 3, "train.checkpoint_every_s": 0})
+    folder = tmp_path / "clash"
+    (folder / "record.json").unlink()
+    (folder / CHECKPOINT).rename(folder / "checkpoint.prev.pt")
+    with pytest.raises(MtlbenchError) as info:
+        _train(tmp_path, "clash", dataset="synthetic_relations", **{"train.epochs": 3, "train.lr": 0.002})
+    message = str(info.value)
+    assert message.startswith(f"{folder / 'checkpoint.prev.pt'} belongs to a run with another config")
+    assert f"delete {folder / 'checkpoint.prev.pt'} to start over" in message

@@ -190,13 +190,15 @@ def train_resources(dataset):
 
 
 def get_train_shell(seeds):
-    """The training jobs' command: the given seeds in one process (exit 3, a diverged run, is a result)."""
+    """The training jobs' command: the given seeds in one process (exit 3, a diverged run, is a result; any other
+    failure prints its `error:` line to the terminal, where Snakemake shows it beside the job)."""
     return (
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} mtlbench train --dataset {wildcards.dataset} "
         f"--method {{params.method:q}} --seed {seeds} --data-seed {{params.data_seed}} "
         # the configured thread count (hashed), not Snakemake's {threads}, which --cores may lower
         "--out {params.out:q} --set train.threads={params.threads} {params.sets} "
-        "> {log} 2>&1 || [ $? -eq 3 ]"
+        # a failure's one-line cause reaches the terminal (the whole output stays in the log)
+        "> {log} 2>&1 || {{ rc=$?; [ $rc -eq 3 ] || {{ grep '^error: ' {log} | tail -n 1 >&2; exit $rc; }}; }}"
     )
 
 
