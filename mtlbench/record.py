@@ -34,6 +34,7 @@ class MethodState(TypedDict, total=False):
     architecture: dict[str, list[str]]  # DSMTL-AL after derive: per task, "public" or "private" per stage
     task_weights: dict[str, float]  # the task weights a rule used (mean over the last epoch) or chose
     cross_stitch: list[Any]  # cross-stitch units' mixing matrices
+    extra: dict[str, Any]  # a user method's own state (JSON), under keys of its choosing
     tuning: dict[str, Any]  # static_weights: the candidates tried and their validation scores
 
 

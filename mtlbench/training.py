@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import math
 import os
@@ -39,6 +40,7 @@ from mtlbench.record import (
     Timing,
     git_commit,
     host_info,
+    json_text,
     process_age,
     versions,
     write_text_atomic,
@@ -414,7 +416,7 @@ class Trainer:
             for x, targets in iterate_batches(train_data, batch_size, True, generator, device):
                 step_start = time.perf_counter()
                 optimizer.zero_grad(set_to_none=True)
-                losses = rule.backward(x, targets)
+                losses = check_losses(rule.backward(x, targets), len(tasks), rule)
                 optimizer.step()
                 rule.after_step()
                 if device.type == "cuda":
@@ -439,6 +441,8 @@ class Trainer:
                 **({"rule": rule.epoch_log()} if rule.epoch_log() else {}),
             }
             history.append(entry)
+            if epoch == start_epoch:  # what the record and the checkpoints will need, checked now, not at the end
+                check_method_state(model, rule)
             if not (_finite(train_losses) and _finite(val_losses)):
                 status = "diverged"
             else:
@@ -557,6 +561,39 @@ class Trainer:
             task_info=bundle.info,
             mlflow_run_id=run_id,
         )
+
+
+def check_losses(losses: torch.Tensor, n_tasks: int, rule: UpdateRule) -> torch.Tensor:
+    """A rule's step returns its (T,) task losses; another shape would be broadcast silently into the sums."""
+    if tuple(losses.shape) != (n_tasks,):
+        raise MtlbenchError(
+            f"update rule {rule.name!r} returned losses of shape {tuple(losses.shape)} from backward(); it must "
+            f"return the ({n_tasks},) task losses"
+        )
+    return losses
+
+
+def check_method_state(model: MTLArchitecture, rule: UpdateRule) -> None:
+    """After the first epoch: the method's state is declared (MethodState) and JSON, and the rule's checkpoint
+    state can be saved, so that a user method fails in its first epoch, naming the key, not after training."""
+    state = {**model.method_state(), **rule.method_state()}
+    undeclared = sorted(set(state) - set(MethodState.__annotations__))
+    if undeclared:
+        raise MtlbenchError(
+            f"method_state has undeclared keys {undeclared}; a user method puts its own state under 'extra' "
+            f"(declared: {', '.join(MethodState.__annotations__)})"
+        )
+    for key, value in state.items():
+        try:
+            json_text(value)
+        except (TypeError, ValueError) as exc:
+            raise MtlbenchError(f"method_state[{key!r}] cannot be written as JSON ({exc})") from None
+    try:
+        torch.save(rule.state_dict(), io.BytesIO())
+    except Exception as exc:  # noqa: BLE001 - pickling reports an unsupported object in several types
+        raise MtlbenchError(
+            f"update rule {rule.name!r}: state_dict() cannot be saved in a checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 @contextlib.contextmanager

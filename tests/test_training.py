@@ -367,3 +367,54 @@ def test_a_config_clash_names_the_checkpoint_it_read_and_what_to_delete(tmp_path
     message = str(info.value)
     assert message.startswith(f"{folder / 'checkpoint.prev.pt'} belongs to a run with another config")
     assert f"delete {folder / 'checkpoint.prev.pt'} to start over" in message
+
+
+class _BadRule:
+    """Builds user rules that break one promise each (issue 26.7: found only after the whole training)."""
+
+    @staticmethod
+    def make(kind):
+        from mtlbench.update_rules import EqualWeights
+
+        class Bad(EqualWeights):
+            name = f"bad_{kind}"
+
+            def backward(self, x, targets):
+                losses = super().backward(x, targets)
+                return losses.sum() if kind == "loss_shape" else losses
+
+            def method_state(self):
+                if kind == "not_json":
+                    return {"extra": {"weights": object()}}
+                return {"my_weights": [1.0]} if kind == "undeclared" else {}
+
+            def state_dict(self):
+                return {"fn": lambda: 0} if kind == "unpicklable" else {}
+
+        return Bad
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("loss_shape", r"returned losses of shape \(\) from backward\(\); it must return the \(12,\) task losses"),
+        ("not_json", r"method_state\['extra'\] cannot be written as JSON"),
+        ("undeclared", r"method_state has undeclared keys \['my_weights'\].*under 'extra'"),
+        ("unpicklable", r"state_dict\(\) cannot be saved in a checkpoint"),
+    ],
+)
+def test_a_user_rule_breaking_a_promise_fails_in_its_first_epoch_naming_it(tmp_path, monkeypatch, kind, message):
+    import sys
+    import types
+
+    module = types.ModuleType("bad_rules_module")
+    module.Bad = _BadRule.make(kind)
+    monkeypatch.setitem(sys.modules, "bad_rules_module", module)
+    from mtlbench import training
+
+    evaluate, validations = training.evaluate, []
+    monkeypatch.setattr(training, "evaluate", lambda *a, **k: validations.append(1) or evaluate(*a, **k))
+    with pytest.raises(MtlbenchError, match=message):
+        _train(tmp_path, kind, dataset="synthetic_relations", method="bad_rules_module:Bad", **{"train.epochs": 200})
+    assert not (tmp_path / kind / "record.json").exists()
+    assert len(validations) <= 1  # in the first of 200 epochs
