@@ -274,3 +274,23 @@ def test_a_malicious_cifar_pickle_runs_nothing_and_gets_one_error(tmp_path):
     )
     assert check.returncode == 1 and "not plain data" in check.stdout
     assert not marker.exists()  # nothing ran, under train or under data check
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("../../etc/passwd 0", "lies outside the dataset folder"),
+        ("/etc/passwd 0", "lies outside the dataset folder"),
+        ("dslr/images/bike/frame_0000.jpg one", "expected '<image path> <label>'"),
+        ("justonefield", "expected '<image path> <label>'"),
+    ],
+)
+def test_a_split_list_cannot_name_files_outside_the_dataset_or_break_the_check(tmp_path, line, message):
+    """Issue 26.7: an Office split list could name files outside the dataset folder; a malformed line crashed
+    the check. Both `data check` and training refuse it in one line naming the file and line."""
+    write_office31(tmp_path)
+    (tmp_path / "splits" / "dslr_test.txt").write_text(line + "\n")
+    problems, _ = Office31(root=str(tmp_path)).check()
+    assert any(message in p and "dslr_test.txt:1" in p for p in problems)
+    with pytest.raises(MtlbenchError, match=message):
+        Office31(root=str(tmp_path)).load(0)

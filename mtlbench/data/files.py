@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from mtlbench.errors import MtlbenchError
+
 
 def md5(path: Path) -> str:
     digest = hashlib.md5()
@@ -29,3 +31,12 @@ def check_files(files: list[tuple[Path, str | None]], layout: str) -> tuple[list
     if problems:
         problems.append(f"expected {layout}")
     return problems, warnings
+
+
+def inside(root: Path, relative: str, named_in: str) -> Path:
+    """`root / relative`, refused when it leads outside `root` (an absolute path, `..`, a link out): a data file
+    names files of its own dataset, never others on the machine."""
+    path = (root / relative).resolve()
+    if not path.is_relative_to(Path(root).resolve()):
+        raise MtlbenchError(f"{named_in}: {relative!r} lies outside the dataset folder {root}")
+    return path

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from mtlbench.data import DatasetBundle, DatasetProvider
+from mtlbench.data.files import inside
 from mtlbench.errors import MtlbenchError
 from mtlbench.nets import Network
 from mtlbench.registry import DATASETS
@@ -109,20 +110,33 @@ class OfficeDomains(DatasetProvider):
                 path = self.root / "splits" / f"{d}_{split}.txt"
                 if not path.exists():
                     continue
-                for line_no, (rel, label) in enumerate(self._read_list(path), 1):
-                    if not (self.root / rel).is_file():
-                        out.append(f"{path}:{line_no}: no image {self.root / rel}")
+                try:
+                    rows = self._read_list(path)
+                except MtlbenchError as exc:
+                    out.append(str(exc))
+                    continue
+                for line_no, (image, label) in enumerate(rows, 1):
+                    if not image.is_file():
+                        out.append(f"{path}:{line_no}: no image {image}")
                     elif not 0 <= label < n_classes:
                         out.append(f"{path}:{line_no}: label {label} outside 0..{n_classes - 1}")
         return out[:20]
 
-    @staticmethod
-    def _read_list(path: Path) -> list[tuple[str, int]]:
+    def _read_list(self, path: Path) -> list[tuple[Path, int]]:
+        """Lines '<path relative to root> <label>'; a malformed line, or a path outside the dataset folder, is
+        one error naming the file and line."""
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MtlbenchError(f"cannot read the split list {path} ({exc})") from None
         rows = []
-        for line in path.read_text().splitlines():
-            if line.strip():
-                rel, label = line.rsplit(maxsplit=1)
-                rows.append((rel, int(label)))
+        for line_no, line in enumerate(lines, 1):
+            fields = line.rsplit(maxsplit=1)
+            if not line.strip():
+                continue
+            if len(fields) != 2 or not fields[1].lstrip("-").isdigit():
+                raise MtlbenchError(f"{path}:{line_no}: expected '<image path> <label>', got {line[:80]!r}")
+            rows.append((inside(self.root, fields[0], f"{path}:{line_no}"), int(fields[1])))
         return rows
 
     def _splits(self, classes: list[str]) -> dict[str, list[Sample]]:
@@ -132,7 +146,7 @@ class OfficeDomains(DatasetProvider):
             lists = {s: self.root / "splits" / f"{d}_{s}.txt" for s in out}
             if all(p.exists() for p in lists.values()):
                 for split, path in lists.items():
-                    out[split] += [(self.root / rel, d_idx, label) for rel, label in self._read_list(path)]
+                    out[split] += [(image, d_idx, label) for image, label in self._read_list(path)]
                 continue
             samples = [
                 (p, d_idx, c_idx)
