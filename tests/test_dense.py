@@ -143,3 +143,13 @@ def test_cityscapes_loader_and_one_step(tmp_path):
     x, targets = next(iter(torch.utils.data.DataLoader(bundle.train, batch_size=2)))
     assert targets[1].shape == (2, 1, 16, 32)
     assert torch.isfinite(rule.backward(x, targets)).all()
+
+
+def test_data_check_names_a_corrupt_array_instead_of_crashing(tmp_path, capsys):
+    """Issue 26.7: data check crashed on corrupt NYUv2 files."""
+    write_nyuv2(tmp_path)
+    for split in ("train", "val"):
+        for path in (tmp_path / split / "image").glob("*.npy"):
+            path.write_bytes(b"\x93NUMPY truncated")
+    assert main(["data", "check", "--dataset", "nyuv2", "--root", str(tmp_path)]) == 1
+    assert "unreadable as a NumPy array" in capsys.readouterr().out

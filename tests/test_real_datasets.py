@@ -294,3 +294,13 @@ def test_a_split_list_cannot_name_files_outside_the_dataset_or_break_the_check(t
     assert any(message in p and "dslr_test.txt:1" in p for p in problems)
     with pytest.raises(MtlbenchError, match=message):
         Office31(root=str(tmp_path)).load(0)
+
+
+def test_data_check_reads_cifar_as_training_does(tmp_path, capsys):
+    """Issue 26.7: data check said `ok` for CIFAR files that training could not parse (plain data, wrong
+    content)."""
+    write_cifar10(tmp_path)
+    with open(tmp_path / "cifar-10-batches-py" / "test_batch", "wb") as fh:
+        pickle.dump({"labels": [1, 2]}, fh)  # no "data"
+    assert main(["data", "check", "--dataset", "cifar_mtl", "--root", str(tmp_path)]) == 1
+    assert "unreadable" in capsys.readouterr().out

@@ -110,6 +110,12 @@ class CifarMTL(DatasetProvider):
                     problems.append(f"{path}: not plain data ({exc}); refused, nothing was run")
                 except (pickle.UnpicklingError, EOFError, ValueError) as exc:
                     problems.append(f"{path}: unreadable ({exc})")
+        if not problems:  # then read them as training does: parsable files of the wrong content fail here
+            for train in (True, False):
+                try:
+                    self._split(train=train)
+                except MtlbenchError as exc:
+                    problems.append(str(exc))
         return problems, warnings
 
     def _split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -119,7 +119,10 @@ class DenseNpyDataset(DatasetProvider):
                         f"{split_dir / folder}: {len(ids['image'] ^ ids[folder])} index files do not match "
                         f"{split_dir / 'image'}"
                     )
-            problems += self._check_sample(split_dir, sorted(ids["image"])[0])
+            try:
+                problems += self._check_sample(split_dir, sorted(ids["image"])[0])
+            except (OSError, ValueError, EOFError) as exc:  # a truncated or foreign file where an array belongs
+                problems.append(f"{split_dir}: a sample is unreadable as a NumPy array ({exc})")
         return problems, []
 
     def _check_sample(self, split_dir: Path, idx: str) -> list[str]:
