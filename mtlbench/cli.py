@@ -273,7 +273,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_tracking(args: argparse.Namespace) -> int:
     from mtlbench.config import TrackingConfig
-    from mtlbench.tracking import init_store, log_delta_m, log_records
+    from mtlbench.tracking import init_store, log_delta_m, log_records, runs_table_url
 
     cfg = TrackingConfig()
     for key in ("uri", "experiment", "artifacts"):
@@ -282,6 +282,7 @@ def cmd_tracking(args: argparse.Namespace) -> int:
     if args.tracking_command == "init":
         experiment_id = init_store(cfg)
         print(f"tracking store ready: {cfg.uri} (experiment {cfg.experiment!r}, id {experiment_id})")
+        print(f"runs table, once `mlflow ui --backend-store-uri {cfg.uri}` runs: {runs_table_url(experiment_id)}")
         return 0
     missing = [str(p) for p in args.records if not p.is_file()]
     if missing:

@@ -48,6 +48,11 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
+def runs_table_url(experiment_id: str, server: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI's runs table of an experiment (MLflow 3 opens an experiment on its GenAI overview)."""
+    return f"{server}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
 def init_store(cfg: TrackingConfig) -> str:
     """Create the tracking database and experiment once, before parallel jobs start. Returns the experiment id."""
     from mlflow.tracking import MlflowClient
@@ -107,7 +112,14 @@ class Tracker:
     flush_seconds = 10.0
     step_metric = "epoch_seconds"  # logged with every epoch: its steps are the epochs MLflow holds
 
-    def __init__(self, cfg: TrackingConfig, run_name: str, run_id: str | None = None, run_key: str | None = None):
+    def __init__(
+        self,
+        cfg: TrackingConfig,
+        run_name: str,
+        run_id: str | None = None,
+        run_key: str | None = None,
+        start_time: float | None = None,
+    ):
         from mlflow.tracking import MlflowClient
 
         init_store(cfg)
@@ -116,7 +128,7 @@ class Tracker:
         self._pending: list[Any] = []
         self._last_flush = time.monotonic()
         self.broken = False
-        self.run_id = self._open(experiment, run_name, run_id, run_key)
+        self.run_id = self._open(experiment, run_name, run_id, run_key, start_time)
         run = _retry(lambda: self.client.get_run(self.run_id))
         self.status = run.info.status
         self.logged_metrics = set(run.data.metrics)
@@ -126,7 +138,9 @@ class Tracker:
             else set()
         )
 
-    def _open(self, experiment: str, run_name: str, run_id: str | None, run_key: str | None) -> str:
+    def _open(
+        self, experiment: str, run_name: str, run_id: str | None, run_key: str | None, start_time: float | None
+    ) -> str:
         if run_id is not None:
             try:
                 return _retry(lambda: self.client.get_run(run_id)).info.run_id
@@ -141,7 +155,10 @@ class Tracker:
             if found:
                 return found[0].info.run_id
         tags = {RUN_KEY_TAG: run_key} if run_key is not None else {}
-        return _retry(lambda: self.client.create_run(experiment, run_name=run_name, tags=tags)).info.run_id
+        start = None if start_time is None else int(start_time * 1000)  # a logged record: its training's start
+        return _retry(
+            lambda: self.client.create_run(experiment, run_name=run_name, tags=tags, start_time=start)
+        ).info.run_id
 
     def _call(self, call: Callable[[], Any]) -> None:
         if self.broken:
@@ -198,9 +215,10 @@ class Tracker:
     def log_artifact(self, path: Path) -> None:
         self._call(lambda: self.client.log_artifact(self.run_id, str(path)))
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: str, end_time: float | None = None) -> None:
         self.flush()
-        self._call(lambda: self.client.set_terminated(self.run_id, status))
+        end = None if end_time is None else int(end_time * 1000)
+        self._call(lambda: self.client.set_terminated(self.run_id, status, end_time=end))
 
 
 def warn(message: str) -> None:
@@ -229,7 +247,7 @@ class RunTracker(Protocol):
     def log_artifact(self, path: Path) -> None:
         return None
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: str, end_time: float | None = None) -> None:
         return None
 
 
@@ -317,7 +335,12 @@ def log_records(cfg: TrackingConfig, paths: list[Path]) -> dict[str, str]:
             runs[str(path)] = record.mlflow_run_id
             continue
         try:
-            tracker = Tracker(cfg, run_name(record.config), run_key="record-" + hashlib.sha256(raw).hexdigest())
+            tracker = Tracker(
+                cfg,
+                run_name(record.config),
+                run_key="record-" + hashlib.sha256(raw).hexdigest(),
+                start_time=record.timing.started_at,
+            )
         except Exception as exc:  # noqa: BLE001 - an unreachable or broken store: one message, the job fails
             raise MtlbenchError(
                 f"tracking store {cfg.uri} cannot log {path} ({type(exc).__name__}: "
@@ -370,7 +393,7 @@ def _log_run(tracker: RunTracker, record: RunRecord, path: Path) -> None:
     _log_history(tracker, record)
     tracker.log_final(final_metrics(record), step=record.epochs_planned)
     tracker.log_artifact(path)
-    tracker.finish(final_status(record.status))
+    tracker.finish(final_status(record.status), end_time=record.timing.ended_at)  # the training's own end
 
 
 def _run_exists(client: Any, run_id: str) -> bool:

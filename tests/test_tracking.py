@@ -136,6 +136,12 @@ def test_logging_a_record_gives_the_run_that_live_tracking_gives(tmp_path):
     assert logged == _run_content(client, live_id)
     assert [step for step, _ in logged["metrics"]["val.task01.mse"]] == [0, 3, 6, 9, 12, 14]  # log_every 3, last
     assert any(k.startswith("rule.") for k in logged["metrics"])  # SRDML's relation weights per epoch
+    # issue 26.3: a logged record's run spans its training, not the seconds it took to log it
+    info = client.get_run(runs[str(deferred)]).info
+    assert (info.start_time, info.end_time) == (
+        int(record.timing.started_at * 1000),
+        int(record.timing.ended_at * 1000),
+    )
 
     again = run_cli(*args, cwd=tmp_path)  # idempotent: the record is found by its hash
     assert again.returncode == 0, again.stderr
@@ -169,3 +175,12 @@ def test_deferred_tracking_writes_no_run_until_logged(tmp_path):
     assert RunRecord.read(tmp_path / "run" / "record.json").mlflow_run_id is None
     missing = run_cli("tracking", "log", str(tmp_path / "nope.json"), "--uri", uri, cwd=tmp_path)
     assert missing.returncode == 2 and "no run record at" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_tracking_init_prints_the_runs_table_link(tmp_path):
+    """Issue 26.3: MLflow 3 opens the experiment on its GenAI overview; README points at the runs table."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = run_cli("tracking", "init", "--uri", uri, "--artifacts", str(tmp_path / "a"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name("mtlbench").experiment_id
+    assert f"http://127.0.0.1:5000/#/experiments/{experiment}/runs?workflowType=machine_learning" in result.stdout
