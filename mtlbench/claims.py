@@ -135,10 +135,12 @@ def load_claims(path: Path, known_methods: set[str] | None = None) -> list[Claim
     """Claims from a YAML list, checked whole (mtlbench.claims_file): every problem in one message, each naming
     its claim. With `known_methods`, a method or baseline must be one of them (or a user's `module:Name`)."""
     from mtlbench.claims_file import read_claims
+    from mtlbench.registry import DATASETS
     from mtlbench.tasks import metric_names
 
     known_metrics = metric_names() | set(DERIVED_METRICS)
-    return [Claim(**entry) for entry in read_claims(Path(path), known_methods, known_metrics)]
+    entries = read_claims(Path(path), known_methods, known_metrics, set(DATASETS.names()))
+    return [Claim(**entry) for entry in entries]
 
 
 # --- small statistics -----------------------------------------------------------------------------------------
@@ -207,6 +209,11 @@ class Family:
         k = int(np.argmax((m - np.arange(m)) * p[order]))
         return int(order[k]), alpha / (m - k)
 
+    def level_of(self, i: int, alpha: float) -> float:
+        """The Holm level part `i` is tested at: alpha / (m - k + 1) for its rank k (1-based, ascending p)."""
+        order = np.argsort(np.nan_to_num(self.p, nan=1.0), kind="stable")
+        return alpha / (len(self.p) - int(np.flatnonzero(order == i)[0]))
+
     def first(self, alpha: float) -> tuple[int, float]:
         """The part that decides whether any part holds (the smallest p), and its Holm level alpha / m."""
         return int(np.nanargmin(np.nan_to_num(self.p, nan=1.0))), alpha / len(self.p)
@@ -239,11 +246,11 @@ def paired_differences(
 
 
 def task_metrics(tidy: pd.DataFrame, dataset: str, metric: str) -> list[tuple[str, str]]:
-    """(task, metric) pairs a per-task claim tests: each task's primary (first) metric for `tasks`, the listed
-    ones for `tasks:m1,m2`."""
+    """(task, metric) pairs a per-task test uses: the listed metrics of every task for `tasks:m1,m2`, else each
+    task's primary (first) metric (`tasks`, and the per-task tests of a claim that names no list)."""
     data = tidy[(tidy.dataset == dataset) & (tidy.metric != DELTA_M) & (tidy.split == "test")]
     tasks = list(data.groupby("task", sort=False).metric.first().items())
-    if metric == "tasks":
+    if not metric.startswith("tasks:"):
         return tasks
     listed = [m.strip() for m in metric.partition(":")[2].split(",") if m.strip()]
     return [(t, m) for t, _ in tasks for m in listed]
@@ -338,22 +345,23 @@ def _superior_on_every_task(claim: Claim, tidy: pd.DataFrame, dataset: str, alph
     small = Family.of(diffs, claim.margin, sign=-1)  # H1: the improvement is below the margin
     unit = f"% of {claim.baseline}'s value"
     if better.all_hold(alpha):
-        (i, level), verdict = better.binding(alpha), "reproduced"
+        family, (i, level), verdict = better, better.binding(alpha), "reproduced"
         note = f"better on every one of {len(diffs)} task metrics (Holm)"
     elif worse.any_holds(alpha):
-        (i, level), verdict = worse.first(alpha), "contradicted"
+        family, (i, level), verdict = worse, worse.first(alpha), "contradicted"
         note = f"significantly worse on {', '.join(names[j] for j in worse.holding(alpha))} (Holm)"
     elif small.any_holds(alpha):
-        (i, level), verdict = small.first(alpha), "not reproduced"
+        family, (i, level), verdict = small, small.first(alpha), "not reproduced"
         note = f"an improvement of {claim.margin:g}% or more is ruled out on {names[small.first(alpha)[0]]}"
     else:
-        (i, level), verdict = better.binding(alpha), "inconclusive"
+        family, (i, level), verdict = better, better.binding(alpha), "inconclusive"
         won = [names[j] for j in better.holding(alpha)]
         note = (
             f"better on {', '.join(won) if won else 'no task'} (Holm); smallest detectable improvement on "
             f"{names[i]} at n={len(diffs[i])}: {detectable_effect(diffs[i], alpha):.3g}"
         )
-    return _row(claim, dataset, verdict, note, Shown(diffs[i], level, f"{unit} ({names[i]})"), better.adjusted().max())
+    shown = Shown(diffs[i], level, f"{unit} ({names[i]})")
+    return _row(claim, dataset, verdict, note, shown, family.adjusted()[i])
 
 
 def _non_inferior(claim: Claim, tidy: pd.DataFrame, dataset: str, alpha: float) -> dict[str, Any]:
@@ -368,13 +376,14 @@ def _non_inferior(claim: Claim, tidy: pd.DataFrame, dataset: str, alpha: float) 
     ni = Family.of(diffs, -claim.margin)  # H1: worse by less than the margin
     beyond = Family.of(diffs, -claim.margin, sign=-1)  # H1: worse by more than the margin
     worse = Family.of(diffs, sign=-1)  # H1: worse at all
+    family = ni  # the family whose part is shown, unless a verdict below says otherwise
     if ni.all_hold(alpha):
         (i, level), verdict = ni.binding(alpha), "reproduced"
         note = f"every one of {len(diffs)} non-inferior by {claim.margin:g} (Holm)"
         if worse.any_holds(alpha):
             note += f"; significantly worse on {', '.join(names[j] for j in worse.holding(alpha))}, within it"
     elif beyond.any_holds(alpha):
-        (i, level), verdict = beyond.first(alpha), "contradicted"
+        family, (i, level), verdict = beyond, beyond.first(alpha), "contradicted"
         note = f"worse than the margin on {', '.join(names[j] for j in beyond.holding(alpha))} (Holm)"
     elif worse.any_holds(alpha):  # shown: the task that kept non-inferiority from holding, at its level
         (i, level), verdict = ni.binding(alpha), "not reproduced"
@@ -384,7 +393,8 @@ def _non_inferior(claim: Claim, tidy: pd.DataFrame, dataset: str, alpha: float) 
         (i, level), verdict = ni.binding(alpha), "inconclusive"
         note = f"margin {claim.margin:g}; smallest detectable shift at n={len(diffs[i])}: "
         note += f"{detectable_effect(diffs[i], alpha):.3g}"
-    return _row(claim, dataset, verdict, note, Shown(diffs[i], level, f"{unit} ({names[i]})"), ni.adjusted().max())
+    shown = Shown(diffs[i], level, f"{unit} ({names[i]})")
+    return _row(claim, dataset, verdict, note, shown, family.adjusted()[i])
 
 
 def _negative_sharing(claim: Claim, tidy: pd.DataFrame, dataset: str, alpha: float) -> dict[str, Any]:
@@ -393,23 +403,24 @@ def _negative_sharing(claim: Claim, tidy: pd.DataFrame, dataset: str, alpha: flo
         return _no_data(claim, dataset)
     names, diffs = parts
     worse, ni = Family.of(diffs, sign=-1), Family.of(diffs, -claim.margin)
+    family = worse
     if worse.any_holds(alpha):
         (i, level), verdict = worse.first(alpha), "reproduced"
         note = "worse on " + ", ".join(names[j] for j in worse.holding(alpha)) + " (Holm)"
     elif ni.all_hold(alpha):
-        (i, level), verdict = ni.binding(alpha), "contradicted"
+        family, (i, level), verdict = ni, ni.binding(alpha), "contradicted"
         note = f"non-inferior on every task by {claim.margin:g} (Holm)"
     else:
         (i, level), verdict = worse.first(alpha), "inconclusive"
         note = f"smallest detectable shift at n={len(diffs[i])}: {detectable_effect(diffs[i], alpha):.3g}"
     unit = f"% of {claim.baseline}'s value ({names[i]})"
-    return _row(claim, dataset, verdict, note, Shown(diffs[i], level, unit), worse.adjusted().min())
+    return _row(claim, dataset, verdict, note, Shown(diffs[i], level, unit), family.adjusted()[i])
 
 
 # --- relations ------------------------------------------------------------------------------------------------
 def relation_scores(records: list[RunRecord], dataset: str, method: str) -> pd.DataFrame:
-    """Per seed: Spearman of the learned relation with the ground truth, and mean learned weight of each level
-    (level0 the highest truth: twins; the last level the lowest: across groups)."""
+    """Per seed: Spearman of the learned relation with the ground truth, and the mean learned weight of the pairs
+    of each ground-truth value (columns `truth=<value>`, highest first)."""
     rows = []
     for r in records:
         if r.dataset != dataset or r.method != method or not r.ok:
@@ -425,28 +436,33 @@ def relation_scores(records: list[RunRecord], dataset: str, method: str) -> pd.D
             {
                 "seed": r.seed,
                 "spearman": st.spearmanr(w, t).statistic,
-                **{f"level{k}": float(w[t == level].mean()) for k, level in enumerate(levels)},
+                **{f"truth={level:g}": float(w[t == level].mean()) for level in levels},
             }
         )
     return pd.DataFrame(rows)
 
 
-LEVEL_NAMES = {3: ("twins", "same group", "across groups")}
+# synthetic_relations' ground truth: 2 twins, 1 the same group, 0 across groups
+LEVEL_NAMES = {2.0: "twins", 1.0: "same group", 0.0: "across groups"}
 
 
 def relation_parts(scores: pd.DataFrame, tolerance: float) -> list[tuple[str, str, np.ndarray]]:
-    """The claim's parts as (name, what it says in numbers, per-seed values that are positive when it holds)."""
-    levels = [c for c in scores.columns if c.startswith("level")]
-    names = LEVEL_NAMES.get(len(levels), tuple(f"truth level {k}" for k in range(len(levels))))
+    """The claim's parts as (name, what it says in numbers, per-seed values that are positive when it holds):
+    Spearman above 0, each truth level's weight above the next lower one's, and, where the truth has a 0 level,
+    its weight below `tolerance`."""
+    levels = [c for c in scores.columns if c.startswith("truth=")]
+    values = [float(c.removeprefix("truth=")) for c in levels]
+    known = set(values) <= set(LEVEL_NAMES)
+    names = [LEVEL_NAMES[v] if known else f"truth {v:g}" for v in values]
     mean = {c: scores[c].mean() for c in levels}
     parts = [("Spearman > 0", f"rho {scores.spearman.mean():.3g}", scores.spearman.to_numpy(float))]
     for k in range(len(levels) - 1):
         (a, na), (b, nb) = (levels[k], names[k]), (levels[k + 1], names[k + 1])
         said = f"{mean[a]:.3g} > {mean[b]:.3g}"
         parts.append((f"{na} > {nb}", said, scores[a].to_numpy(float) - scores[b].to_numpy(float)))
-    lowest = levels[-1]
-    said = f"{mean[lowest]:.3g} < {tolerance:g}"
-    parts.append((f"{names[-1]} about 0", said, tolerance - scores[lowest].to_numpy(float)))
+    if values and values[-1] == 0:
+        said = f"{mean[levels[-1]]:.3g} < {tolerance:g}"
+        parts.append((f"{names[-1]} about 0", said, tolerance - scores[levels[-1]].to_numpy(float)))
     return parts
 
 
@@ -460,18 +476,19 @@ def _relations(claim: Claim, records: list[RunRecord], dataset: str, alpha: floa
     held, failed = set(holds.holding(alpha)), set(opposite.holding(alpha))
     state = ["holds" if k in held else "fails" if k in failed else "not shown" for k in range(len(parts))]
     note = "; ".join(f"{name} ({said}): {s}" for (name, said, _), s in zip(parts, state, strict=True))
+    family = holds
     if holds.all_hold(alpha):
         (i, level), verdict = holds.binding(alpha), "reproduced"
     elif 0 in failed:
-        (i, level), verdict = (0, alpha / len(parts)), "contradicted"
+        family, (i, level), verdict = opposite, (0, opposite.level_of(0, alpha)), "contradicted"
     elif failed:
-        (i, level), verdict = opposite.first(alpha), "not reproduced"
+        family, (i, level), verdict = opposite, opposite.first(alpha), "not reproduced"
     else:
         (i, level), verdict = holds.binding(alpha), "inconclusive"
     unit = f"part shown: {parts[i][0]} (positive: it holds" + (
-        f"; tolerance {claim.tolerance:g} minus the weight)" if i == len(parts) - 1 else ")"
+        f"; tolerance {claim.tolerance:g} minus the weight)" if parts[i][0].endswith("about 0") else ")"
     )
-    return _row(claim, dataset, verdict, note + " (Holm)", Shown(diffs[i], level, unit), holds.adjusted().max())
+    return _row(claim, dataset, verdict, note + " (Holm)", Shown(diffs[i], level, unit), family.adjusted()[i])
 
 
 # --- counted and timed ----------------------------------------------------------------------------------------
@@ -508,6 +525,7 @@ def _cheaper_step(claim: Claim, rounds: pd.DataFrame, dataset: str, alpha: float
     data = rounds[rounds.dataset == dataset].pivot_table(index="round", columns="method", values="seconds")
     if claim.method not in data or claim.baseline not in data:
         return _no_data(claim, dataset, "method or baseline not in the interleaved benchmark")
+    data = data[[claim.method, claim.baseline]].dropna()  # a round that timed only one of them pairs nothing
     d = np.log(data[claim.baseline].to_numpy(float) / data[claim.method].to_numpy(float))
     p, p_worse = one_sided_p(d), one_sided_p(-d)
     verdict = "reproduced" if p < alpha else "contradicted" if p_worse < alpha else "inconclusive"
@@ -601,6 +619,11 @@ def evaluate_claims(
 
 
 # --- display --------------------------------------------------------------------------------------------------
+def scope_of(table: pd.DataFrame) -> pd.Series:
+    """Each row's scope; a claims table written before scopes existed is all in the papers' scope."""
+    return table.scope if "scope" in table else pd.Series(IN_SCOPE, index=table.index)
+
+
 def _estimate_text(e: float, lo: float, hi: float, level: float) -> str:
     if pd.isna(e):
         return "—"
@@ -610,7 +633,7 @@ def _estimate_text(e: float, lo: float, hi: float, level: float) -> str:
 def claims_display(table: pd.DataFrame) -> pd.DataFrame:
     """The claims table as it is shown (Markdown and the HTML report): a generalisation test's verdict is
     labelled as such, estimates come with the interval the decision used and its level, p rounded."""
-    scope = table.scope if "scope" in table else pd.Series([IN_SCOPE] * len(table), index=table.index)
+    scope = scope_of(table)
     shown = table.assign(
         verdict=[v if s == IN_SCOPE else f"{v} (generalisation)" for v, s in zip(table.verdict, scope, strict=True)],
         estimate=[
@@ -635,7 +658,7 @@ def verdict_definitions_markdown() -> str:
 
 
 def claims_markdown(table: pd.DataFrame) -> str:
-    scope = table.scope if "scope" in table else pd.Series([IN_SCOPE] * len(table), index=table.index)
+    scope = scope_of(table)
     paper, general = table[scope == IN_SCOPE], table[scope != IN_SCOPE]
     lines = [
         "# Claims",
@@ -665,7 +688,7 @@ def claims_markdown(table: pd.DataFrame) -> str:
 def verdict_grid(table: pd.DataFrame) -> str:
     """One row per claim, one column per dataset: the verdict, '(generalisation)' outside the claim's scope, and
     '*' where it rests on runs still improving (README's table is this, written from the reference claims.csv)."""
-    scope = table.scope if "scope" in table else pd.Series(IN_SCOPE, index=table.index)
+    scope = scope_of(table)
     flag = table.get("still_improving", pd.Series("", index=table.index)).fillna("")
     cells = table.assign(
         cell=[

@@ -46,7 +46,7 @@ def _number(value: Any) -> float | None:
         return None
     try:
         number = float(value) if isinstance(value, (int, float, str)) else None
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
     return number if number is not None and math.isfinite(number) else None
 
@@ -57,10 +57,12 @@ def _field_problems(entry: dict[str, Any]) -> list[str]:
         if key in entry and not (isinstance(entry[key], str) and entry[key].strip()):
             problems.append(f"`{key}` must be non-empty text, got {_shape(entry[key])}")
     for key in LIST_FIELDS:
-        value = entry.get(key, [])
+        value = entry.get(key, ["all"] if key != "not_in_scope" else [])
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not all(isinstance(v, str) and v for v in items):
             problems.append(f"`{key}` must be a dataset name or a list of them, got {_shape(value)}")
+        elif not items and key != "not_in_scope":
+            problems.append(f"`{key}` is empty; leave it out for every dataset")
     for key in NUMBER_FIELDS:
         if key in entry and (_number(entry[key]) is None or _number(entry[key]) < 0):  # type: ignore[operator]
             problems.append(f"`{key}` must be a number >= 0, got {entry[key]!r:.40}")
@@ -93,7 +95,12 @@ def _unknown_method(name: Any, known: set[str]) -> bool:
     return isinstance(name, str) and bool(name) and name not in known and ":" not in name
 
 
-def _meaning_problems(entry: dict[str, Any], known_methods: set[str] | None, known_metrics: set[str] | None):
+def _meaning_problems(
+    entry: dict[str, Any],
+    known_methods: set[str] | None,
+    known_metrics: set[str] | None,
+    known_datasets: set[str] | None,
+) -> list[str]:
     from mtlbench.claims import TESTS
 
     problems = []
@@ -111,11 +118,30 @@ def _meaning_problems(entry: dict[str, Any], known_methods: set[str] | None, kno
     if isinstance(entry.get("metric"), str):
         problem = _metric_problem(entry["metric"], known_metrics)
         problems += [problem] if problem else []
+    return problems + _dataset_problems(entry, known_datasets)
+
+
+def _dataset_problems(entry: dict[str, Any], known: set[str] | None) -> list[str]:
+    """Dataset names in `datasets`, `scope` and `not_in_scope` that no dataset has (a typo scopes nothing)."""
+    if known is None:
+        return []
+    problems = []
+    for key in LIST_FIELDS:
+        value = entry.get(key, [])
+        unknown = [v for v in ([value] if isinstance(value, str) else value) if v != "all" and v not in known]
+        if unknown:
+            problems.append(
+                f"`{key}` names {', '.join(map(repr, unknown))}, which no dataset has; valid: all, "
+                f"{', '.join(sorted(known))}"
+            )
     return problems
 
 
 def claim_problems(
-    entries: Any, known_methods: set[str] | None = None, known_metrics: set[str] | None = None
+    entries: Any,
+    known_methods: set[str] | None = None,
+    known_metrics: set[str] | None = None,
+    known_datasets: set[str] | None = None,
 ) -> list[str]:
     """Every problem of a parsed claims file, one line each, naming the claim (by id, else by position)."""
     from mtlbench.claims import Claim
@@ -133,21 +159,25 @@ def claim_problems(
         unknown = sorted(map(str, set(entry) - valid))
         found = [f"unknown keys {unknown}; valid: {sorted(valid)}"] if unknown else []
         found += _field_problems(entry)
-        found += _meaning_problems(entry, known_methods, known_metrics) if not found else []
-        if entry.get("id") in seen:
+        found += _meaning_problems(entry, known_methods, known_metrics, known_datasets) if not found else []
+        identity = entry.get("id") if isinstance(entry.get("id"), str) else None
+        if identity is not None and identity in seen:
             found.append("the id is used by an earlier claim")
-        seen.add(entry.get("id"))
+        seen.add(identity)
         problems += [f"{name}: {p}" for p in found]
     return problems
 
 
 def read_claims(
-    path: Path, known_methods: set[str] | None = None, known_metrics: set[str] | None = None
+    path: Path,
+    known_methods: set[str] | None = None,
+    known_metrics: set[str] | None = None,
+    known_datasets: set[str] | None = None,
 ) -> list[dict[str, Any]]:
     """The entries of a claims file with their lists as tuples and numbers as floats, or one error listing every
     problem of the file."""
     entries = _parse(path)
-    problems = claim_problems(entries, known_methods, known_metrics)
+    problems = claim_problems(entries, known_methods, known_metrics, known_datasets)
     if problems:
         raise MtlbenchError(f"{path}: {len(problems)} problem(s) in the claims file:\n  " + "\n  ".join(problems))
     return [_normalised(e) for e in entries or []]

@@ -102,7 +102,7 @@ def claims(
     out_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_dir / "claims.csv", index=False)
     (out_dir / "claims.md").write_text(claims_markdown(table))
-    return ", ".join(f"{n} {v}" for v, n in table.verdict.value_counts().items())
+    return claims_headline(table)[0]
 
 
 def efficiency(records: list[Path], out_csv: Path, benchmark: Path | None = None, reference: str = "hps") -> None:
@@ -172,8 +172,10 @@ def time_estimate(planned: list[tuple[str, str, bool]], reference: Path, cores: 
 def claims_headline(table: pd.DataFrame) -> list[str]:
     """The verdicts in the papers' scope per dataset (reproduced and contradicted named, with the claims resting
     on runs still improving), then the generalisation tests, counted and labelled as such."""
-    scope = table.scope if "scope" in table else pd.Series("paper", index=table.index)
-    paper, general = table[scope != "generalisation"], table[scope == "generalisation"]
+    from mtlbench.claims import GENERALISATION, scope_of
+
+    scope = scope_of(table)
+    paper, general = table[scope != GENERALISATION], table[scope == GENERALISATION]
     counts = paper.verdict.value_counts()
     lines = [
         "Claims in the papers' scope: "

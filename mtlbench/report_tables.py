@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from mtlbench.aggregate import ROPE_PP
-from mtlbench.claims import GENERALISATION, INTERVAL_NOTE, VERDICT_DEFINITIONS, claims_display
+from mtlbench.claims import GENERALISATION, INTERVAL_NOTE, VERDICT_DEFINITIONS, VERDICTS, claims_display, scope_of
 from mtlbench.tables import wide_table
 
 STYLE = """<style>
@@ -37,7 +37,6 @@ h2.mtlbench, h3.mtlbench { font-weight: bold; margin-top: 1em; }
 h2.mtlbench { font-size: 1.25em; } h3.mtlbench { font-size: 1.1em; }
 </style>
 """
-VERDICTS = ("reproduced", "not reproduced", "contradicted", "inconclusive")
 
 
 def leaderboard(
@@ -178,7 +177,7 @@ def _heading(level: int, text: str) -> str:
 
 def claims_section(claims: pd.DataFrame) -> list[str]:
     """The claims in the papers' scope, then the generalisation tests, then what each verdict means."""
-    in_scope = claims.scope != GENERALISATION if "scope" in claims else pd.Series(True, index=claims.index)
+    in_scope = scope_of(claims) != GENERALISATION
     counts = claims[in_scope].verdict.value_counts()
     summary = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts)
     general = claims[~in_scope]
