@@ -1,7 +1,8 @@
 """Was a run still improving at the end of its budget? One declared rule, applied to every run alike.
 
 The rule: over the last tenth of the epochs a method's own mechanism was active (at least WINDOW_MIN epochs),
-fit a straight line to the summed validation loss (the selection score). The run is *still improving* when
+fit a straight line to the summed validation loss (the default selection score, `train.selection=loss`). The
+run is *still improving* when
 the fitted fall over that window is both
 
 - real: the slope is below zero by a one-sided t-test at ALPHA against the scatter of the epochs around the

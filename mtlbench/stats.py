@@ -110,7 +110,8 @@ def significance(
 
 
 def safeness(sig: pd.DataFrame, reference: str = "stl") -> pd.DataFrame:
-    """Per method and dataset: the task metrics significantly worse than STL (Holm-corrected paired t)."""
+    """Per method and dataset: the tasks with a metric significantly worse than STL (Holm-corrected paired t),
+    counted as tasks (`n_worse` of `n_compared` tasks; `worse` names the metrics)."""
     if sig.empty:
         return pd.DataFrame(columns=["dataset", "method", "n_worse", "worse", "n_compared"])
     vs = sig[(sig.baseline == reference) & (sig.task != "all")]
@@ -121,9 +122,9 @@ def safeness(sig: pd.DataFrame, reference: str = "stl") -> pd.DataFrame:
             {
                 "dataset": dataset,
                 "method": method,
-                "n_worse": len(worse),
+                "n_worse": worse.task.nunique(),
                 "worse": "; ".join(f"{t}.{m}" for t, m in zip(worse.task, worse.metric, strict=True)),
-                "n_compared": len(grp),
+                "n_compared": grp.task.nunique(),
             }
         )
     return pd.DataFrame(rows)

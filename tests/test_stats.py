@@ -288,3 +288,24 @@ def test_task_averaged_table_averages_within_a_seed_then_over_seeds():
     table = task_averaged(tidy_metrics(recs)).set_index("method").loc["hps"]
     assert table["mean"] == pytest.approx((0.7 + 0.9) / 2) and table["std"] == pytest.approx(np.std([0.7, 0.9], ddof=1))
     assert table.n == 2 and table.n_tasks == 2
+
+
+def test_safeness_counts_tasks_not_metrics():
+    """Issue 26.6: the leaderboard said '16 of 24 tasks' for 12 tasks (it counted metrics)."""
+    import pandas as pd
+
+    from mtlbench.stats import safeness
+
+    sig = pd.DataFrame(
+        {
+            "dataset": ["d"] * 4,
+            "method": ["m"] * 4,
+            "baseline": ["stl"] * 4,
+            "task": ["t1", "t1", "t2", "t2"],
+            "metric": ["mse", "mae", "mse", "mae"],
+            "significant": [True, True, False, False],
+            "better": [False, False, False, False],
+        }
+    )
+    row = safeness(sig).iloc[0]
+    assert (row.n_worse, row.n_compared) == (1, 2) and row.worse == "t1.mse; t1.mae"
