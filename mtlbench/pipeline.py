@@ -85,6 +85,26 @@ def statistics(
     nemenyi.to_csv(out_dir / "nemenyi.csv")
 
 
+def profile_markdown(table: pd.DataFrame, line: str) -> str:
+    """The profile as read: the constants (wall time, cores, runs) once in the heading, then per kind its
+    core-seconds rounded to a tenth and its share in %."""
+    if table.empty:
+        return f"Pipeline profile: {line}.\n"
+    first = table.iloc[0]
+    shown = pd.DataFrame(
+        {
+            "kind": table.kind,
+            "core-seconds": [f"{v:,.1f}" for v in table.core_seconds],
+            "share of core-time": [f"{v:.1%}" for v in table.share_of_core_time],
+        }
+    )
+    heading = (
+        f"Pipeline profile: {line}.\n\nWall time {first.wall_seconds:,.0f} s on {int(first.cores)} core(s), "
+        f"{int(first.runs)} runs; core-time = wall time x cores.\n\n"
+    )
+    return heading + shown.to_markdown(index=False, colalign=("left", "right", "right"), disable_numparse=True) + "\n"
+
+
 def claims(
     claims_file: Path,
     metrics_csv: Path,
@@ -116,7 +136,7 @@ def profile(records: list[Path], out_csv: Path, cores: int) -> str:
     table = pipeline_profile(load_records(records), cores)
     table.to_csv(out_csv, index=False)
     line = profile_line(table)
-    out_csv.with_suffix(".md").write_text(f"Pipeline profile: {line}.\n\n{table.to_markdown(index=False)}\n")
+    out_csv.with_suffix(".md").write_text(profile_markdown(table, line))
     return line
 
 

@@ -83,3 +83,11 @@ def test_pipeline_profile_by_hand():
     cluster = pipeline_profile(records, cores=0).set_index("kind")  # a cluster: the jobs' own 18 core-seconds
     assert cluster.core_seconds["unaccounted in jobs"] == 0.0
     assert cluster.share_of_core_time["training"] == pytest.approx(12 / 18)
+    # issue 26.6: rounded numbers, the constants once in the heading
+    from mtlbench.pipeline import profile_markdown
+
+    text = profile_markdown(table.reset_index(), "x")
+    assert "Wall time 10 s on 2 core(s), 2 runs" in text
+    assert [line.split("|")[1:4] for line in text.splitlines() if line.startswith("| training")] == [
+        [" training              ", "           12.0 ", "                60.0% "]
+    ]
