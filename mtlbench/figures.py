@@ -165,6 +165,26 @@ def critical_difference(ranking: dict, path: Path) -> None:
     _save(fig, path)
 
 
+SYMLOG_LINTHRESH = 10.0  # Delta_m in %: linear within +-10, logarithmic beyond
+
+
+def _readable_axes(ax, delta_m: np.ndarray) -> None:
+    """Round ticks: the log x axis at 1, 1.5, 2, 3, 5 and 7 times the powers of ten (a 13-60 ms range
+    is labelled 15, 20, 30, 50); Delta_m linear with a few round steps, symlog only when a method lies far beyond
+    the rest (more than 10x the linear threshold), so that the axis is never labelled at its limits alone."""
+    ticker = matplotlib.ticker
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    finite = delta_m[np.isfinite(delta_m)]
+    if finite.size and np.abs(finite).max() > 10 * SYMLOG_LINTHRESH:
+        ax.set_yscale("symlog", linthresh=SYMLOG_LINTHRESH)
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    else:
+        ax.yaxis.set_major_locator(ticker.MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+
+
 def time_vs_delta_m(efficiency: pd.DataFrame, summary: pd.DataFrame, path: Path) -> None:
     """Cost against benefit per dataset: ms per training step (log scale) against mean Delta_m, one marker and
     colour per method named in the legend (no labels on the points, so nothing overlaps); lower-left is
@@ -194,13 +214,7 @@ def time_vs_delta_m(efficiency: pd.DataFrame, summary: pd.DataFrame, path: Path)
                     linewidths=0.4,
                 )
         ax.axhline(0, color="grey", ls="--", lw=0.8)
-        ax.set_xscale("log")
-        ax.set_yscale("symlog", linthresh=10)
-        plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
-        for axis in (ax.xaxis, ax.yaxis):
-            axis.set_major_formatter(plain)
-        ax.xaxis.set_minor_formatter(plain)
-        ax.tick_params(axis="x", which="minor", labelsize=6)
+        _readable_axes(ax, d["mean"].to_numpy(float))
         ax.set_xlabel("ms per training step (log)")
         ax.set_ylabel("Delta_m % vs STL (lower is better)")
         ax.set_title(dataset, fontsize=9)
