@@ -149,19 +149,24 @@ def gate_values(records: list[RunRecord], path: Path) -> None:
     _save(fig, path)
 
 
-def critical_difference(ranking: dict, path: Path) -> None:
+def critical_difference(rankings: dict[str, dict], path: Path) -> None:
+    """One critical-difference panel per ranking (per dataset when the blocks are tasks: the tasks of
+    different datasets are not pooled), each titled with its blocks, Friedman's p and the CD."""
     import scikit_posthocs as sp
 
-    if not ranking.get("mean_ranks") or ranking.get("nemenyi") is None:
-        return _placeholder(path, ranking.get("note") or "not enough methods or blocks for a CD diagram")
-    fig, ax = plt.subplots(figsize=(8, 2.8))
-    sp.critical_difference_diagram(pd.Series(ranking["mean_ranks"]), ranking["nemenyi"], ax=ax)
-    caveat = "" if ranking["block_kind"] == "datasets" else "\n(blocks are tasks, not independent: p is optimistic)"
-    ax.set_title(
-        f"mean ranks over {ranking['n_blocks']} {ranking['block_kind']}; Friedman p = {ranking['p']:.3g}, "
-        f"CD = {ranking['critical_difference']:.2f}{caveat}",
-        fontsize=8,
-    )
+    drawable = {k: r for k, r in rankings.items() if r.get("mean_ranks") and r.get("nemenyi") is not None}
+    if not drawable:
+        notes = "; ".join(f"{k}: {r.get('note')}" for k, r in rankings.items())
+        return _placeholder(path, notes or "not enough methods or blocks for a CD diagram")
+    fig, axes = plt.subplots(len(drawable), 1, figsize=(8, 2.8 * len(drawable)), squeeze=False)
+    for ax, (name, ranking) in zip(axes[:, 0], drawable.items(), strict=True):
+        sp.critical_difference_diagram(pd.Series(ranking["mean_ranks"]), ranking["nemenyi"], ax=ax)
+        caveat = "" if ranking["block_kind"] == "datasets" else " (tasks of one dataset: p is optimistic)"
+        ax.set_title(
+            f"{name}: mean ranks over {ranking['n_blocks']} {ranking['block_kind']}; Friedman p = {ranking['p']:.3g}, "
+            f"CD = {ranking['critical_difference']:.2f}{caveat}",
+            fontsize=8,
+        )
     _save(fig, path)
 
 

@@ -140,6 +140,15 @@ def profile(records: list[Path], out_csv: Path, cores: int) -> str:
     return line
 
 
+def cd_rankings(tidy: pd.DataFrame, alpha: float) -> dict[str, dict]:
+    """The rankings a critical-difference diagram shows: over datasets when there are enough of them, else one
+    per dataset over its own tasks (pooling the tasks of different datasets mixes unrelated blocks)."""
+    pooled = friedman_nemenyi(tidy, alpha)
+    if pooled["block_kind"] == "datasets":
+        return {"all datasets": pooled}
+    return {str(d): friedman_nemenyi(tidy[tidy.dataset == d], alpha) for d in sorted(tidy.dataset.unique())}
+
+
 def draw_figures(records: list[Path], tables: Path, out_dir: Path, alpha: float = 0.05) -> None:
     runs = load_records(records)
     summary = pd.read_csv(tables / "summary.csv")
@@ -148,7 +157,7 @@ def draw_figures(records: list[Path], tables: Path, out_dir: Path, alpha: float 
     figures.gate_values(runs, out_dir / "gates.png")
     figures.learning_curves(runs, out_dir / "learning_curves.png")
     tidy = pd.read_csv(tables / "metrics.csv")
-    figures.critical_difference(friedman_nemenyi(tidy, alpha), out_dir / "cd_diagram.png")
+    figures.critical_difference(cd_rankings(tidy, alpha), out_dir / "cd_diagram.png")
     figures.time_vs_delta_m(pd.read_csv(tables / "efficiency.csv"), summary, out_dir / "time_vs_delta_m.png")
 
 
