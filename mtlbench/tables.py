@@ -16,7 +16,23 @@ def _fmt(mean: float, std: float, digits: int) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if not np.isnan(std) else f"{mean:.{digits}f}"
 
 
-def wide_table(summary: pd.DataFrame, dataset: str, digits: int = 4) -> tuple[pd.DataFrame, dict[str, str]]:
+def _fmt_significant(mean: float, std: float, digits: int = 3) -> str:
+    """A printed table's cell: the mean to `digits` significant digits, its std to two."""
+    if np.isnan(mean):
+        return "—"
+    return f"{_significant(mean, digits)} ± {_significant(std, 2)}" if not np.isnan(std) else _significant(mean, digits)
+
+
+def _significant(x: float, digits: int) -> str:
+    """`x` to `digits` significant digits, positional (1,700 and 0.0019, never 1.7e+03)."""
+    text = np.format_float_positional(x, precision=digits, unique=False, fractional=False, trim="-")
+    whole, dot, fraction = text.partition(".")
+    return f"{int(whole):,}{dot}{fraction}" if whole.lstrip("-").isdigit() and len(whole.lstrip("-")) > 3 else text
+
+
+def wide_table(
+    summary: pd.DataFrame, dataset: str, digits: int = 4, significant: bool = False
+) -> tuple[pd.DataFrame, dict[str, str]]:
     """Methods x (task/metric) cells "mean ± std" for one dataset, and the best method per column.
     Each task's primary metric and Delta_m only; summary.csv keeps every metric."""
     data = summary[(summary.dataset == dataset) & summary.metric.notna() & (summary.primary == True)]  # noqa: E712
@@ -28,7 +44,8 @@ def wide_table(summary: pd.DataFrame, dataset: str, digits: int = 4) -> tuple[pd
         ranked = grp.sort_values("mean", ascending=not higher)
         best[column] = ranked.method.iloc[0]
         for row in grp.itertuples():
-            cells.setdefault(row.method, {})[column] = _fmt(row.mean, row.std, digits)
+            cell = _fmt_significant(row.mean, row.std) if significant else _fmt(row.mean, row.std, digits)
+            cells.setdefault(row.method, {})[column] = cell
     table = pd.DataFrame.from_dict(cells, orient="index")
     diverged = summary[summary.dataset == dataset].groupby("method").n_diverged.max()
     if diverged.any():
@@ -67,7 +84,7 @@ def write_summary_tables(summary: pd.DataFrame, out_dir: Path, excluded: pd.Data
                 + ".",
                 "",
             ]
-        tex.append(_latex(table, best, dataset))
+        tex.append(_latex(*wide_table(summary, dataset, significant=True), dataset))
     (out_dir / "summary.md").write_text("\n".join(md) + "\n")
     (out_dir / "summary.tex").write_text(LATEX_PREAMBLE_NOTE + "\n\n".join(tex) + "\n")
 
@@ -78,15 +95,32 @@ FIT_TO_TEXT = r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%
 LATEX_PREAMBLE_NOTE = "% mtlbench summary tables: \\input{summary.tex} with \\usepackage{booktabs,graphicx}\n\n"
 
 
-def _latex(table: pd.DataFrame, best: dict[str, str], dataset: str) -> str:
-    def escape(s: str) -> str:
-        return s.replace("_", r"\_").replace("±", r"$\pm$").replace("%", r"\%")
+# columns per printed table: a dataset with more task metrics is split into several tables, so that every cell
+# stays at the text's size (12 synthetic tasks in one table were scaled to about 3-point type)
+LATEX_COLUMNS = 4
 
+
+def _latex(table: pd.DataFrame, best: dict[str, str], dataset: str) -> str:
+    """One table per LATEX_COLUMNS columns of the dataset's summary (3 significant digits, std to 2)."""
+    cols = list(table.columns)
+    chunks = [cols[i : i + LATEX_COLUMNS] for i in range(0, len(cols), LATEX_COLUMNS)] or [[]]
+    return "\n\n".join(
+        _latex_part(table[chunk], best, dataset, f" (part {k + 1} of {len(chunks)})" if len(chunks) > 1 else "")
+        for k, chunk in enumerate(chunks)
+    )
+
+
+def _escape(s: str) -> str:
+    return s.replace("_", r"\_").replace("±", r"$\pm$").replace("%", r"\%")
+
+
+def _latex_part(table: pd.DataFrame, best: dict[str, str], dataset: str, part: str) -> str:
+    escape = _escape
     cols = list(table.columns)
     lines = [
         r"\begin{table}[t]",
         r"\centering",
-        f"\\caption{{Test metrics on {escape(dataset)} (mean $\\pm$ std over seeds; best in bold).}}",
+        f"\\caption{{Test metrics on {escape(dataset)}{part} (mean $\\pm$ std over seeds; best in bold).}}",
         FIT_TO_TEXT,
         r"\begin{tabular}{l" + "r" * len(cols) + "}",
         r"\toprule",

@@ -6,6 +6,7 @@ test skips without one."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -46,4 +47,4 @@ def test_summary_tables_compile_and_fit_the_page(tmp_path):
     write_summary_tables(summary, tmp_path)
     log = compile_tex(tmp_path, "\\input{summary.tex}")
     assert "Overfull \\hbox" not in log
-    assert "Output written on doc.pdf (1 page" in log or "Output written on doc.pdf (2 pages" in log
+    assert re.search(r"Output written on doc.pdf \([1-3] pages?", log)

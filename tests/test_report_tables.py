@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
 from mtlbench.report_tables import html_table, leaderboard, write_report_tables
+from tests.conftest import ROOT
 
 
 def bootstrap_rows() -> pd.DataFrame:
@@ -181,3 +184,19 @@ def test_headline_names_the_reference_and_says_when_one_seed_gives_no_ci(tmp_pat
     line = headline(tmp_path, tmp_path / "figures").splitlines()[0]
     expected = "hps -2.0 [-3.0, -1.0]; uw -1.0 (n = 1: no CI); stl (the reference)"
     assert line == f"Best Delta_m % vs stl (lower is better), d: {expected}"
+
+
+def test_summary_tables_are_split_and_rounded_to_stay_readable(tmp_path):
+    """Issue 26.6: synthetic_relations' 12 tasks in one table were scaled to about 3-point type with 4 decimals
+    on both sides of every +-; now at most LATEX_COLUMNS metric columns per table, 3 significant digits."""
+    from mtlbench.tables import LATEX_COLUMNS
+
+    summary = pd.read_csv(ROOT / "results" / "reference" / "summary.csv")
+    from mtlbench.tables import write_summary_tables
+
+    write_summary_tables(summary, tmp_path)
+    text = (tmp_path / "summary.tex").read_text()
+    widths = [len(spec) - 1 for spec in re.findall(r"\\begin\{tabular\}\{(l?r*)\}", text)]
+    assert widths and max(widths) <= LATEX_COLUMNS
+    assert "synthetic\\_relations (part 1 of" in text and "e+" not in text
+    assert re.search(r"(?<![\d.])(?:[1-9]\d*\.\d{3,}|0\.[1-9]\d{3,})", text) is None  # at most 3 significant
