@@ -7,9 +7,10 @@ the fitted fall over that window is both
 
 - real: the slope is below zero by a one-sided t-test at ALPHA against the scatter of the epochs around the
   line (the loss's own epoch-to-epoch noise), and
-- worth having: the fitted fall over the window is at least MIN_FALL of the window's mean loss.
+- not negligible: the fitted fall over the window is at least MIN_FALL (0.1%) of the window's mean loss (a
+  smooth full-batch curve falls "significantly" by any amount, however small).
 
-A flat tail with noise, or a smooth tail that moves by a negligible amount, is not still improving. Runs that
+A flat tail with noise, or a smooth tail that moves by less than 0.1%, is not still improving. Runs that
 did not finish, or with fewer than WINDOW_MIN selectable epochs, cannot be judged (None).
 """
 
@@ -28,10 +29,10 @@ from mtlbench.record import Convergence, RunRecord
 WINDOW_FRACTION = 0.1
 WINDOW_MIN = 5
 ALPHA = 0.05
-MIN_FALL = 0.01
+MIN_FALL = 0.001  # 0.1% of the loss over a tenth of the budget: under about 1% over the whole budget
 RULE = (
     f"summed validation loss over the last {WINDOW_FRACTION:.0%} of the selectable epochs (at least {WINDOW_MIN}): "
-    f"fitted slope < 0 at one-sided p < {ALPHA} and fitted fall >= {MIN_FALL:.0%} of its mean"
+    f"fitted slope < 0 at one-sided p < {ALPHA} and fitted fall >= {MIN_FALL:.1%} of its mean"
 )
 
 
@@ -55,8 +56,9 @@ def assess_history(history: Sequence[Any], first_selectable: int) -> Convergence
 
 
 def of_record(record: RunRecord) -> Convergence | None:
-    """The record's own assessment; for a record written before the rule, the rule on its history."""
-    if record.convergence is not None:
+    """The record's own assessment when it was made by this rule; else (a record written before the rule, or
+    under another version of it) the rule on its history."""
+    if record.convergence is not None and record.convergence.rule == RULE:
         return record.convergence
     if not record.ok:
         return None

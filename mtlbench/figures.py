@@ -232,7 +232,7 @@ def learning_curves(records: list[RunRecord], path: Path) -> None:
     """Per dataset, each method's summed validation loss per epoch: the median over seeds with the band from
     the lowest to the highest seed, on a log scale; a dot marks each seed's selected epoch. A dashed curve and
     its legend entry mark a method with runs still improving at the end of the budget (mtlbench.convergence's
-    rule: the fitted fall over the last tenth is beyond the epochs' own scatter and at least 1% of the loss)."""
+    rule: the fitted fall over the last tenth is beyond the epochs' own scatter and at least 0.1% of the loss)."""
     datasets = sorted({r.dataset for r in records if r.history})
     if not datasets:
         return _placeholder(path, "no run has a training history")

@@ -50,3 +50,13 @@ def test_only_selectable_epochs_are_judged_and_records_are_counted():
     assert still_improving_counts(records, "d", "m") == (2, 3)
     table = convergence_table(records)
     assert table.still_improving.tolist() == [False, True, True]
+
+
+def test_a_record_judged_by_another_version_of_the_rule_is_judged_again():
+    from mtlbench.convergence import of_record
+    from mtlbench.record import Convergence
+
+    falling = [{"epoch": e, "val_loss": [3.0 - 0.1 * e]} for e in range(20)]
+    record = RunRecord.from_json({"dataset": "d", "method": "m", "seed": 0, "status": "ok", "history": falling})
+    record.convergence = Convergence(False, 5, 0.0, 1.0, rule="an older rule")
+    assert of_record(record).still_improving
