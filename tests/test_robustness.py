@@ -58,7 +58,7 @@ TINY = ["--dataset", "synthetic_relations", "--method", "hps", "--no-tracking", 
         (["--set", "dataset.n_train=0"], "the train split of 'synthetic_relations' is empty"),
         (["--set", "dataset.n_test=-4"], "cannot be built with these settings"),
         (["--set", "train.device=tpu"], "train.device='tpu' is not a device"),
-        (["--set", "train.threads=0"], "train.threads must be >= 1"),
+        (["--set", "train.threads=0"], "train.threads: must be >= 1"),
         (["--out", "/sys/mtlbench-run"], "/sys/mtlbench-run"),  # a folder nobody may write (root included)
     ],
 )
