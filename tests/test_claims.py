@@ -550,3 +550,11 @@ def test_relations_contradicted_prints_the_interval_of_its_holm_level():
     assert family.adjusted()[0] == pytest.approx(0.045)  # rejected at 0.05 by Holm, at rank 2
     assert family.level_of(0, 0.05) == pytest.approx(0.05 / 3)
     assert family.level_of(1, 0.05) == pytest.approx(0.05 / 4)
+
+
+def test_readme_verdict_table_is_the_reference_claims_table():
+    """README's verdict table is written from results/reference/claims.csv (never typed by hand)."""
+    from mtlbench.claims import verdict_grid
+
+    reference = pd.read_csv(ROOT / "results" / "reference" / "claims.csv")
+    assert verdict_grid(reference) in (ROOT / "README.md").read_text()
