@@ -127,25 +127,8 @@ def test_safety_is_contradicted_beyond_the_margin_and_not_reproduced_within_it()
 
 
 def test_relation_recovery_from_learned_relations():
-    truth = np.array([[0, 2, 1, 0], [2, 0, 1, 0], [1, 1, 0, 0], [0, 0, 0, 0]], dtype=float)
     rng = np.random.default_rng(0)
-    records = []
-    for seed in range(5):
-        learned = truth * 0.6 + rng.uniform(0, 0.1, truth.shape)
-        learned = (learned + learned.T) / 2
-        np.fill_diagonal(learned, 0)
-        records.append(
-            RunRecord.from_json(
-                {
-                    "dataset": "d",
-                    "method": "srdml",
-                    "seed": seed,
-                    "status": "ok",
-                    "task_info": {"ground_truth_relation": truth.tolist()},
-                    "method_state": {"relation": learned.tolist()},
-                }
-            )
-        )
+    records = _relation_records(learned=lambda truth: truth * 0.6 + rng.uniform(0, 0.1, truth.shape))
     claim = Claim(id="rel", claim="relations", source="test", test="relations", method="srdml")
     row = evaluate_claims([claim], _tidy({}), records).iloc[0]
     assert row.verdict == "reproduced" and row.ci_low > 0  # the part that decided, at its Holm level
@@ -369,15 +352,21 @@ def test_default_claims_are_scoped_where_the_papers_made_them():
     assert claims["srdml_relations"].in_scope("synthetic_relations")
 
 
-def _relation_records(across: float, n: int = 5) -> list[RunRecord]:
-    truth = np.array([[0, 2, 1, 0], [2, 0, 1, 0], [1, 1, 0, 0], [0, 0, 0, 0]], dtype=float)
+TRUTH = np.array([[0, 2, 1, 0], [2, 0, 1, 0], [1, 1, 0, 0], [0, 0, 0, 0]], dtype=float)
+
+
+def _relation_records(across: float = 0.0, n: int = 5, learned=None) -> list[RunRecord]:
+    """Records of `n` seeds on a 4-task truth (twins, same group, across): the learned relation is `learned(truth)`
+    or, by default, 1.5 / 1.2 / `across` per level with a little noise; symmetric, zero diagonal."""
     level_weight = {2.0: 1.5, 1.0: 1.2, 0.0: across}
     rng = np.random.default_rng(1)
+    learned = learned or (lambda truth: np.vectorize(level_weight.get)(truth) + rng.normal(0, 0.02, truth.shape))
+    truth = TRUTH
     out = []
     for seed in range(n):
-        learned = np.vectorize(level_weight.get)(truth) + rng.normal(0, 0.02, truth.shape)
-        learned = (learned + learned.T) / 2
-        np.fill_diagonal(learned, 0)
+        relation = learned(truth)
+        relation = (relation + relation.T) / 2
+        np.fill_diagonal(relation, 0)
         out.append(
             RunRecord.from_json(
                 {
@@ -386,7 +375,7 @@ def _relation_records(across: float, n: int = 5) -> list[RunRecord]:
                     "seed": seed,
                     "status": "ok",
                     "task_info": {"ground_truth_relation": truth.tolist()},
-                    "method_state": {"relation": learned.tolist()},
+                    "method_state": {"relation": relation.tolist()},
                 }
             )
         )
