@@ -46,7 +46,7 @@ from mtlbench.record import (
     write_text_atomic,
 )
 from mtlbench.registry import ARCHITECTURES, DATASETS, UPDATE_RULES
-from mtlbench.schedule import Stages
+from mtlbench.schedule import Stage, Stages
 from mtlbench.tasks import TaskSpec
 from mtlbench.tracking import (
     epoch_metrics,
@@ -410,9 +410,7 @@ class Trainer:
             loss_sum = torch.zeros(len(tasks), device=device)
             n_batches = 0
             epoch_start = time.perf_counter()
-            stage = rule.staging.stage_at(epoch).stage
-            train_data = train_carved if stage.holdout else train_all
-            batch_size = tc.batch_size if stage.batch_size is None else stage.batch_size
+            train_data, batch_size = epoch_data(rule.staging.stage_at(epoch).stage, train_all, train_carved, tc)
             for x, targets in iterate_batches(train_data, batch_size, True, generator, device):
                 step_start = time.perf_counter()
                 optimizer.zero_grad(set_to_none=True)
@@ -441,8 +439,7 @@ class Trainer:
                 **({"rule": rule.epoch_log()} if rule.epoch_log() else {}),
             }
             history.append(entry)
-            if epoch == start_epoch:  # what the record and the checkpoints will need, checked now, not at the end
-                check_method_state(model, rule)
+            check_method_state(model, rule, first=epoch == start_epoch)
             if not (_finite(train_losses) and _finite(val_losses)):
                 status = "diverged"
             else:
@@ -488,8 +485,7 @@ class Trainer:
             final = {**final, "model": {k: v.detach().clone() for k, v in final["model"].items()}}
         with clock("finalise"):
             record = self._record(bundle, model, rule, device, status, history, best, timing, tracker.run_id)
-            if record.ok and record.metric_problem():  # a non-finite test metric: diverged, never numbers
-                record.status, record.metrics, record.selected_epoch = "diverged", Metrics(), None
+            diverged_if_unaggregatable(record)
             record.schedule = Schedule(total, first_active, rule.staging.summary())
             record.convergence = assess_history(history, first_active) if status == "ok" else None
             clock.seconds["training"] = sum(timing["epoch_seconds"][start_epoch:])
@@ -563,6 +559,20 @@ class Trainer:
         )
 
 
+def epoch_data(stage: Stage, train_all: Any, train_carved: Any, tc: TrainConfig) -> tuple[Any, int]:
+    """What an epoch of `stage` trains on: the part left after a hold-out for a stage that uses one (else the
+    whole training split), at the stage's own batch size where it has one."""
+    data = train_carved if stage.holdout else train_all
+    return data, tc.batch_size if stage.batch_size is None else stage.batch_size
+
+
+def diverged_if_unaggregatable(record: RunRecord) -> None:
+    """An `ok` run whose test metrics cannot be aggregated (a non-finite value) is recorded as diverged, never as
+    numbers."""
+    if record.ok and record.metric_problem():
+        record.status, record.metrics, record.selected_epoch = "diverged", Metrics(), None
+
+
 def check_losses(losses: torch.Tensor, n_tasks: int, rule: UpdateRule) -> torch.Tensor:
     """A rule's step returns its (T,) task losses; another shape would be broadcast silently into the sums."""
     if tuple(losses.shape) != (n_tasks,):
@@ -573,9 +583,12 @@ def check_losses(losses: torch.Tensor, n_tasks: int, rule: UpdateRule) -> torch.
     return losses
 
 
-def check_method_state(model: MTLArchitecture, rule: UpdateRule) -> None:
-    """After the first epoch: the method's state is declared (MethodState) and JSON, and the rule's checkpoint
-    state can be saved, so that a user method fails in its first epoch, naming the key, not after training."""
+def check_method_state(model: MTLArchitecture, rule: UpdateRule, first: bool = True) -> None:
+    """After the first epoch (`first`; later epochs return at once): the method's state is declared
+    (MethodState) and JSON, and the rule's checkpoint state can be saved, so that a user method fails in its first
+    epoch, naming the key, not after training."""
+    if not first:
+        return
     state = {**model.method_state(), **rule.method_state()}
     undeclared = sorted(set(state) - set(MethodState.__annotations__))
     if undeclared:
