@@ -5,13 +5,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import shlex
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from mtlbench.record import RunRecord
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 
 
 def test_parallel_runs_are_all_tracked(tmp_path):
@@ -184,3 +191,84 @@ def test_tracking_init_prints_the_runs_table_link(tmp_path):
     assert result.returncode == 0, result.stderr
     experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name("mtlbench").experiment_id
     assert f"http://127.0.0.1:5000/#/experiments/{experiment}/runs?workflowType=machine_learning" in result.stdout
+
+
+# A client that reaches this machine through the name `login-node` (as a compute node reaches a login node):
+# only this process's name lookup is changed; the server, the HTTP requests and their Host header are real.
+THROUGH_LOGIN_NODE = """
+import runpy, socket, sys
+lookup = socket.getaddrinfo
+socket.getaddrinfo = lambda host, *a, **k: lookup("127.0.0.1" if host == "login-node" else host, *a, **k)
+sys.argv = ["mtlbench", *sys.argv[1:]]
+runpy.run_module("mtlbench", run_name="__main__")
+"""
+
+
+def _documented_server_command(home: Path, port: int) -> list[str]:
+    """docs/cluster.md's `mlflow server` command as written, on this port and with $HOME here."""
+    block = re.search(
+        r"```bash\n(.*?)```", (ROOT / "docs/cluster.md").read_text().split("## Tracking on a cluster")[1], re.S
+    )
+    assert block is not None
+    command = next(c for c in block.group(1).replace("\\\n", " ").splitlines() if c.startswith("mlflow server"))
+    command = command.rstrip(" &").replace("$HOME", str(home)).replace("5000", str(port))
+    return shlex.split(command)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_until_up(server: subprocess.Popen, port: int) -> None:
+    for _ in range(240):
+        assert server.poll() is None, server.communicate()[1][-3000:]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError("the MLflow server did not start in 2 minutes")
+
+
+def _train_through_login_node(tmp_path: Path, port: int) -> subprocess.CompletedProcess:
+    sets = [f"tracking.uri=http://login-node:{port}", f"tracking.artifacts={tmp_path / 'a'}", "train.epochs=2"]
+    args = ["train", "--dataset", "synthetic_relations", "--method", "stl", "--out", str(tmp_path / "run")]
+    return subprocess.run(
+        [sys.executable, "-c", THROUGH_LOGIN_NODE, *args, *[x for s in sets for x in ("--set", s)]],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+
+
+@pytest.mark.parametrize("documented", [True, False])
+def test_the_documented_mlflow_server_takes_runs_through_a_host_name(tmp_path, documented):
+    """Issue 26.3: docs/cluster.md's recipe was refused by current servers (HTTP 403 "Invalid Host header")."""
+    (tmp_path / "mlflow").mkdir()
+    port = _free_port()
+    command = _documented_server_command(tmp_path, port)
+    if not documented:  # the recipe as it was, without --allowed-hosts: the check that this test can fail
+        at = command.index("--allowed-hosts")
+        command = command[:at] + command[at + 2 :]
+    server = subprocess.Popen(
+        [*command, "--workers", "1"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _wait_until_up(server, port)
+        result = _train_through_login_node(tmp_path, port)
+        runs = MlflowClient(tracking_uri=f"http://127.0.0.1:{port}").search_runs(
+            [e.experiment_id for e in MlflowClient(tracking_uri=f"http://127.0.0.1:{port}").search_experiments()]
+        )
+    finally:
+        server.terminate()
+        server.communicate(timeout=60)
+    if documented:
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert [run.data.tags["mlflow.runName"] for run in runs] == ["synthetic_relations/stl/seed0"]
+        assert runs[0].info.status == "FINISHED"
+    else:
+        assert "Invalid Host header" in result.stderr + result.stdout
+        assert runs == []

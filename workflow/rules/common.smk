@@ -189,6 +189,17 @@ def train_resources(dataset):
     return {**config["resources"]["train"], **(config["resources"].get("datasets") or {}).get(dataset, {})}
 
 
+def gpu_resources(dataset):
+    """The GPU resources of a dataset's training jobs, under each name an executor reads, or none at all without
+    a GPU (Kubernetes' executor refuses any `gpu` resource, even 0, that lacks `gpu_manufacturer`):
+    `gpu` and `gpu_manufacturer` (Snakemake's standard names: SLURM, Kubernetes, the local scheduler) and
+    `nvidia_gpu` (Google Batch's count; NVIDIA only). Snakemake drops a None resource."""
+    wanted = train_resources(dataset)
+    count = wanted["gpu"] or None
+    maker = wanted["gpu_manufacturer"] if count else None
+    return {"gpu": count, "gpu_manufacturer": maker, "nvidia_gpu": count if maker == "nvidia" else None}
+
+
 def get_train_shell(seeds):
     """The training jobs' command: the given seeds in one process (exit 3, a diverged run, is a result; any other
     failure prints its `error:` line to the terminal, where Snakemake shows it beside the job)."""

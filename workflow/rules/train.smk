@@ -25,7 +25,9 @@ if len(get_seed_groups()) == len(SEEDS):  # one seed per job
         resources:
             mem_mb=lambda wc: train_resources(wc.dataset)["mem_mb"],
             runtime=lambda wc: train_resources(wc.dataset)["runtime"],
-            gpu=lambda wc: train_resources(wc.dataset)["gpu"],
+            gpu=lambda wc: gpu_resources(wc.dataset)["gpu"],
+            gpu_manufacturer=lambda wc: gpu_resources(wc.dataset)["gpu_manufacturer"],
+            nvidia_gpu=lambda wc: gpu_resources(wc.dataset)["nvidia_gpu"],
         shell:
             get_train_shell("{wildcards.seed}")
 
@@ -52,7 +54,9 @@ else:
             resources:
                 mem_mb=lambda wc: train_resources(wc.dataset)["mem_mb"],
                 runtime=lambda wc, seeds=seeds: train_resources(wc.dataset)["runtime"] * len(seeds),
-                gpu=lambda wc: train_resources(wc.dataset)["gpu"],
+                gpu=lambda wc: gpu_resources(wc.dataset)["gpu"],
+                gpu_manufacturer=lambda wc: gpu_resources(wc.dataset)["gpu_manufacturer"],
+                nvidia_gpu=lambda wc: gpu_resources(wc.dataset)["nvidia_gpu"],
             shell:
                 get_train_shell(" ".join(map(str, seeds)))
 
