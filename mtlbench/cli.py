@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from mtlbench.errors import MtlbenchError
+from mtlbench.progress import Board, StatusLines, open_status_stream
 from mtlbench.record import RunRecord
 
 
@@ -66,6 +68,22 @@ def _parser() -> argparse.ArgumentParser:
         help="typed override, e.g. train.lr=0.01 or rule.lam=0.1 (repeatable; train.batch_size=0: full batch)",
     )
     t.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    t.add_argument(
+        "--status-fd",
+        type=int,
+        default=None,
+        metavar="FD",
+        help="also write a line per finished seed, and at most one a minute while one trains, to this open file "
+        "descriptor (the pipeline passes its terminal's while the job's output goes to its log)",
+    )
+    t.add_argument(
+        "--progress-board",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the pipeline's plan of runs (logs/progress): finished seeds are marked there, and status lines "
+        "say how many runs are done and about how long the rest takes",
+    )
     t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
     lst = sub.add_parser("list", help="registered datasets, methods, update rules, architectures and their parameters")
@@ -200,9 +218,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(configs[0] if len(configs) == 1 else configs, indent=2))
         return 0
+    status = _status_lines(args)
     worst = 0
     for cfg in configs:
         out = Path(template.replace("{seed}", str(cfg["seed"])))
+        name = f"{args.dataset}/{args.method} seed {cfg['seed']}"
         record = _current_record(out, config_hash(cfg))
         if record is not None:
             if cfg["tracking"]["enabled"] and cfg["tracking"]["live"]:  # a kill or a failed store may have left
@@ -214,13 +234,20 @@ def cmd_train(args: argparse.Namespace) -> int:
                 )
             print(f"{record.status}: {out / 'record.json'}  up to date (same config), not retrained")
         else:
-            record = train(cfg, out)
+            record = train(cfg, out, on_epoch=lambda done, total, name=name: status.epoch_ended(name, done, total))
             summary = {task: {m: round(v, 4) for m, v in ms.items()} for task, ms in record.metrics.test.items()}
             epoch = record.selected_epoch
             chosen = "" if epoch is None else f"  selected epoch {epoch + 1} of {record.epochs_planned}"
             print(f"{record.status}: {out / 'record.json'}{chosen}  test {summary}")
+        status.seed_finished(name, out, record)
         worst = max(worst, 0 if record.ok else 3)
     return worst
+
+
+def _status_lines(args: argparse.Namespace) -> StatusLines:
+    """Where `train` reports progress: the --status-fd stream, else nowhere (os.devnull)."""
+    stream = open_status_stream(args.status_fd) if args.status_fd is not None else open(os.devnull, "w")
+    return StatusLines(stream, Board(args.progress_board) if args.progress_board is not None else None)
 
 
 def _current_record(out: Path, config_hash: str) -> RunRecord | None:

@@ -16,7 +16,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -261,8 +261,16 @@ PROCESS_STARTED_AT = time.time() - process_age()
 
 
 class Trainer:
-    def __init__(self, cfg: dict[str, Any], out: Path, tracking: TrackingConfig | None = None):
+    def __init__(
+        self,
+        cfg: dict[str, Any],
+        out: Path,
+        tracking: TrackingConfig | None = None,
+        on_epoch: Callable[[int, int], None] | None = None,
+    ):
+        """`on_epoch(epochs done, epochs planned)` is called after each epoch's training (status lines)."""
         self.cfg, self.out = cfg, Path(out)
+        self.on_epoch = on_epoch or (lambda done, total: None)
         self.tc = train_config(cfg)
         self.tracking = tracking or TrackingConfig(**cfg["tracking"])
         self.hash = config_hash(cfg)
@@ -428,6 +436,7 @@ class Trainer:
             epoch_seconds = time.perf_counter() - epoch_start
             timing["epoch_seconds"].append(epoch_seconds)
             timing["train_seconds"] += epoch_seconds
+            self.on_epoch(epoch + 1, total)
             train_losses = (loss_sum / max(n_batches, 1)).tolist()
             with clock("validation"):
                 val, val_losses = evaluate(model, bundle.val, tasks, tc.batch_size, device)
@@ -634,6 +643,6 @@ def run_lock(out: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def train(cfg: dict[str, Any], out: Path) -> RunRecord:
+def train(cfg: dict[str, Any], out: Path, on_epoch: Callable[[int, int], None] | None = None) -> RunRecord:
     with run_lock(Path(out)):
-        return Trainer(cfg, out).run()
+        return Trainer(cfg, out, on_epoch=on_epoch).run()

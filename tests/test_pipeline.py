@@ -52,7 +52,17 @@ def tiny_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("pipeline")
     result = snakemake(workdir, config=TINY)
     assert result.returncode == 0, result.stderr[-4000:]
+    (workdir / "terminal.txt").write_text(result.stderr)
     return workdir
+
+
+def test_the_terminal_names_each_finished_seed_and_the_time_left(tiny_run):
+    """Issue 26.1: progress was counted per (dataset, method) job only; a job of 5 seeds was silent for 20 min."""
+    lines = [line for line in (tiny_run / "terminal.txt").read_text().splitlines() if "selected epoch" in line]
+    runs = [f"{d}/{m} seed {s}" for d in TINY["datasets"] for m in TINY["methods"] for s in TINY["seeds"]]
+    assert sorted(line.split("] ")[1].split(":")[0] for line in lines) == sorted(runs)
+    assert all(re.search(r"; \d+ of 8 runs done", line) for line in lines)
+    assert sum("8 of 8 runs done (training finished)" in line for line in lines) == 1
 
 
 def test_tables_have_a_row_per_method_and_seed(tiny_run):

@@ -2,6 +2,7 @@
 import json
 import shlex
 import sys
+from pathlib import Path
 
 from snakemake.utils import validate
 
@@ -68,11 +69,24 @@ def print_time_estimate():
                     for c in (config, reference))
         return {**now, "tracking": None} == {**ref, "tracking": None}
 
-    todo = [(d, m) for d in DATASETS for m in METHODS for s in SEEDS if not os.path.exists(get_record(d, m, s))]
-    same = {k: same_as_reference(*k) for k in set(todo)}
-    print(time_estimate([(d, m, same[d, m]) for d, m in todo], os.path.join(workflow.basedir, "results",
-                                                                             "reference"), get_total_cores()),
-          file=sys.stderr)
+    todo = [(d, m, s) for d in DATASETS for m in METHODS for s in SEEDS if not os.path.exists(get_record(d, m, s))]
+    same = {(d, m): same_as_reference(d, m) for d, m, _ in todo}
+    reference = os.path.join(workflow.basedir, "results", "reference")
+    print(time_estimate([(d, m, same[d, m]) for d, m, _ in todo], reference, get_total_cores()), file=sys.stderr)
+    write_progress_plan(todo, same, reference)
+
+
+def write_progress_plan(todo, same, reference):
+    """The board the training jobs' status lines estimate the remaining time from (mtlbench.progress): each run
+    to train, weighted by its measured time in results/reference when it has the reference's config."""
+    from mtlbench.pipeline import reference_train_seconds
+    from mtlbench.progress import Board
+
+    seconds = reference_train_seconds(reference)
+    Board(Path(PROGRESS_BOARD)).write_plan({
+        os.path.dirname(get_record(d, m, s)): float(seconds[d, m]) if same[d, m] and (d, m) in seconds.index else None
+        for d, m, s in todo
+    })
 
 
 def stop_on_missing_data():
@@ -156,6 +170,7 @@ SEEDS = config["seeds"]
 TABLES = f"{RESULTS}/tables"
 FIGURES = f"{RESULTS}/figures"
 REPORT = f"{RESULTS}/report"
+PROGRESS_BOARD = "logs/progress"  # the runs to train and those finished, for the status lines' time estimate
 
 
 def method_dir(method):
@@ -208,6 +223,8 @@ def get_train_shell(seeds):
         f"--method {{params.method:q}} --seed {seeds} --data-seed {{params.data_seed}} "
         # the configured thread count (hashed), not Snakemake's {threads}, which --cores may lower
         "--out {params.out:q} --set train.threads={params.threads} {params.sets} "
+        # status lines (a finished seed, a minute's progress) to the terminal, on fd 3; the rest to the log
+        f"--status-fd 3 --progress-board {PROGRESS_BOARD} 3>&2 "
         # a failure's one-line cause reaches the terminal (the whole output stays in the log)
         "> {log} 2>&1 || {{ rc=$?; [ $rc -eq 3 ] || {{ grep '^error: ' {log} | tail -n 1 >&2; exit $rc; }}; }}"
     )
