@@ -98,7 +98,7 @@ def tidy_metrics(records: list[RunRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=TIDY_COLUMNS)
 
 
-def delta_m_metrics(tidy: pd.DataFrame, reference: str = "stl", split: str = "test") -> pd.DataFrame:
+def delta_m_metrics(tidy: pd.DataFrame, reference: str, split: str = "test") -> pd.DataFrame:
     """Which task metrics enter Delta_m, per dataset: one row per (dataset, task, metric) with `used` and why not.
 
     Delta_m divides by the reference value, so a metric whose reference is 0 or not finite in any seed
@@ -125,7 +125,7 @@ def delta_m_metrics(tidy: pd.DataFrame, reference: str = "stl", split: str = "te
     return pd.DataFrame(rows, columns=["dataset", "task", "metric", "used", "reason"])
 
 
-def delta_m(tidy: pd.DataFrame, reference: str = "stl", split: str = "test") -> pd.DataFrame:
+def delta_m(tidy: pd.DataFrame, reference: str, split: str = "test") -> pd.DataFrame:
     """Delta_m% per run against the reference (STL) run of the same dataset and seed; lower is better:
     (1/K) sum_k (-1)^{h_k} (M_k - M_k^ref) / M_k^ref * 100 over the K task metrics that `delta_m_metrics`
     admits for the dataset (the same K for every run of it; `n_metrics` says how many)."""
@@ -145,7 +145,7 @@ def delta_m(tidy: pd.DataFrame, reference: str = "stl", split: str = "test") -> 
     return out
 
 
-def with_delta_m(tidy: pd.DataFrame, reference: str = "stl") -> pd.DataFrame:
+def with_delta_m(tidy: pd.DataFrame, reference: str) -> pd.DataFrame:
     """The tidy table plus Delta_m rows (task `all`, metric `delta_m`, lower is better)."""
     dm = delta_m(tidy, reference)
     rows = dm.assign(split="test", task="all", metric=DELTA_M, value=dm[DELTA_M], higher_is_better=False, status="ok")[
@@ -241,15 +241,12 @@ def summarize(tidy: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     return summary
 
 
-ROPE_PP = 1.0  # the Bayesian comparisons' region of practical equivalence, in percentage points of Delta_m
-
-
 def bootstrap_delta_m(
     tidy: pd.DataFrame,
-    baselines: tuple[str, ...] = ("hps", "stl"),
+    baselines: tuple[str, ...],
+    rope_pp: float,
     resamples: int = 9999,
     seed: int = 0,
-    rope_pp: float = ROPE_PP,
 ) -> pd.DataFrame:
     """Per (dataset, method): mean Delta_m over seeds with a percentile bootstrap 95% CI (scipy.stats.bootstrap),
     the probability of improvement over each baseline (the share of (method run, baseline run) pairs in which

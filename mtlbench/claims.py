@@ -40,6 +40,7 @@ from mtlbench.aggregate import DELTA_M
 from mtlbench.convergence import still_improving_counts
 from mtlbench.errors import MtlbenchError
 from mtlbench.record import RunRecord
+from mtlbench.stats import holm_adjusted
 
 TESTS = ("superior", "non_inferior", "negative_sharing", "relations", "fewer_parameters", "cheaper_step")
 VERDICTS = ("reproduced", "not reproduced", "contradicted", "inconclusive")
@@ -185,12 +186,7 @@ class Family:
 
     def adjusted(self) -> np.ndarray:
         """Holm's adjusted p-values (NaN counts as 1)."""
-        p = np.nan_to_num(self.p, nan=1.0)
-        m, order = len(p), np.argsort(p, kind="stable")
-        steps = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p[order]))
-        out = np.empty(m)
-        out[order] = steps
-        return out
+        return holm_adjusted(self.p)
 
     def all_hold(self, alpha: float) -> bool:
         return bool((self.adjusted() < alpha).all())
@@ -597,7 +593,7 @@ def evaluate_claims(
     claims: list[Claim],
     tidy: pd.DataFrame,
     records: list[RunRecord],
-    alpha: float = 0.05,
+    alpha: float,
     step_rounds: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per (claim, dataset): the estimate, the interval its decision uses, n, p, the verdict, whether the

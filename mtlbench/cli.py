@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mtlbench.analysis_settings import AnalysisSettings
+from mtlbench.analysis_settings import add_arguments as add_analysis_arguments
 from mtlbench.errors import MtlbenchError
 from mtlbench.progress import Board, StatusLines, open_status_stream
 from mtlbench.record import RunRecord
@@ -106,19 +108,12 @@ def _parser() -> argparse.ArgumentParser:
     agg = sub.add_parser("aggregate", help="run records -> metrics.csv, delta_m.csv, summary.{csv,md,tex}")
     agg.add_argument("records", nargs="+", type=Path, help="run records (record.json)")
     agg.add_argument("--out", type=Path, required=True, help="the tables folder")
-    agg.add_argument("--reference", default="stl", help="method Delta_m is measured against")
+    add_analysis_arguments(agg)
     agg.add_argument(
         "--allow-mixed-configs",
         action="store_true",
         help="aggregate records of one (dataset, method) even when their configs differ",
     )
-    agg.add_argument(
-        "--baselines",
-        nargs="+",
-        default=None,
-        help="also write significance, safeness and ranking tables against these methods",
-    )
-    agg.add_argument("--alpha", type=float, default=0.05, help="significance level of every test")
     agg.add_argument("--claims", type=Path, default=None, help="also write claims.{csv,md} for this claims file")
     agg.add_argument(
         "--step-rounds",
@@ -130,16 +125,14 @@ def _parser() -> argparse.ArgumentParser:
     sta = sub.add_parser("stats", help="metrics.csv -> significance, safeness, ranking tables")
     sta.add_argument("--metrics", type=Path, required=True, help="metrics.csv of `mtlbench aggregate`")
     sta.add_argument("--out", type=Path, required=True, help="the tables folder")
-    sta.add_argument("--baselines", nargs="+", default=["hps", "stl"], help="methods every method is tested against")
-    sta.add_argument("--reference", default="stl", help="the method safeness is judged against")
-    sta.add_argument("--alpha", type=float, default=0.05, help="significance level of every test")
+    add_analysis_arguments(sta, "reference", "baselines", "alpha")
 
     cla = sub.add_parser("claims", help="metrics.csv and run records -> claims.{csv,md}: a verdict per paper claim")
     cla.add_argument("records", nargs="+", type=Path, help="run records (record.json)")
     cla.add_argument("--claims", type=Path, required=True, help="the claims file (config/claims.yaml)")
     cla.add_argument("--metrics", type=Path, required=True, help="metrics.csv of `mtlbench aggregate`")
     cla.add_argument("--out", type=Path, required=True, help="the tables folder")
-    cla.add_argument("--alpha", type=float, default=0.05, help="significance level of every test")
+    add_analysis_arguments(cla, "alpha")
     cla.add_argument(
         "--step-rounds",
         type=Path,
@@ -169,11 +162,12 @@ def _parser() -> argparse.ArgumentParser:
     fig.add_argument("records", nargs="+", type=Path, help="run records (record.json)")
     fig.add_argument("--tables", type=Path, required=True, help="the tables folder of `mtlbench aggregate`")
     fig.add_argument("--out", type=Path, required=True, help="the figures folder")
+    add_analysis_arguments(fig, "reference", "alpha")
 
     rep = sub.add_parser("report-tables", help="tables -> HTML pages for the report: claims, leaderboards, details")
     rep.add_argument("--tables", type=Path, default=None, help="the pipeline's tables folder (claims first)")
     rep.add_argument("--out", type=Path, required=True, help="the folder of the report's HTML pages")
-    rep.add_argument("--reference", default="stl", help="the method Delta_m is measured against")
+    add_analysis_arguments(rep, "reference", "rope")
     rep.add_argument("--extra", nargs="*", default=[], metavar="NAME=CSV", help="more CSVs to render")
 
     tr = sub.add_parser("tracking", help="MLflow tracking store")
@@ -188,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="delta_m.csv of the aggregation: log each run's Delta_m to its MLflow run",
     )
-    log.add_argument("--reference", default="stl", help="the method that --delta-m measures against")
+    add_analysis_arguments(log, "reference")
     for command in (init, log):
         command.add_argument("--uri", default=None, help="tracking URI (default: tracking.uri of the config)")
         command.add_argument("--experiment", default=None, help="experiment (default: tracking.experiment)")
@@ -356,23 +350,23 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_pipeline_stage(args: argparse.Namespace) -> int:
     from mtlbench import pipeline
 
+    settings = AnalysisSettings.from_args(args)
     if args.command == "aggregate":
-        pipeline.aggregate(args.records, args.out, args.reference, args.allow_mixed_configs)
-        if args.baselines:
-            pipeline.statistics(args.out / "metrics.csv", args.out, tuple(args.baselines), args.reference, args.alpha)
+        pipeline.aggregate(args.records, args.out, settings, args.allow_mixed_configs)
+        pipeline.statistics(args.out / "metrics.csv", args.out, settings)
         if args.claims:
             print(
                 "claims: "
                 + pipeline.claims(
-                    args.claims, args.out / "metrics.csv", args.records, args.out, args.alpha, args.step_rounds
+                    args.claims, args.out / "metrics.csv", args.records, args.out, settings, args.step_rounds
                 )
             )
     elif args.command == "stats":
-        pipeline.statistics(args.metrics, args.out, tuple(args.baselines), args.reference, args.alpha)
+        pipeline.statistics(args.metrics, args.out, settings)
     elif args.command == "efficiency":
         pipeline.efficiency(args.records, args.out, args.benchmark, args.reference)
     elif args.command == "claims":
-        print(pipeline.claims(args.claims, args.metrics, args.records, args.out, args.alpha, args.step_rounds))
+        print(pipeline.claims(args.claims, args.metrics, args.records, args.out, settings, args.step_rounds))
     elif args.command == "bench":
         from mtlbench.bench import run_benchmarks
 
@@ -386,11 +380,11 @@ def cmd_pipeline_stage(args: argparse.Namespace) -> int:
     elif args.command == "report-tables":
         from mtlbench.report_tables import write_csv_pages, write_report_tables
 
-        pages = write_report_tables(args.tables, args.out, args.reference) if args.tables else []
+        pages = write_report_tables(args.tables, args.out, settings) if args.tables else []
         pages += write_csv_pages({k: Path(v) for k, v in (item.split("=", 1) for item in args.extra)}, args.out)
         print(f"{len(pages)} report pages in {args.out}")
     else:
-        pipeline.draw_figures(args.records, args.tables, args.out)
+        pipeline.draw_figures(args.records, args.tables, args.out, settings)
     return 0
 
 

@@ -42,7 +42,7 @@ def _placeholder(path: Path, text: str) -> None:
     _save(fig, path)
 
 
-def metrics_with_ci(summary: pd.DataFrame, path: Path, reference: str = "stl") -> None:
+def metrics_with_ci(summary: pd.DataFrame, path: Path, reference: str) -> None:
     """Per dataset and task, each method's primary test metric (the one Delta_m and the tables use) with its 95%
     CI, the reference method as a dashed line, and the better direction in the axis label. The y-range is set
     by the middle of the methods (a method far outside it, e.g. MGDA on unnormalised regression tasks, is drawn
@@ -190,7 +190,7 @@ def _readable_axes(ax, delta_m: np.ndarray) -> None:
         ax.yaxis.set_major_locator(ticker.MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
 
 
-def time_vs_delta_m(efficiency: pd.DataFrame, summary: pd.DataFrame, path: Path) -> None:
+def time_vs_delta_m(efficiency: pd.DataFrame, summary: pd.DataFrame, path: Path, reference: str) -> None:
     """Cost against benefit per dataset: ms per training step (log scale) against mean Delta_m, one marker and
     colour per method named in the legend (no labels on the points, so nothing overlaps); lower-left is
     cheaper and better. Delta_m's axis is symlog so that a far-off method does not flatten the rest."""
@@ -221,7 +221,7 @@ def time_vs_delta_m(efficiency: pd.DataFrame, summary: pd.DataFrame, path: Path)
         ax.axhline(0, color="grey", ls="--", lw=0.8)
         _readable_axes(ax, d["mean"].to_numpy(float))
         ax.set_xlabel("ms per training step (log)")
-        ax.set_ylabel("Delta_m % vs STL (lower is better)")
+        ax.set_ylabel(f"Delta_m % vs {reference} (lower is better)")
         ax.set_title(dataset, fontsize=9)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=7, loc="center right")

@@ -18,6 +18,7 @@ from mtlbench.aggregate import (
     tidy_metrics,
     with_delta_m,
 )
+from mtlbench.analysis_settings import AnalysisSettings
 from mtlbench.convergence import convergence_table
 from mtlbench.efficiency import efficiency_table, pipeline_profile, profile_line
 from mtlbench.published import published_comparison, published_markdown
@@ -25,7 +26,9 @@ from mtlbench.stats import friedman_nemenyi, safeness, significance
 from mtlbench.tables import write_summary_tables, write_task_averaged
 
 
-def aggregate(records: list[Path], out_dir: Path, reference: str = "stl", allow_mixed_configs: bool = False) -> None:
+def aggregate(
+    records: list[Path], out_dir: Path, settings: AnalysisSettings, allow_mixed_configs: bool = False
+) -> None:
     """metrics.csv (tidy, Delta_m rows included), delta_m.csv (per run), delta_m_metrics.csv (which metrics
     Delta_m averages, and why others are left out), convergence.csv (per run: still improving at the end of its
     budget, by mtlbench.convergence's rule), summary.{csv,md,tex}, task_averaged.{csv,md} and
@@ -34,7 +37,7 @@ def aggregate(records: list[Path], out_dir: Path, reference: str = "stl", allow_
     if not allow_mixed_configs:
         check_one_config(runs, list(records))
     out_dir.mkdir(parents=True, exist_ok=True)
-    tidy = tidy_metrics(runs)
+    tidy, reference = tidy_metrics(runs), settings.reference
     full = with_delta_m(tidy, reference)
     full.to_csv(out_dir / "metrics.csv", index=False)
     delta_m(tidy, reference).to_csv(out_dir / "delta_m.csv", index=False)
@@ -47,24 +50,18 @@ def aggregate(records: list[Path], out_dir: Path, reference: str = "stl", allow_
     beside = published_comparison(averaged, summary)
     beside.to_csv(out_dir / "published.csv", index=False)
     (out_dir / "published.md").write_text(published_markdown(beside))
-    bootstrap_delta_m(full).to_csv(out_dir / "delta_m_bootstrap.csv", index=False)
+    bootstrap_delta_m(full, settings.baselines, settings.rope).to_csv(out_dir / "delta_m_bootstrap.csv", index=False)
     convergence_table(runs).to_csv(out_dir / "convergence.csv", index=False)
 
 
-def statistics(
-    metrics_csv: Path,
-    out_dir: Path,
-    baselines: tuple[str, ...] = ("hps", "stl"),
-    reference: str = "stl",
-    alpha: float = 0.05,
-) -> None:
+def statistics(metrics_csv: Path, out_dir: Path, settings: AnalysisSettings) -> None:
     """significance.csv, safeness.csv, ranking.csv (Friedman, mean ranks, CD) and nemenyi.csv."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tidy = pd.read_csv(metrics_csv)
-    sig = significance(tidy, baselines, alpha)
+    sig = significance(tidy, settings.baselines, settings.alpha)
     sig.to_csv(out_dir / "significance.csv", index=False)
-    safeness(sig, reference).to_csv(out_dir / "safeness.csv", index=False)
-    rank = friedman_nemenyi(tidy, alpha)
+    safeness(sig, settings.reference).to_csv(out_dir / "safeness.csv", index=False)
+    rank = friedman_nemenyi(tidy, settings.alpha)
     pd.DataFrame(
         [
             {
@@ -110,7 +107,7 @@ def claims(
     metrics_csv: Path,
     records: list[Path],
     out_dir: Path,
-    alpha: float = 0.05,
+    settings: AnalysisSettings,
     step_rounds: Path | None = None,
 ) -> str:
     """claims.{csv,md}: a verdict per declared claim and dataset (step-cost claims from the interleaved
@@ -118,7 +115,8 @@ def claims(
     from mtlbench.claims import claims_markdown, evaluate_claims, load_claims
 
     rounds = pd.read_csv(step_rounds) if step_rounds is not None else None
-    table = evaluate_claims(load_claims(claims_file), pd.read_csv(metrics_csv), load_records(records), alpha, rounds)
+    claims = load_claims(claims_file)
+    table = evaluate_claims(claims, pd.read_csv(metrics_csv), load_records(records), settings.alpha, rounds)
     out_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_dir / "claims.csv", index=False)
     (out_dir / "claims.md").write_text(claims_markdown(table))
@@ -149,16 +147,18 @@ def cd_rankings(tidy: pd.DataFrame, alpha: float) -> dict[str, dict]:
     return {str(d): friedman_nemenyi(tidy[tidy.dataset == d], alpha) for d in sorted(tidy.dataset.unique())}
 
 
-def draw_figures(records: list[Path], tables: Path, out_dir: Path, alpha: float = 0.05) -> None:
+def draw_figures(records: list[Path], tables: Path, out_dir: Path, settings: AnalysisSettings) -> None:
+    """The figures, with the settings' reference (the metric panels' line, Delta_m's axis) and alpha (the CD)."""
     runs = load_records(records)
     summary = pd.read_csv(tables / "summary.csv")
-    figures.metrics_with_ci(summary, out_dir / "metrics_ci.png")
+    figures.metrics_with_ci(summary, out_dir / "metrics_ci.png", settings.reference)
     figures.relation_matrices(runs, out_dir / "relations.png")
     figures.gate_values(runs, out_dir / "gates.png")
     figures.learning_curves(runs, out_dir / "learning_curves.png")
     tidy = pd.read_csv(tables / "metrics.csv")
-    figures.critical_difference(cd_rankings(tidy, alpha), out_dir / "cd_diagram.png")
-    figures.time_vs_delta_m(pd.read_csv(tables / "efficiency.csv"), summary, out_dir / "time_vs_delta_m.png")
+    figures.critical_difference(cd_rankings(tidy, settings.alpha), out_dir / "cd_diagram.png")
+    efficiency = pd.read_csv(tables / "efficiency.csv")
+    figures.time_vs_delta_m(efficiency, summary, out_dir / "time_vs_delta_m.png", settings.reference)
 
 
 def reference_train_seconds(reference: Path) -> pd.Series:
@@ -230,7 +230,7 @@ def claims_headline(table: pd.DataFrame) -> list[str]:
     return lines
 
 
-def headline(tables: Path, figures_dir: Path, report: str = "results/report.html", reference: str = "stl") -> str:
+def headline(tables: Path, figures_dir: Path, report: str, reference: str) -> str:
     """What a finished pipeline run says in a few lines: the verdicts per claim and dataset, the leading
     methods by mean Delta_m (95% bootstrap CI) per dataset, and where the tables and figures are."""
     tables, lines = Path(tables), []

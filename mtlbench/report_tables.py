@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mtlbench.aggregate import ROPE_PP
+from mtlbench.analysis_settings import AnalysisSettings
 from mtlbench.claims import GENERALISATION, INTERVAL_NOTE, VERDICT_DEFINITIONS, VERDICTS, claims_display, scope_of
 from mtlbench.tables import wide_table
 
@@ -199,13 +199,15 @@ def claims_section(claims: pd.DataFrame) -> list[str]:
     ]
 
 
-def leaderboard_section(board: pd.DataFrame, reference: str) -> list[str]:
+def leaderboard_section(board: pd.DataFrame, settings: AnalysisSettings) -> list[str]:
+    reference = settings.reference
     body = [
         _heading(2, "Leaderboards"),
         f"<p>Per dataset, methods ranked by mean Delta_m (% against {reference}; "
         "lower is better) with its 95% bootstrap CI over seeds, the probability that a seed of the method "
         "beats a seed of each baseline, the Bayesian signed-rank test against it (paired by seed, region of "
-        f"practical equivalence {ROPE_PP:g} pp), and the tasks on which it is significantly worse than {reference}."
+        f"practical equivalence {settings.rope:g} pp), and the tasks on which it is significantly worse than "
+        f"{reference}."
         "</p>",
     ]
     for dataset, rows in board.groupby("dataset", sort=True):
@@ -242,7 +244,7 @@ def write_csv_pages(csvs: dict[str, Path], out: Path) -> list[Path]:
 DETAIL_TABLES = ("task_averaged", "published", "significance", "safeness", "ranking", "efficiency", "pipeline_profile")
 
 
-def write_report_tables(tables: Path, out: Path, reference: str = "stl") -> list[Path]:
+def write_report_tables(tables: Path, out: Path, settings: AnalysisSettings) -> list[Path]:
     """front.html (claims, then the leaderboards: what the report's front page shows), claims.html,
     leaderboard.html, summary.html and a page per detail table of `tables` that exists; leaderboard.{csv,md}
     beside the other tables. Returns the pages written."""
@@ -256,7 +258,7 @@ def write_report_tables(tables: Path, out: Path, reference: str = "stl") -> list
     (tables / "leaderboard.md").write_text(
         "# Leaderboards\n\n"
         + "\n\n".join(
-            f"## {d}\n\n" + _shown_leaderboard(rows, reference).to_markdown(index=False)
+            f"## {d}\n\n" + _shown_leaderboard(rows, settings.reference).to_markdown(index=False)
             for d, rows in board.groupby("dataset")
         )
         + "\n"
@@ -266,7 +268,7 @@ def write_report_tables(tables: Path, out: Path, reference: str = "stl") -> list
         if claims is not None and len(claims)
         else [_heading(2, "Claims"), "<p>No claim applies to the methods and datasets of this run.</p>"]
     )
-    board_part = leaderboard_section(board, reference)
+    board_part = leaderboard_section(board, settings)
     pages = {
         "front.html": STYLE + '<div class="mtlbench-front">\n' + "\n".join(claims_part + board_part) + "\n</div>\n",
         "claims.html": _page("Claims", claims_part),

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import scikit_posthocs as sp
 from scipy import stats as st
-from statsmodels.stats.multitest import multipletests
 
 from mtlbench.aggregate import DELTA_M
 
@@ -51,9 +50,18 @@ def holm_family(dataset: str, baseline: str, method: str, task: str) -> str:
     return f"{dataset} | vs {baseline} | {method}: task metrics"
 
 
-def significance(
-    tidy: pd.DataFrame, baselines: tuple[str, ...] = ("hps", "stl"), alpha: float = 0.05, split: str = "test"
-) -> pd.DataFrame:
+def holm_adjusted(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values, min(1, max over ranks <= k of (m - k + 1) p_(k)), NaN counted as 1:
+    the one Holm of the suite (claims' families and the significance table). NumPy, checked against
+    statsmodels' `multipletests(method="holm")`, which spends most of its time in gc.collect()."""
+    p = np.nan_to_num(np.asarray(p, float), nan=1.0)
+    m, order = len(p), np.argsort(p, kind="stable")
+    out = np.empty(m)
+    out[order] = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p[order]))
+    return out
+
+
+def significance(tidy: pd.DataFrame, baselines: tuple[str, ...], alpha: float, split: str = "test") -> pd.DataFrame:
     """One row per (dataset, baseline, method, task, metric); Holm within each row's `holm_family`."""
     ok = tidy[(tidy.status == "ok") & (tidy.split == split)]
     rows = []
@@ -95,7 +103,7 @@ def significance(
             p = table.loc[idx, column]
             valid = p.notna()
             if valid.any():
-                table.loc[p[valid].index, f"{column}_holm"] = multipletests(p[valid], method="holm")[1]
+                table.loc[p[valid].index, f"{column}_holm"] = holm_adjusted(p[valid].to_numpy(float))
     table["better"] = np.where(table.higher_is_better, table.mean_diff > 0, table.mean_diff < 0)
     table["significant"] = table.t_p_holm < alpha
     table["wilcoxon_note"] = np.where(
@@ -109,7 +117,7 @@ def significance(
     return table
 
 
-def safeness(sig: pd.DataFrame, reference: str = "stl") -> pd.DataFrame:
+def safeness(sig: pd.DataFrame, reference: str) -> pd.DataFrame:
     """Per method and dataset: the tasks with a metric significantly worse than STL (Holm-corrected paired t),
     counted as tasks (`n_worse` of `n_compared` tasks; `worse` names the metrics)."""
     if sig.empty:
@@ -165,7 +173,7 @@ def ranking_blocks(
     return matrix, "tasks", note
 
 
-def friedman_nemenyi(tidy: pd.DataFrame, alpha: float = 0.05, min_datasets: int = MIN_DATASET_BLOCKS) -> dict:
+def friedman_nemenyi(tidy: pd.DataFrame, alpha: float, min_datasets: int = MIN_DATASET_BLOCKS) -> dict:
     """Friedman test over blocks, Nemenyi post-hoc p-values, mean ranks (1 = best) and the critical difference."""
     matrix, kind, note = ranking_blocks(tidy, min_datasets=min_datasets)
     k, n = matrix.shape[1], matrix.shape[0]

@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pandas as pd
 
+from mtlbench.analysis_settings import AnalysisSettings
 from mtlbench.report_tables import html_table, leaderboard, write_report_tables
 from tests.conftest import ROOT
 
@@ -84,7 +85,7 @@ def test_a_method_against_itself_shows_a_dash_and_the_reference_is_named(tmp_pat
         }
     ).to_csv(tables / "summary.csv", index=False)
     (tables / "significance.csv").write_text("")  # one method only: pandas writes an empty file
-    pages = write_report_tables(tables, tmp_path / "html", reference="stl")
+    pages = write_report_tables(tables, tmp_path / "html", AnalysisSettings())
     assert {p.name for p in pages} == {
         "front.html",
         "claims.html",
@@ -181,7 +182,7 @@ def test_headline_names_the_reference_and_says_when_one_seed_gives_no_ci(tmp_pat
             "n": [5, 5, 1],
         }
     ).to_csv(tmp_path / "delta_m_bootstrap.csv", index=False)
-    line = headline(tmp_path, tmp_path / "figures").splitlines()[0]
+    line = headline(tmp_path, tmp_path / "figures", "results/report.html", "stl").splitlines()[0]
     expected = "hps -2.0 [-3.0, -1.0]; uw -1.0 (n = 1: no CI); stl (the reference)"
     assert line == f"Best Delta_m % vs stl (lower is better), d: {expected}"
 
@@ -200,3 +201,89 @@ def test_summary_tables_are_split_and_rounded_to_stay_readable(tmp_path):
     assert widths and max(widths) <= LATEX_COLUMNS
     assert "synthetic\\_relations (part 1 of" in text and "e+" not in text
     assert re.search(r"(?<![\d.])(?:[1-9]\d*\.\d{3,}|0\.[1-9]\d{3,})", text) is None  # at most 3 significant
+
+
+def _write_runs(tmp_path, methods: dict[str, float]) -> list[str]:
+    """Records of dataset d, 4 seeds, two tasks (score, higher is better), each method offset from STL."""
+    from mtlbench.record import RunRecord
+
+    rng, paths = np.random.default_rng(0), []
+    for method, shift in methods.items():
+        for seed in range(4):
+            m = {t: {"score": float(0.5 + shift + 0.05 * rng.standard_normal())} for t in ("t1", "t2")}
+            record = RunRecord.from_json(
+                {
+                    "dataset": "d",
+                    "method": method,
+                    "seed": seed,
+                    "status": "ok",
+                    "metrics": {"val": m, "test": m},
+                    "directions": {t: {"score": True} for t in m},
+                    "config": {"method": method, "seed": seed, "train": {"epochs": 10}},
+                }
+            )
+            path = tmp_path / "runs" / method / f"seed{seed}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(record.text())
+            paths.append(str(path))
+    return paths
+
+
+def test_the_leaderboard_compares_against_the_configured_baselines(tmp_path):
+    """Issue 24: with baselines [mgda, stl] significance.csv used mgda while the leaderboard showed an all-dash
+    hard-sharing column and no mgda column (its bootstrap step ran with a built-in default)."""
+    from mtlbench.cli import main
+
+    paths = _write_runs(tmp_path, {"stl": 0.0, "hps": 0.05, "mgda": 0.1})
+    tables = tmp_path / "tables"
+    assert main(["aggregate", *paths, "--out", str(tables), "--baselines", "mgda", "stl"]) == 0
+    assert main(["report-tables", "--tables", str(tables), "--out", str(tmp_path / "html")]) == 0
+    board = pd.read_csv(tables / "leaderboard.csv")
+    compared = sorted(c.removeprefix("p_improve_vs_") for c in board.columns if c.startswith("p_improve_vs_"))
+    assert compared == ["mgda", "stl"]
+    assert sorted(pd.read_csv(tables / "significance.csv").baseline.unique()) == ["mgda", "stl"]
+    markdown = (tables / "leaderboard.md").read_text()
+    assert "P(better than mgda)" in markdown and "than hps" not in markdown
+
+
+def test_the_figures_follow_the_configured_alpha_and_reference(tmp_path, monkeypatch):
+    """Issue 24: `mtlbench figures` took no alpha or reference: the CD diagram always used 0.05, the metric
+    panels always STL. The figure functions are wrapped to see what they are given, and still draw."""
+    from mtlbench import figures
+    from mtlbench.cli import main
+    from mtlbench.pipeline import cd_rankings
+
+    paths = _write_runs(tmp_path, {"stl": 0.0, "hps": 0.05, "mgda": 0.1, "pcgrad": 0.02})
+    tables = tmp_path / "tables"
+    assert main(["aggregate", *paths, "--out", str(tables)]) == 0
+    pd.DataFrame(
+        {"dataset": ["d"] * 4, "method": ["stl", "hps", "mgda", "pcgrad"], "seconds_per_step": [1e-3] * 4}
+    ).to_csv(tables / "efficiency.csv", index=False)
+    given: dict[str, object] = {}
+    for name in ("metrics_with_ci", "critical_difference", "time_vs_delta_m"):
+        drawn = getattr(figures, name)
+        monkeypatch.setattr(figures, name, lambda *a, _n=name, _f=drawn: (given.__setitem__(_n, a), _f(*a))[-1])
+    out = tmp_path / "figures"
+    assert (
+        main(["figures", *paths, "--tables", str(tables), "--out", str(out), "--alpha", "0.2", "--reference", "hps"])
+        == 0
+    )
+    assert given["metrics_with_ci"][-1] == "hps" and given["time_vs_delta_m"][-1] == "hps"
+    expected = cd_rankings(pd.read_csv(tables / "metrics.csv"), 0.2)
+    shown = given["critical_difference"][0]
+    assert {k: r["critical_difference"] for k, r in shown.items()} == {
+        k: r["critical_difference"] for k, r in expected.items()
+    }
+    assert shown != cd_rankings(pd.read_csv(tables / "metrics.csv"), 0.05)  # alpha changes the CD
+    assert (out / "cd_diagram.png").is_file()
+
+
+def test_the_settings_defaults_are_the_configs():
+    """One set of defaults: the config schema's `statistics` defaults are the settings object's."""
+    import yaml
+
+    from mtlbench.analysis_settings import AnalysisSettings
+
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    declared = {k: v["default"] for k, v in schema["properties"]["statistics"]["properties"].items()}
+    assert AnalysisSettings(**{**declared, "baselines": tuple(declared["baselines"])}) == AnalysisSettings()

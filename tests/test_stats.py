@@ -66,7 +66,7 @@ def test_delta_m_by_hand():
     recs = _records(
         {"stl": [{"acc": 0.8, "err": 2.0}], "hps": [{"acc": 0.88, "err": 2.5}]}, {"acc": True, "err": False}
     )
-    dm = delta_m(tidy_metrics(recs)).set_index("method")[DELTA_M]
+    dm = delta_m(tidy_metrics(recs), "stl").set_index("method")[DELTA_M]
     # acc 10% better (-10), err 25% worse (+25): mean 7.5, lower is better
     assert dm["hps"] == pytest.approx(7.5) and dm["stl"] == 0.0
 
@@ -81,7 +81,7 @@ def test_holm_matches_statsmodels_and_the_hand_computation():
             for row, shift in zip(base, rng.normal(0.3, 0.4, size=(6, 4)), strict=True)
         ],
     }
-    sig = significance(tidy_metrics(_records(values, dict.fromkeys("abcd", True))), baselines=("hps",))
+    sig = significance(tidy_metrics(_records(values, dict.fromkeys("abcd", True))), ("hps",), 0.05)
     assert np.allclose(sig.t_p_holm, multipletests(sig.t_p, method="holm")[1])
     assert sig.t_p.between(0, 1).all() and sig.t_p_holm.between(0, 1).all()
     # Holm by hand on four p-values: sorted 0.005, 0.01, 0.03, 0.04 -> 0.02, 0.03, 0.06, 0.06
@@ -92,7 +92,7 @@ def test_safeness_counts_tasks_significantly_worse_than_stl():
     stl = [{"a": 0.90 + 0.001 * s, "b": 0.5 + 0.01 * s} for s in range(6)]
     worse = [{"a": 0.80 + 0.0012 * s, "b": 0.5 + 0.01 * s + 0.001 * (-1) ** s} for s in range(6)]
     tidy = tidy_metrics(_records({"stl": stl, "hps": worse}, {"a": True, "b": True}))
-    table = safeness(significance(tidy, baselines=("stl",)))
+    table = safeness(significance(tidy, ("stl",), 0.05), "stl")
     row = table.set_index("method").loc["hps"]
     assert row.n_worse == 1 and row.worse == "a.score"
 
@@ -115,7 +115,7 @@ def test_friedman_and_critical_difference_follow_demsar():
         for m, v in per_block.items()
         for b in range(14)
     ]
-    res = friedman_nemenyi(pd.DataFrame(rows))
+    res = friedman_nemenyi(pd.DataFrame(rows), 0.05)
     assert res["mean_ranks"]["w"] < res["mean_ranks"]["z"]
     # Demsar (2006): q_0.05 = 2.569 for k = 4; CD = q sqrt(k(k+1)/(6N))
     assert res["critical_difference"] == pytest.approx(2.569 * math.sqrt(4 * 5 / (6 * 14)), rel=1e-3)
@@ -125,7 +125,7 @@ def test_friedman_and_critical_difference_follow_demsar():
 def test_diverged_runs_are_counted_not_dropped():
     recs = _records({"stl": [{"a": 0.9}, {"a": 0.8}], "hps": [{"a": 0.85}]}, {"a": True})
     recs.append(RunRecord("d", "hps", 1, "diverged"))
-    summary = summarize(with_delta_m(tidy_metrics(recs)))
+    summary = summarize(with_delta_m(tidy_metrics(recs), "stl"))
     assert summary[summary.method == "hps"].n_diverged.max() == 1
     assert summary[(summary.method == "hps") & (summary.metric == "score")].n.iloc[0] == 1
 
@@ -150,13 +150,13 @@ def test_delta_m_leaves_a_metric_with_a_zero_reference_out_for_every_method():
     stl = [{"acc": 0.80, "recall": 0.5}, {"acc": 0.80, "recall": 0.0}]  # seed 1: no positive predicted
     hps = [{"acc": 0.88, "recall": 0.6}, {"acc": 0.72, "recall": 0.1}]
     tidy = tidy_metrics(_records({"stl": stl, "hps": hps}, directions))
-    dm = delta_m(tidy).set_index(["method", "seed"])
+    dm = delta_m(tidy, "stl").set_index(["method", "seed"])
     assert np.isfinite(dm[DELTA_M]).all() and (dm.n_metrics == 1).all()
     # only accuracy remains, in both seeds and for both methods: -10 (better) and +10 (worse)
     assert dm.loc[("hps", 0), DELTA_M] == pytest.approx(-10.0) and dm.loc[("hps", 1), DELTA_M] == pytest.approx(10.0)
-    used = delta_m_metrics(tidy).set_index("task")  # (_records names each task's one metric "score")
+    used = delta_m_metrics(tidy, "stl").set_index("task")  # (_records names each task's one metric "score")
     assert not used.loc["recall", "used"] and "is 0" in used.loc["recall", "reason"] and used.loc["acc", "used"]
-    summary = summarize(with_delta_m(tidy))
+    summary = summarize(with_delta_m(tidy, "stl"))
     ci = summary[(summary.method == "hps") & (summary.metric == DELTA_M)]
     assert np.isfinite(ci[["mean", "ci95_low", "ci95_high"]].to_numpy(float)).all()
 
@@ -165,7 +165,7 @@ def test_delta_m_averages_the_same_metrics_in_every_run_when_one_is_nan():
     directions = {"acc": True, "auc": True}
     stl = [{"acc": 0.8, "auc": 0.9}, {"acc": 0.8, "auc": 0.9}]
     hps = [{"acc": 0.88, "auc": float("nan")}, {"acc": 0.88, "auc": 0.9}]  # AUC undefined in one run
-    dm = delta_m(tidy_metrics(_records({"stl": stl, "hps": hps}, directions))).set_index(["method", "seed"])
+    dm = delta_m(tidy_metrics(_records({"stl": stl, "hps": hps}, directions)), "stl").set_index(["method", "seed"])
     # both hps seeds average accuracy alone (not accuracy in one seed, accuracy and AUC in the other)
     assert dm.loc[("hps", 0), DELTA_M] == pytest.approx(-10.0) == dm.loc[("hps", 1), DELTA_M]
 
@@ -178,11 +178,11 @@ def _many_methods(n_methods: int, worse_task: str = "a", seed: int = 0) -> pd.Da
         values[f"m{k:02d}"] = [{t: v + rng.normal(0, 0.02) for t, v in row.items()} for row in stl]
     # hps: 2 points worse on task a, a shift that a paired test at n = 6 finds at p of order 1e-3
     values["hps"] = [{"a": row["a"] - 0.02 + rng.normal(0, 0.01), "b": row["b"]} for row in stl]
-    return with_delta_m(tidy_metrics(_records(values, {"a": True, "b": True})))
+    return with_delta_m(tidy_metrics(_records(values, {"a": True, "b": True})), "stl")
 
 
 def test_holm_family_is_one_methods_task_metrics_against_one_baseline():
-    sig = significance(_many_methods(10), baselines=("stl",))
+    sig = significance(_many_methods(10), ("stl",), 0.05)
     for _, grp in sig.groupby(["method", sig.task == "all"]):
         assert grp.holm_family.nunique() == 1
     tasks = sig[sig.task != "all"]
@@ -195,10 +195,10 @@ def test_holm_family_is_one_methods_task_metrics_against_one_baseline():
 
 
 def test_safeness_finds_a_worse_task_among_many_methods():
-    sig = significance(_many_methods(10), baselines=("stl",))
+    sig = significance(_many_methods(10), ("stl",), 0.05)
     raw = sig[(sig.method == "hps") & (sig.task == "a")].t_p.iloc[0]
     assert raw < 0.025  # significant within hps's own family of two, not across 22 task comparisons
-    row = safeness(sig).set_index("method").loc["hps"]
+    row = safeness(sig, "stl").set_index("method").loc["hps"]
     assert row.n_worse == 1 and row.worse == "a.score"
 
 
@@ -238,10 +238,10 @@ def _dm_rows(n_datasets: int) -> pd.DataFrame:
 
 
 def test_friedman_ranks_datasets_when_there_are_enough_and_says_when_blocks_are_tasks():
-    many = friedman_nemenyi(_dm_rows(6))
+    many = friedman_nemenyi(_dm_rows(6), 0.05)
     assert many["block_kind"] == "datasets" and many["n_blocks"] == 6
     assert many["mean_ranks"]["w"] == 1.0 and many["mean_ranks"]["z"] == 4.0  # lowest Delta_m ranks first
-    few = friedman_nemenyi(_dm_rows(2))
+    few = friedman_nemenyi(_dm_rows(2), 0.05)
     assert few["block_kind"] == "tasks" and few["n_blocks"] == 4
     assert "not independent" in few["note"] and "optimistic" in few["note"]
 
@@ -313,5 +313,5 @@ def test_safeness_counts_tasks_not_metrics():
             "better": [False, False, False, False],
         }
     )
-    row = safeness(sig).iloc[0]
+    row = safeness(sig, "stl").iloc[0]
     assert (row.n_worse, row.n_compared) == (1, 2) and row.worse == "t1.mse; t1.mae"

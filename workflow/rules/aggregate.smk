@@ -27,9 +27,7 @@ rule aggregate_tables:
         nemenyi=f"{TABLES}/nemenyi.csv",
     params:
         out=lambda wc, output: os.path.dirname(output.metrics),
-        reference=config["statistics"]["reference"],
-        baselines=config["statistics"]["baselines"],
-        alpha=config["statistics"]["alpha"],
+        settings=analysis_args("reference", "baselines", "alpha", "rope"),
         step_rounds=get_step_rounds_arg,
     log:
         "logs/aggregate_tables.log",
@@ -38,6 +36,6 @@ rule aggregate_tables:
         runtime=10,
     localrule: True
     shell:
-        "mtlbench aggregate {input.records:q} --out {params.out:q} --reference {params.reference:q} "
-        "--baselines {params.baselines:q} --alpha {params.alpha:q} --claims {input.claims:q} {params.step_rounds} "
+        "mtlbench aggregate {input.records:q} --out {params.out:q} {params.settings} "
+        "--claims {input.claims:q} {params.step_rounds} "
         "> {log} 2>&1"

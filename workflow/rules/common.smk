@@ -215,6 +215,17 @@ def gpu_resources(dataset):
     return {"gpu": count, "gpu_manufacturer": maker, "nvidia_gpu": count if maker == "nvidia" else None}
 
 
+def analysis_args(*names):
+    """The config's `statistics` settings named, as the analysis commands' options (one settings object in
+    mtlbench.analysis_settings: --reference, --baselines, --alpha, --rope)."""
+    def option(name):
+        value = config["statistics"][name]
+        values = value if isinstance(value, list) else [value]
+        return f"--{name} " + " ".join(shlex.quote(str(v)) for v in values)
+
+    return " ".join(option(name) for name in names)
+
+
 def get_train_shell(seeds):
     """The training jobs' command: the given seeds in one process (exit 3, a diverged run, is a result; any other
     failure prints its `error:` line to the terminal, where Snakemake shows it beside the job)."""

@@ -16,6 +16,7 @@ rule report_figures:
     params:
         tables=lambda wc, input: os.path.dirname(input.summary),
         out=lambda wc, output: os.path.dirname(output.metrics_ci),
+        settings=analysis_args("reference", "alpha"),
     log:
         "logs/report_figures.log",
     resources:
@@ -23,7 +24,8 @@ rule report_figures:
         runtime=10,
     localrule: True
     shell:
-        "MPLBACKEND=Agg mtlbench figures {input.records:q} --tables {params.tables:q} --out {params.out:q} > {log} 2>&1"
+        "MPLBACKEND=Agg mtlbench figures {input.records:q} --tables {params.tables:q} --out {params.out:q} "
+        "{params.settings} > {log} 2>&1"
 
 
 # The report's tables as HTML pages (Snakemake's report opens HTML inline; CSV and Markdown items would be
@@ -59,7 +61,7 @@ rule report_tables:
     params:
         tables=lambda wc, input: os.path.dirname(input.claims),
         out=lambda wc, output: os.path.dirname(output.front),
-        reference=config["statistics"]["reference"],
+        settings=analysis_args("reference", "rope"),
     log:
         "logs/report_tables.log",
     resources:
@@ -67,7 +69,7 @@ rule report_tables:
         runtime=10,
     localrule: True
     shell:
-        "mtlbench report-tables --tables {params.tables:q} --out {params.out:q} --reference {params.reference:q} "
+        "mtlbench report-tables --tables {params.tables:q} --out {params.out:q} {params.settings} "
         "> {log} 2>&1"
 
 
