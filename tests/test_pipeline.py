@@ -343,7 +343,7 @@ def test_the_documented_user_method_runs_through_the_pipeline(tmp_path):
     package = tmp_path / "mymethods"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    (package / "uncertainty.py").write_text(_doc_blocks(doc, "python")[0])
+    (package / "uncertainty.py").write_text(next(b for b in _doc_blocks(doc, "python") if "Uncertainty" in b))
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     try_once = next(b for b in _doc_blocks(doc, "bash") if "mtlbench train" in b).strip()
     argv = try_once.removeprefix("PYTHONPATH=. ").split()

@@ -10,6 +10,16 @@ from snakemake.utils import validate
 validate(config, schema="../schemas/config.schema.yaml")
 
 
+def every_method(methods):
+    """`methods: all` is every registered method (config/zoo.yaml): a method added as one file is in it."""
+    from mtlbench.registry import METHODS
+
+    return METHODS.names() if methods == "all" else methods
+
+
+config["methods"] = every_method(config["methods"])
+
+
 def check_config():
     """Names and override keys checked once, with the suite's own messages (valid names listed)."""
     from mtlbench.config import resolve_config
@@ -60,6 +70,7 @@ def print_time_estimate():
         default = yaml.safe_load(fh)
     with open(os.path.join(workflow.basedir, "config", "zoo.yaml")) as fh:
         zoo = {**default, **yaml.safe_load(fh)}  # the zoo's methods on the default's data and overrides
+    zoo["methods"] = every_method(zoo["methods"])
 
     def same_as_reference(dataset, method):
         reference = next((c for c in (default, zoo) if dataset in c["datasets"] and method in c["methods"]), None)
