@@ -61,6 +61,16 @@ def holm_adjusted(p: np.ndarray) -> np.ndarray:
     return out
 
 
+def holm_within_families(table: pd.DataFrame, column: str) -> pd.Series:
+    """`column`'s p-values Holm-adjusted within each `holm_family`, over the p-values that exist (NaN stays NaN)."""
+    adjusted = pd.Series(np.nan, index=table.index)
+    for _, idx in table.groupby("holm_family").groups.items():
+        p = table.loc[idx, column].dropna()
+        if len(p):
+            adjusted[p.index] = holm_adjusted(p.to_numpy(float))
+    return adjusted
+
+
 def significance(tidy: pd.DataFrame, baselines: tuple[str, ...], alpha: float, split: str = "test") -> pd.DataFrame:
     """One row per (dataset, baseline, method, task, metric); Holm within each row's `holm_family`."""
     ok = tidy[(tidy.status == "ok") & (tidy.split == split)]
@@ -98,12 +108,7 @@ def significance(tidy: pd.DataFrame, baselines: tuple[str, ...], alpha: float, s
         for d, b, m, t in zip(table.dataset, table.baseline, table.method, table.task, strict=True)
     ]
     for column in ("t_p", "wilcoxon_p"):
-        table[f"{column}_holm"] = np.nan
-        for _, idx in table.groupby("holm_family").groups.items():
-            p = table.loc[idx, column]
-            valid = p.notna()
-            if valid.any():
-                table.loc[p[valid].index, f"{column}_holm"] = holm_adjusted(p[valid].to_numpy(float))
+        table[f"{column}_holm"] = holm_within_families(table, column)
     table["better"] = np.where(table.higher_is_better, table.mean_diff > 0, table.mean_diff < 0)
     table["significant"] = table.t_p_holm < alpha
     table["wilcoxon_note"] = np.where(
