@@ -8,35 +8,25 @@ The front page (workflow/report/workflow.rst) includes `front.html`: the claims 
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import pandas as pd
+from jinja2 import Environment, PackageLoader
+from markupsafe import Markup
 
 from mtlbench.analysis_settings import AnalysisSettings
 from mtlbench.claims import GENERALISATION, INTERVAL_NOTE, VERDICT_DEFINITIONS, VERDICTS, claims_display, scope_of
 from mtlbench.tables import wide_table
 
-STYLE = """<style>
-.mtlbench-table { border-collapse: collapse; margin: 0.5em 0 1.5em 0; font-size: 0.85em; }
-.mtlbench-table th, .mtlbench-table td { border: 1px solid #bbb; padding: 2px 6px; text-align: left;
-  vertical-align: top; }
-.mtlbench-table th { background: #eee; }
-.mtlbench-table td.reproduced { background: #d8f0d8; }
-.mtlbench-table td.contradicted { background: #f5d0d0; }
-.mtlbench-table td.not-reproduced { background: #f3e6c8; }
-.mtlbench-table td.inconclusive { background: #e6e6e6; }
-.mtlbench-table td.generalisation { font-style: italic; background-image: repeating-linear-gradient(45deg,
-  transparent, transparent 6px, rgba(255, 255, 255, 0.5) 6px, rgba(255, 255, 255, 0.5) 12px); }
-/* the report's front page puts its text in a narrow column beside the rule graph: give the tables the width */
-div.prose:has(.mtlbench-front) { max-width: none; }
-div.flex:has(> div > div.prose .mtlbench-front) { flex-wrap: wrap; }
-/* the page centres its content vertically: a front page taller than the window would lose its top */
-div.items-center:has(.mtlbench-front) { align-items: flex-start; }
-h2.mtlbench, h3.mtlbench { font-weight: bold; margin-top: 1em; }
-h2.mtlbench { font-size: 1.25em; } h3.mtlbench { font-size: 1.1em; }
-</style>
-"""
+# autoescaped: every text from a table, a claims file or a config is escaped; markup comes from the templates
+TEMPLATES = Environment(loader=PackageLoader("mtlbench", "templates"), autoescape=True, keep_trailing_newline=True)
+
+
+def render(template: str, **values: object) -> Markup:
+    return Markup(TEMPLATES.get_template(template).render(**values))
+
+
+STYLE = render("style.html.j2")
 
 
 def leaderboard(
@@ -133,86 +123,62 @@ def _shown_leaderboard(rows: pd.DataFrame, reference: str) -> pd.DataFrame:
     return shown
 
 
+def table_data(table: pd.DataFrame, index: bool = False) -> dict[str, object]:
+    """A table as the templates' `table` macro takes it: column titles, and per row its cells' texts with a
+    `verdict` cell's classes (its verdict, coloured; `generalisation` for a row outside the claim's scope)."""
+    head = ([table.index.name or ""] if index else []) + [str(c) for c in table.columns]
+    rows = []
+    for label, row in table.iterrows():
+        texts = {column: _cell_text(value) for column, value in row.items()}
+        cells = [(text, _verdict_class(text) if column == "verdict" else "") for column, text in texts.items()]
+        rows.append({"label": str(label), "cells": cells})
+    return {"head": head, "rows": rows, "index": index}
+
+
+def _cell_text(value: object) -> str:
+    return "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
+
+
 def html_table(table: pd.DataFrame, index: bool = False) -> str:
     """A table with escaped cells; a `verdict` column's cells carry their verdict as a class (coloured)."""
-    head = ([table.index.name or ""] if index else []) + [str(c) for c in table.columns]
-    lines = [
-        '<table class="mtlbench-table">',
-        "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead>",
-        "<tbody>",
-    ]
-    for label, row in table.iterrows():
-        cells = [f"<th>{html.escape(str(label))}</th>"] if index else []
-        for column, value in row.items():
-            text = "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
-            css = _verdict_class(text) if column == "verdict" else ""
-            cells.append(f"<td{css}>{html.escape(text)}</td>")
-        lines.append("<tr>" + "".join(cells) + "</tr>")
-    return "\n".join([*lines, "</tbody>", "</table>"])
+    macros = TEMPLATES.get_template("table.html.j2").module
+    return str(macros.table(table_data(table, index)))  # type: ignore[attr-defined]
 
 
 def _verdict_class(text: str) -> str:
-    """A verdict cell's classes: its verdict (coloured), and `generalisation` for a row outside the claim's scope."""
     verdict = text.removesuffix(f" ({GENERALISATION})")
     if verdict not in VERDICTS:
         return ""
-    return f' class="{verdict.replace(" ", "-")}' + (" generalisation" if verdict != text else "") + '"'
+    return verdict.replace(" ", "-") + (" generalisation" if verdict != text else "")
 
 
-def _page(title: str, body: list[str]) -> str:
-    return (
-        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>'
-        + html.escape(title)
-        + "</title>"
-        + STYLE
-        + "</head><body>\n"
-        + "\n".join(body)
-        + "\n</body></html>\n"
-    )
+def _page(title: str, body: Markup) -> str:
+    return render("page.html.j2", title=title, style=STYLE, body=body)
 
 
-def _heading(level: int, text: str) -> str:
-    return f'<h{level} class="mtlbench">{html.escape(text)}</h{level}>'
-
-
-def claims_section(claims: pd.DataFrame) -> list[str]:
+def claims_section(claims: pd.DataFrame) -> Markup:
     """The claims in the papers' scope, then the generalisation tests, then what each verdict means."""
     in_scope = scope_of(claims) != GENERALISATION
     counts = claims[in_scope].verdict.value_counts()
-    summary = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts)
     general = claims[~in_scope]
-    return [
-        _heading(2, "Claims"),
-        f"<p>In the scope the papers made them in: {html.escape(summary or 'no row')} "
-        f"({int(in_scope.sum())} claim x dataset rows; {len(general)} generalisation tests below). The estimate "
-        "favours the method when positive (ratios: below 1); paired by seed. "
-        f"{html.escape(INTERVAL_NOTE)}</p>",
-        html_table(claims_display(claims[in_scope])),
-        _heading(3, "Generalisation tests"),
-        "<p>Claims scored on datasets outside the experiment the paper made them on: what the run shows there, "
-        "never the paper's claim failing.</p>",
-        html_table(claims_display(general)) if len(general) else "<p>None in this run.</p>",
-        _heading(3, "What the verdicts mean"),
-        "<ul>"
-        + "".join(f"<li><b>{html.escape(t)}</b>: {html.escape(d)}</li>" for t, d in VERDICT_DEFINITIONS.items())
-        + "</ul>",
-    ]
+    return render(
+        "claims.html.j2",
+        summary=", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts),
+        n_in_scope=int(in_scope.sum()),
+        n_general=len(general),
+        interval_note=INTERVAL_NOTE,
+        in_scope=table_data(claims_display(claims[in_scope])),
+        general=table_data(claims_display(general)) if len(general) else None,
+        definitions=list(VERDICT_DEFINITIONS.items()),
+    )
 
 
-def leaderboard_section(board: pd.DataFrame, settings: AnalysisSettings) -> list[str]:
-    reference = settings.reference
-    body = [
-        _heading(2, "Leaderboards"),
-        f"<p>Per dataset, methods ranked by mean Delta_m (% against {reference}; "
-        "lower is better) with its 95% bootstrap CI over seeds, the probability that a seed of the method "
-        "beats a seed of each baseline, the Bayesian signed-rank test against it (paired by seed, region of "
-        f"practical equivalence {settings.rope:g} pp), and the tasks on which it is significantly worse than "
-        f"{reference}."
-        "</p>",
+def leaderboard_section(board: pd.DataFrame, settings: AnalysisSettings) -> Markup:
+    boards = [
+        (dataset, table_data(_shown_leaderboard(rows, settings.reference)))
+        for dataset, rows in board.groupby("dataset", sort=True)
     ]
-    for dataset, rows in board.groupby("dataset", sort=True):
-        body += [_heading(3, f"Leaderboard: {dataset}"), html_table(_shown_leaderboard(rows, reference))]
-    return body
+    return render("leaderboards.html.j2", reference=settings.reference, rope=f"{settings.rope:g}", boards=boards)
 
 
 def read_table(path: Path) -> pd.DataFrame | None:
@@ -225,9 +191,8 @@ def read_table(path: Path) -> pd.DataFrame | None:
 
 def _csv_page(path: Path, title: str) -> str:
     table = read_table(path)
-    if table is None or table.empty:
-        return _page(title, [_heading(2, title), "<p>No rows in this run.</p>"])
-    return _page(title, [_heading(2, title), html_table(table.round(4))])
+    shown = [] if table is None or table.empty else [(None, table_data(table.round(4)))]
+    return _page(title, render("tables.html.j2", title=title, tables=shown, empty="No rows in this run."))
 
 
 def write_csv_pages(csvs: dict[str, Path], out: Path) -> list[Path]:
@@ -263,22 +228,20 @@ def write_report_tables(tables: Path, out: Path, settings: AnalysisSettings) -> 
         )
         + "\n"
     )
-    claims_part = (
-        claims_section(claims)
-        if claims is not None and len(claims)
-        else [_heading(2, "Claims"), "<p>No claim applies to the methods and datasets of this run.</p>"]
-    )
+    claims_part = claims_section(claims) if claims is not None and len(claims) else render("no_claims.html.j2")
     board_part = leaderboard_section(board, settings)
     pages = {
-        "front.html": STYLE + '<div class="mtlbench-front">\n' + "\n".join(claims_part + board_part) + "\n</div>\n",
+        "front.html": render("front.html.j2", style=STYLE, claims=claims_part, leaderboards=board_part),
         "claims.html": _page("Claims", claims_part),
         "leaderboard.html": _page("Leaderboards", board_part),
     }
     summary = pd.read_csv(tables / "summary.csv")
-    body = [_heading(2, "Test metrics, mean ± std over seeds (delta_m: lower is better)")]
-    for dataset in sorted(summary.dataset.dropna().unique()):
-        body += [_heading(3, dataset), html_table(wide_table(summary, dataset)[0], index=True)]
-    pages["summary.html"] = _page("Summary", body)
+    per_dataset = [
+        (dataset, table_data(wide_table(summary, dataset)[0], index=True))
+        for dataset in sorted(summary.dataset.dropna().unique())
+    ]
+    title = "Test metrics, mean ± std over seeds (delta_m: lower is better)"
+    pages["summary.html"] = _page("Summary", render("tables.html.j2", title=title, tables=per_dataset, empty=""))
     for name, text in pages.items():
         (out / name).write_text(text)
     return [out / name for name in pages] + write_csv_pages({n: tables / f"{n}.csv" for n in DETAIL_TABLES}, out)
