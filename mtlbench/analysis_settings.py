@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, fields
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -32,14 +33,19 @@ HELP = {
     "reference": "the method Delta_m, safeness and the figures' reference line are measured against",
     "baselines": "the methods every method is tested and compared against (P(improvement), Bayes)",
     "alpha": "the significance level of every test",
-    "rope": "the Bayesian comparisons' region of practical equivalence, in points of Delta_m %",
+    "rope": "the Bayesian comparisons' region of practical equivalence, in points of Delta_m %%",
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser, *names: str) -> None:
     """The options `--reference`, `--baselines`, `--alpha`, `--rope` (those named), with the settings' defaults."""
     defaults = AnalysisSettings()
-    kinds = {"reference": {}, "baselines": {"nargs": "+"}, "alpha": {"type": float}, "rope": {"type": float}}
+    kinds: dict[str, dict[str, Any]] = {
+        "reference": {},
+        "baselines": {"nargs": "+"},
+        "alpha": {"type": float},
+        "rope": {"type": float},
+    }
     for name in names or tuple(HELP):
         default = getattr(defaults, name)
         parser.add_argument(

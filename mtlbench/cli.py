@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,11 @@ def _parser() -> argparse.ArgumentParser:
         help="other dataset.* settings, e.g. dataset.source=torchvision",
     )
 
-    agg = sub.add_parser("aggregate", help="run records -> metrics.csv, delta_m.csv, summary.{csv,md,tex}")
+    agg = sub.add_parser(
+        "aggregate",
+        help="run records -> every table of the output catalogue in one pass (metrics, Delta_m, summaries, "
+        "significance, safeness, ranking, claims, leaderboard)",
+    )
     agg.add_argument("records", nargs="+", type=Path, help="run records (record.json)")
     agg.add_argument("--out", type=Path, required=True, help="the tables folder")
     add_analysis_arguments(agg)
@@ -114,37 +119,27 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="aggregate records of one (dataset, method) even when their configs differ",
     )
-    agg.add_argument("--claims", type=Path, default=None, help="also write claims.{csv,md} for this claims file")
+    agg.add_argument(
+        "--claims", type=Path, default=None, help="the claims file scored in claims.{csv,md} (default: none, no rows)"
+    )
     agg.add_argument(
         "--step-rounds",
         type=Path,
         default=None,
         help="the interleaved benchmark's step_rounds.csv: step-cost claims are tested on it (default: none)",
     )
-
-    sta = sub.add_parser("stats", help="metrics.csv -> significance, safeness, ranking tables")
-    sta.add_argument("--metrics", type=Path, required=True, help="metrics.csv of `mtlbench aggregate`")
-    sta.add_argument("--out", type=Path, required=True, help="the tables folder")
-    add_analysis_arguments(sta, "reference", "baselines", "alpha")
-
-    cla = sub.add_parser("claims", help="metrics.csv and run records -> claims.{csv,md}: a verdict per paper claim")
-    cla.add_argument("records", nargs="+", type=Path, help="run records (record.json)")
-    cla.add_argument("--claims", type=Path, required=True, help="the claims file (config/claims.yaml)")
-    cla.add_argument("--metrics", type=Path, required=True, help="metrics.csv of `mtlbench aggregate`")
-    cla.add_argument("--out", type=Path, required=True, help="the tables folder")
-    add_analysis_arguments(cla, "alpha")
-    cla.add_argument(
-        "--step-rounds",
+    agg.add_argument(
+        "--benchmark",
         type=Path,
         default=None,
-        help="the interleaved benchmark's step_rounds.csv: step-cost claims are tested on it (default: none)",
+        help="the interleaved benchmark's step_cost.csv, merged into efficiency.csv (default: none)",
     )
-
-    eff = sub.add_parser("efficiency", help="run records -> efficiency.csv (ratios to hard sharing)")
-    eff.add_argument("records", nargs="+", type=Path, help="run records (record.json)")
-    eff.add_argument("--out", type=Path, required=True, help="the CSV to write")
-    eff.add_argument("--benchmark", type=Path, default=None, help="the benchmark's step_cost.csv, used when it exists")
-    eff.add_argument("--reference", default="hps", help="the method the ratios are taken to")
+    agg.add_argument(
+        "--cores",
+        type=int,
+        default=0,
+        help="the cores the pipeline ran on, for pipeline_profile (0: a cluster, the jobs' own core-time)",
+    )
 
     bench = sub.add_parser("bench", help="step time (interleaved), method memory, growth with the number of tasks")
     bench.add_argument("--out", type=Path, required=True, help="the benchmarks folder")
@@ -153,16 +148,11 @@ def _parser() -> argparse.ArgumentParser:
         "--tasks", type=int, nargs="+", default=[2, 5, 10, 20, 40], help="task counts of the scaling benchmark"
     )
 
-    prof = sub.add_parser("profile", help="run records -> pipeline_profile.{csv,md} (where the time went)")
-    prof.add_argument("records", nargs="+", type=Path, help="run records (record.json)")
-    prof.add_argument("--out", type=Path, required=True, help="pipeline_profile.csv to write (and its .md)")
-    prof.add_argument("--cores", type=int, required=True, help="the cores the pipeline ran on (0: a cluster)")
-
     fig = sub.add_parser("figures", help="run records and tables -> figures")
     fig.add_argument("records", nargs="+", type=Path, help="run records (record.json)")
     fig.add_argument("--tables", type=Path, required=True, help="the tables folder of `mtlbench aggregate`")
     fig.add_argument("--out", type=Path, required=True, help="the figures folder")
-    add_analysis_arguments(fig, "reference", "alpha")
+    add_analysis_arguments(fig, "reference")
 
     rep = sub.add_parser("report-tables", help="tables -> HTML pages for the report: claims, leaderboards, details")
     rep.add_argument("--tables", type=Path, default=None, help="the pipeline's tables folder (claims first)")
@@ -228,7 +218,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 )
             print(f"{record.status}: {out / 'record.json'}  up to date (same config), not retrained")
         else:
-            record = train(cfg, out, on_epoch=lambda done, total, name=name: status.epoch_ended(name, done, total))
+            record = train(cfg, out, on_epoch=partial(status.epoch_ended, name))
             summary = {task: {m: round(v, 4) for m, v in ms.items()} for task, ms in record.metrics.test.items()}
             epoch = record.selected_epoch
             chosen = "" if epoch is None else f"  selected epoch {epoch + 1} of {record.epochs_planned}"
@@ -352,21 +342,11 @@ def cmd_pipeline_stage(args: argparse.Namespace) -> int:
 
     settings = AnalysisSettings.from_args(args)
     if args.command == "aggregate":
-        pipeline.aggregate(args.records, args.out, settings, args.allow_mixed_configs)
-        pipeline.statistics(args.out / "metrics.csv", args.out, settings)
-        if args.claims:
-            print(
-                "claims: "
-                + pipeline.claims(
-                    args.claims, args.out / "metrics.csv", args.records, args.out, settings, args.step_rounds
-                )
-            )
-    elif args.command == "stats":
-        pipeline.statistics(args.metrics, args.out, settings)
-    elif args.command == "efficiency":
-        pipeline.efficiency(args.records, args.out, args.benchmark, args.reference)
-    elif args.command == "claims":
-        print(pipeline.claims(args.claims, args.metrics, args.records, args.out, settings, args.step_rounds))
+        mixed = args.allow_mixed_configs
+        line = pipeline.analyse(
+            args.records, args.out, settings, mixed, args.claims, args.step_rounds, args.benchmark, args.cores
+        )
+        print(f"tables in {args.out}" + (f"; claims: {line}" if args.claims else ""))
     elif args.command == "bench":
         from mtlbench.bench import run_benchmarks
 
@@ -375,8 +355,6 @@ def cmd_pipeline_stage(args: argparse.Namespace) -> int:
         print(f"benchmarks ({torch_threads} thread(s)) in {args.out}:")
         print(tables["step_cost"].round(4).to_string(index=False))
         print(tables["growth"].round(2).to_string(index=False))
-    elif args.command == "profile":
-        print(pipeline.profile(args.records, args.out, args.cores))
     elif args.command == "report-tables":
         from mtlbench.report_tables import write_csv_pages, write_report_tables
 
@@ -396,11 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         "tracking": cmd_tracking,
         "data": cmd_data,
         "aggregate": cmd_pipeline_stage,
-        "stats": cmd_pipeline_stage,
-        "efficiency": cmd_pipeline_stage,
-        "profile": cmd_pipeline_stage,
         "bench": cmd_pipeline_stage,
-        "claims": cmd_pipeline_stage,
         "figures": cmd_pipeline_stage,
         "report-tables": cmd_pipeline_stage,
     }[args.command]

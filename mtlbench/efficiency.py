@@ -13,7 +13,7 @@ from mtlbench.record import RunRecord
 COLUMNS = ["params_total", "params_inference", "seconds_per_step", "seconds_per_epoch", "train_seconds", "epochs_run"]
 
 
-def efficiency_table(records: list[RunRecord], reference: str = "hps", benchmark: Path | None = None) -> pd.DataFrame:
+def efficiency_table(records: list[RunRecord], reference: str, benchmark: Path | None = None) -> pd.DataFrame:
     """Per (dataset, method): parameters and times from the run records, as ratios to `reference`; with the
     benchmark's step_cost.csv, its interleaved step times and the memory each method needs. The records'
     `process_max_rss_mb` is the whole process's resident size (the same ~GB for every method on a CPU), kept

@@ -198,6 +198,9 @@ def time_vs_delta_m(efficiency: pd.DataFrame, summary: pd.DataFrame, path: Path,
     data = efficiency.merge(dm, on=["dataset", "method"])
     if data.empty:
         return _placeholder(path, "no delta_m (needs STL runs)")
+    data = data[data.seconds_per_step > 0]  # a log axis: runs without step times (records without timings) left out
+    if data.empty:
+        return _placeholder(path, "no step times in the run records")
     datasets = sorted(data.dataset.unique())
     methods = sorted(data.method.unique())
     colours = _method_colours(methods)

@@ -8,78 +8,33 @@ import pandas as pd
 
 from mtlbench import figures
 from mtlbench.aggregate import (
-    bootstrap_delta_m,
     check_one_config,
-    delta_m,
-    delta_m_metrics,
     load_records,
-    summarize,
-    task_averaged,
-    tidy_metrics,
-    with_delta_m,
 )
 from mtlbench.analysis_settings import AnalysisSettings
-from mtlbench.convergence import convergence_table
-from mtlbench.efficiency import efficiency_table, pipeline_profile, profile_line
-from mtlbench.published import published_comparison, published_markdown
-from mtlbench.stats import friedman_nemenyi, safeness, significance
-from mtlbench.tables import write_summary_tables, write_task_averaged
+from mtlbench.stats import read_cd_tables
 
 
-def aggregate(
-    records: list[Path], out_dir: Path, settings: AnalysisSettings, allow_mixed_configs: bool = False
-) -> None:
-    """metrics.csv (tidy, Delta_m rows included), delta_m.csv (per run), delta_m_metrics.csv (which metrics
-    Delta_m averages, and why others are left out), convergence.csv (per run: still improving at the end of its
-    budget, by mtlbench.convergence's rule), summary.{csv,md,tex}, task_averaged.{csv,md} and
-    published.{csv,md} (the papers' numbers beside the suite's, for the datasets of the run that have them)."""
+def analyse(
+    records: list[Path],
+    tables: Path,
+    settings: AnalysisSettings,
+    allow_mixed_configs: bool,
+    claims_file: Path | None = None,
+    step_rounds: Path | None = None,
+    benchmark: Path | None = None,
+    cores: int = 0,
+) -> str:
+    """Every table of the output catalogue (mtlbench/outputs.py and any `analyses/` module), computed in one pass
+    from the run records and written to `tables`; returns the claims' one-line count."""
+    from mtlbench.catalogue import Analysis, run_pass
+
     runs = load_records(records)
     if not allow_mixed_configs:
         check_one_config(runs, list(records))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tidy, reference = tidy_metrics(runs), settings.reference
-    full = with_delta_m(tidy, reference)
-    full.to_csv(out_dir / "metrics.csv", index=False)
-    delta_m(tidy, reference).to_csv(out_dir / "delta_m.csv", index=False)
-    used = delta_m_metrics(tidy, reference)
-    used.to_csv(out_dir / "delta_m_metrics.csv", index=False)
-    summary = summarize(full)
-    write_summary_tables(summary, out_dir, excluded=used[~used.used.astype(bool)])
-    averaged = task_averaged(tidy)
-    write_task_averaged(averaged, out_dir)
-    beside = published_comparison(averaged, summary)
-    beside.to_csv(out_dir / "published.csv", index=False)
-    (out_dir / "published.md").write_text(published_markdown(beside))
-    bootstrap_delta_m(full, settings.baselines, settings.rope).to_csv(out_dir / "delta_m_bootstrap.csv", index=False)
-    convergence_table(runs).to_csv(out_dir / "convergence.csv", index=False)
-
-
-def statistics(metrics_csv: Path, out_dir: Path, settings: AnalysisSettings) -> None:
-    """significance.csv, safeness.csv, ranking.csv (Friedman, mean ranks, CD) and nemenyi.csv."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tidy = pd.read_csv(metrics_csv)
-    sig = significance(tidy, settings.baselines, settings.alpha)
-    sig.to_csv(out_dir / "significance.csv", index=False)
-    safeness(sig, settings.reference).to_csv(out_dir / "safeness.csv", index=False)
-    rank = friedman_nemenyi(tidy, settings.alpha)
-    pd.DataFrame(
-        [
-            {
-                "method": m,
-                "mean_rank": r,
-                "friedman_statistic": rank["statistic"],
-                "friedman_p": rank["p"],
-                "critical_difference": rank["critical_difference"],
-                "n_blocks": rank["n_blocks"],
-                "block_kind": rank["block_kind"],
-                "n_methods": rank["n_methods"],
-                "note": rank["note"],
-            }
-            for m, r in (rank["mean_ranks"] or {"": float("nan")}).items()
-        ]
-    ).to_csv(out_dir / "ranking.csv", index=False)
-    nemenyi = rank["nemenyi"] if rank["nemenyi"] is not None else pd.DataFrame()
-    nemenyi.to_csv(out_dir / "nemenyi.csv")
+    analysis = Analysis(runs, list(records), settings, claims_file, step_rounds, benchmark, cores)
+    done = run_pass(analysis, Path(tables))
+    return claims_headline(done["claims"])[0]
 
 
 def profile_markdown(table: pd.DataFrame, line: str) -> str:
@@ -102,61 +57,17 @@ def profile_markdown(table: pd.DataFrame, line: str) -> str:
     return heading + shown.to_markdown(index=False, colalign=("left", "right", "right"), disable_numparse=True) + "\n"
 
 
-def claims(
-    claims_file: Path,
-    metrics_csv: Path,
-    records: list[Path],
-    out_dir: Path,
-    settings: AnalysisSettings,
-    step_rounds: Path | None = None,
-) -> str:
-    """claims.{csv,md}: a verdict per declared claim and dataset (step-cost claims from the interleaved
-    benchmark's `step_rounds` table, when there is one); returns a one-line count of the verdicts."""
-    from mtlbench.claims import claims_markdown, evaluate_claims, load_claims
-
-    rounds = pd.read_csv(step_rounds) if step_rounds is not None else None
-    claims = load_claims(claims_file)
-    table = evaluate_claims(claims, pd.read_csv(metrics_csv), load_records(records), settings.alpha, rounds)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_dir / "claims.csv", index=False)
-    (out_dir / "claims.md").write_text(claims_markdown(table))
-    return claims_headline(table)[0]
-
-
-def efficiency(records: list[Path], out_csv: Path, benchmark: Path | None = None, reference: str = "hps") -> None:
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    efficiency_table(load_records(records), reference, benchmark).to_csv(out_csv, index=False)
-
-
-def profile(records: list[Path], out_csv: Path, cores: int) -> str:
-    """pipeline_profile.csv: where the pipeline's core-time went; returns its one-line summary."""
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    table = pipeline_profile(load_records(records), cores)
-    table.to_csv(out_csv, index=False)
-    line = profile_line(table)
-    out_csv.with_suffix(".md").write_text(profile_markdown(table, line))
-    return line
-
-
-def cd_rankings(tidy: pd.DataFrame, alpha: float) -> dict[str, dict]:
-    """The rankings a critical-difference diagram shows: over datasets when there are enough of them, else one
-    per dataset over its own tasks (pooling the tasks of different datasets mixes unrelated blocks)."""
-    pooled = friedman_nemenyi(tidy, alpha)
-    if pooled["block_kind"] == "datasets":
-        return {"all datasets": pooled}
-    return {str(d): friedman_nemenyi(tidy[tidy.dataset == d], alpha) for d in sorted(tidy.dataset.unique())}
-
-
 def draw_figures(records: list[Path], tables: Path, out_dir: Path, settings: AnalysisSettings) -> None:
-    """The figures, with the settings' reference (the metric panels' line, Delta_m's axis) and alpha (the CD)."""
+    """The figures, with the settings' reference (the metric panels' line, Delta_m's axis); the CD diagram draws
+    the analysis pass's rankings (cd_ranks.csv, cd_nemenyi.csv: computed at the configured alpha)."""
     runs = load_records(records)
     summary = pd.read_csv(tables / "summary.csv")
     figures.metrics_with_ci(summary, out_dir / "metrics_ci.png", settings.reference)
     figures.relation_matrices(runs, out_dir / "relations.png")
     figures.gate_values(runs, out_dir / "gates.png")
     figures.learning_curves(runs, out_dir / "learning_curves.png")
-    tidy = pd.read_csv(tables / "metrics.csv")
-    figures.critical_difference(cd_rankings(tidy, settings.alpha), out_dir / "cd_diagram.png")
+    panels = read_cd_tables(tables / "cd_ranks.csv", tables / "cd_nemenyi.csv")  # the analysis pass's rankings
+    figures.critical_difference(panels, out_dir / "cd_diagram.png")
     efficiency = pd.read_csv(tables / "efficiency.csv")
     figures.time_vs_delta_m(efficiency, summary, out_dir / "time_vs_delta_m.png", settings.reference)
 

@@ -77,6 +77,15 @@ def leaderboard(
     return board.sort_values(["dataset", "rank", "method"])[columns].reset_index(drop=True)
 
 
+def leaderboard_markdown(board: pd.DataFrame, reference: str) -> str:
+    """leaderboard.md: one table per dataset, as the report shows it."""
+    parts = [
+        f"## {d}\n\n" + _shown_leaderboard(rows, reference).to_markdown(index=False)
+        for d, rows in board.groupby("dataset")
+    ]
+    return "# Leaderboards\n\n" + "\n\n".join(parts) + "\n"
+
+
 def _still_improving(board: pd.DataFrame, convergence: pd.DataFrame) -> list[str]:
     """Per (dataset, method): 'k of n' runs still improving at the end of their budget (mtlbench.convergence)."""
     judged = convergence.dropna(subset=["still_improving"])
@@ -206,28 +215,23 @@ def write_csv_pages(csvs: dict[str, Path], out: Path) -> list[Path]:
     return written
 
 
-DETAIL_TABLES = ("task_averaged", "published", "significance", "safeness", "ranking", "efficiency", "pipeline_profile")
+CUSTOM_PAGES = ("claims", "leaderboard", "summary")  # rendered here; every other page shows its table as it is
+
+
+def detail_tables() -> list[str]:
+    """The tables shown as they are: the output catalogue's with a report category."""
+    from mtlbench.catalogue import report_pages
+
+    return [o.name for o in report_pages() if o.name not in CUSTOM_PAGES]
 
 
 def write_report_tables(tables: Path, out: Path, settings: AnalysisSettings) -> list[Path]:
     """front.html (claims, then the leaderboards: what the report's front page shows), claims.html,
-    leaderboard.html, summary.html and a page per detail table of `tables` that exists; leaderboard.{csv,md}
-    beside the other tables. Returns the pages written."""
+    leaderboard.html, summary.html and a page per detail table of `tables` that exists. Returns the pages
+    written."""
     tables, out = Path(tables), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    claims, safe = read_table(tables / "claims.csv"), read_table(tables / "safeness.csv")
-    board = leaderboard(
-        pd.read_csv(tables / "delta_m_bootstrap.csv"), safe, claims, read_table(tables / "convergence.csv")
-    )
-    board.to_csv(tables / "leaderboard.csv", index=False)
-    (tables / "leaderboard.md").write_text(
-        "# Leaderboards\n\n"
-        + "\n\n".join(
-            f"## {d}\n\n" + _shown_leaderboard(rows, settings.reference).to_markdown(index=False)
-            for d, rows in board.groupby("dataset")
-        )
-        + "\n"
-    )
+    claims, board = read_table(tables / "claims.csv"), pd.read_csv(tables / "leaderboard.csv")
     claims_part = claims_section(claims) if claims is not None and len(claims) else render("no_claims.html.j2")
     board_part = leaderboard_section(board, settings)
     pages = {
@@ -244,4 +248,4 @@ def write_report_tables(tables: Path, out: Path, settings: AnalysisSettings) -> 
     pages["summary.html"] = _page("Summary", render("tables.html.j2", title=title, tables=per_dataset, empty=""))
     for name, text in pages.items():
         (out / name).write_text(text)
-    return [out / name for name in pages] + write_csv_pages({n: tables / f"{n}.csv" for n in DETAIL_TABLES}, out)
+    return [out / name for name in pages] + write_csv_pages({n: tables / f"{n}.csv" for n in detail_tables()}, out)

@@ -8,6 +8,8 @@ paired effect size d_z. Across datasets: Friedman test, Nemenyi post-hoc, mean r
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import scikit_posthocs as sp
@@ -207,3 +209,41 @@ def friedman_nemenyi(tidy: pd.DataFrame, alpha: float, min_datasets: int = MIN_D
         .set_axis(matrix.columns, axis=1),
     )
     return result
+
+
+CD_COLUMNS = ["panel", "method", "mean_rank", "friedman_p", "critical_difference", "n_blocks", "block_kind", "note"]
+
+
+def write_cd_tables(panels: dict[str, dict], ranks_csv: Path, nemenyi_csv: Path) -> None:
+    """The critical-difference panels as two tables: mean ranks and the test per (panel, method), and Nemenyi's
+    p-values per (panel, method, other) in long form (read back by `read_cd_tables`)."""
+    ranks, pairs = [], []
+    for panel, r in panels.items():
+        test = [r["p"], r["critical_difference"], r["n_blocks"], r["block_kind"], r["note"]]
+        ranks += [[panel, m, rank, *test] for m, rank in (r["mean_ranks"] or {"": np.nan}).items()]
+        if r["nemenyi"] is not None:
+            long = r["nemenyi"].rename_axis(index="method", columns="other").stack().rename("p").reset_index()
+            pairs += [[panel, *row] for row in long.itertuples(index=False)]
+    pd.DataFrame(ranks, columns=CD_COLUMNS).to_csv(ranks_csv, index=False)
+    pd.DataFrame(pairs, columns=["panel", "method", "other", "p"]).to_csv(nemenyi_csv, index=False)
+
+
+def read_cd_tables(ranks_csv: Path, nemenyi_csv: Path) -> dict[str, dict]:
+    """The panels `write_cd_tables` wrote, as the figure draws them."""
+    ranks = pd.read_csv(ranks_csv, keep_default_na=False, na_values=[""])
+    pairs = pd.read_csv(nemenyi_csv)
+    panels = {}
+    for panel, rows in ranks.groupby("panel", sort=False):
+        first = rows.iloc[0]
+        square = pairs[pairs.panel == panel].pivot(index="method", columns="other", values="p")
+        ranked = rows.dropna(subset=["mean_rank"])
+        panels[str(panel)] = {
+            "mean_ranks": dict(zip(ranked.method, ranked.mean_rank, strict=True)),
+            "nemenyi": square if len(square) else None,
+            "p": first.friedman_p,
+            "critical_difference": first.critical_difference,
+            "n_blocks": int(first.n_blocks),
+            "block_kind": first.block_kind,
+            "note": "" if pd.isna(first.note) else first.note,
+        }
+    return panels

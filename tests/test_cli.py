@@ -148,4 +148,4 @@ def test_version_and_every_option_described_with_its_default():
                 if action.option_strings and action.dest != "help" and not action.help:
                     undocumented.append(f"{name} {action.option_strings[0]}")
     assert not undocumented
-    assert "(default: 0.05)" in run_cli("stats", "--help").stdout
+    assert "(default: 0.05)" in run_cli("aggregate", "--help").stdout

@@ -6,9 +6,10 @@ import re
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from mtlbench.analysis_settings import AnalysisSettings
-from mtlbench.report_tables import html_table, leaderboard, write_report_tables
+from mtlbench.report_tables import html_table, leaderboard, leaderboard_markdown, write_report_tables
 from tests.conftest import ROOT
 
 
@@ -69,7 +70,9 @@ def test_leaderboard_ranks_by_delta_m_within_each_dataset_and_names_verdicts():
 def test_a_method_against_itself_shows_a_dash_and_the_reference_is_named(tmp_path):
     tables = tmp_path / "tables"
     tables.mkdir()
-    bootstrap_rows().to_csv(tables / "delta_m_bootstrap.csv", index=False)
+    board = leaderboard(bootstrap_rows())  # as the analysis pass writes it (mtlbench/outputs.py)
+    board.to_csv(tables / "leaderboard.csv", index=False)
+    (tables / "leaderboard.md").write_text(leaderboard_markdown(board, "stl"))
     pd.DataFrame(
         {
             "dataset": ["d"],
@@ -248,33 +251,31 @@ def test_the_leaderboard_compares_against_the_configured_baselines(tmp_path):
 
 def test_the_figures_follow_the_configured_alpha_and_reference(tmp_path, monkeypatch):
     """Issue 24: `mtlbench figures` took no alpha or reference: the CD diagram always used 0.05, the metric
-    panels always STL. The figure functions are wrapped to see what they are given, and still draw."""
+    panels always STL. Now the CD diagram draws the analysis pass's rankings (at the configured alpha) and the
+    panels the configured reference. The figure functions are wrapped to see what they are given, and still draw."""
     from mtlbench import figures
     from mtlbench.cli import main
-    from mtlbench.pipeline import cd_rankings
+    from mtlbench.stats import friedman_nemenyi
 
     paths = _write_runs(tmp_path, {"stl": 0.0, "hps": 0.05, "mgda": 0.1, "pcgrad": 0.02})
     tables = tmp_path / "tables"
-    assert main(["aggregate", *paths, "--out", str(tables)]) == 0
-    pd.DataFrame(
-        {"dataset": ["d"] * 4, "method": ["stl", "hps", "mgda", "pcgrad"], "seconds_per_step": [1e-3] * 4}
-    ).to_csv(tables / "efficiency.csv", index=False)
+    assert main(["aggregate", *paths, "--out", str(tables), "--alpha", "0.2"]) == 0
     given: dict[str, object] = {}
     for name in ("metrics_with_ci", "critical_difference", "time_vs_delta_m"):
         drawn = getattr(figures, name)
         monkeypatch.setattr(figures, name, lambda *a, _n=name, _f=drawn: (given.__setitem__(_n, a), _f(*a))[-1])
     out = tmp_path / "figures"
-    assert (
-        main(["figures", *paths, "--tables", str(tables), "--out", str(out), "--alpha", "0.2", "--reference", "hps"])
-        == 0
-    )
+    assert main(["figures", *paths, "--tables", str(tables), "--out", str(out), "--reference", "hps"]) == 0
     assert given["metrics_with_ci"][-1] == "hps" and given["time_vs_delta_m"][-1] == "hps"
-    expected = cd_rankings(pd.read_csv(tables / "metrics.csv"), 0.2)
-    shown = given["critical_difference"][0]
-    assert {k: r["critical_difference"] for k, r in shown.items()} == {
-        k: r["critical_difference"] for k, r in expected.items()
-    }
-    assert shown != cd_rankings(pd.read_csv(tables / "metrics.csv"), 0.05)  # alpha changes the CD
+    metrics = pd.read_csv(tables / "metrics.csv")
+    (panel,) = given["critical_difference"][0].values()  # one dataset, its tasks as blocks: one panel
+    expected, default = friedman_nemenyi(metrics, 0.2), friedman_nemenyi(metrics, 0.05)
+    assert panel["critical_difference"] == pytest.approx(expected["critical_difference"])
+    assert panel["critical_difference"] != pytest.approx(default["critical_difference"])  # alpha changes the CD
+    assert panel["mean_ranks"] == pytest.approx(expected["mean_ranks"])
+    assert np.allclose(
+        panel["nemenyi"].loc[expected["nemenyi"].index, expected["nemenyi"].columns], expected["nemenyi"]
+    )
     assert (out / "cd_diagram.png").is_file()
 
 

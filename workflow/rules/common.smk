@@ -309,11 +309,33 @@ def _yaml_value(value):
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def catalogue_tables():
+    """Every file of the analysis pass (mtlbench/catalogue.py: the built-in tables of mtlbench/outputs.py and any
+    `analyses/` module on the import path), named for Snakemake: summary.csv -> summary_csv."""
+    from mtlbench.catalogue import table_files
+
+    return {name.replace(".", "_"): f"{TABLES}/{name}" for name in table_files()}
+
+
 def get_tables():
-    names = ["claims.csv", "claims.md", "delta_m_bootstrap.csv", "metrics.csv", "delta_m.csv", "delta_m_metrics.csv", "convergence.csv", "summary.csv", "summary.md", "summary.tex",
-             "task_averaged.csv", "task_averaged.md", "published.csv", "published.md", "pipeline_profile.csv", "pipeline_profile.md", "significance.csv",
-             "safeness.csv", "ranking.csv", "nemenyi.csv", "efficiency.csv", "leaderboard.csv", "leaderboard.md"]
-    return [f"{TABLES}/{n}" for n in names]
+    return list(catalogue_tables().values())
+
+
+def caption_file(output):
+    """An output's caption (declared in the catalogue) as the .rst file Snakemake's report reads."""
+    path = Path(".snakemake", "mtlbench-captions", f"{output.name}.rst").resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file() or path.read_text() != output.caption + "\n":
+        path.write_text(output.caption + "\n")
+    return str(path)
+
+
+def catalogue_pages():
+    """A report page per catalogued table with a report category, its caption and category from the catalogue."""
+    from mtlbench.catalogue import report_pages
+
+    return {o.name: report(f"{REPORT}/{o.name}.html", caption=caption_file(o), category=o.category)
+            for o in report_pages()}
 
 
 FIGURE_NAMES = ["metrics_ci", "learning_curves", "relations", "gates", "cd_diagram", "time_vs_delta_m"]
@@ -323,13 +345,10 @@ def get_figures():
     return [f"{FIGURES}/{n}.png" for n in FIGURE_NAMES]
 
 
-REPORT_PAGES = ["front", "claims", "leaderboard", "summary", "task_averaged", "published", "significance",
-                "safeness", "ranking", "efficiency", "pipeline_profile"]
-
-
 def get_report_pages():
     """The report's HTML tables (the benchmark's too when it runs)."""
-    names = REPORT_PAGES + (["step_cost", "growth"] if is_benchmarking() else [])
+    names = ["front", *catalogue_pages()]
+    names += ["step_cost", "growth"] if is_benchmarking() else []
     return [f"{REPORT}/{n}.html" for n in names]
 
 

@@ -2,8 +2,9 @@ rule report_figures:
     input:
         records=get_records(),
         summary=rules.aggregate_tables.output.summary_csv,
-        metrics=rules.aggregate_tables.output.metrics,
-        efficiency=rules.efficiency_table.output.efficiency,
+        cd_ranks=rules.aggregate_tables.output.cd_ranks_csv,
+        cd_nemenyi=rules.aggregate_tables.output.cd_nemenyi_csv,
+        efficiency=rules.aggregate_tables.output.efficiency_csv,
     output:
         metrics_ci=report(f"{FIGURES}/metrics_ci.png", caption="../report/metrics_ci.rst", category="5 Figures"),
         relations=report(f"{FIGURES}/relations.png", caption="../report/relations.rst", category="5 Figures"),
@@ -16,7 +17,7 @@ rule report_figures:
     params:
         tables=lambda wc, input: os.path.dirname(input.summary),
         out=lambda wc, output: os.path.dirname(output.metrics_ci),
-        settings=analysis_args("reference", "alpha"),
+        settings=analysis_args("reference"),
     log:
         "logs/report_figures.log",
     resources:
@@ -33,33 +34,12 @@ rule report_figures:
 # (workflow/report/workflow.rst includes it).
 rule report_tables:
     input:
-        claims=rules.aggregate_tables.output.claims_csv,
-        bootstrap=rules.aggregate_tables.output.delta_m_bootstrap,
-        summary=rules.aggregate_tables.output.summary_csv,
-        safeness=rules.aggregate_tables.output.safeness,
-        efficiency=rules.efficiency_table.output.efficiency,
-        profile=rules.efficiency_profile.output.csv,
+        tables=rules.aggregate_tables.output,
     output:
         front=f"{REPORT}/front.html",
-        claims=report(f"{REPORT}/claims.html", caption="../report/claims.rst", category="1 Claims"),
-        leaderboard=report(f"{REPORT}/leaderboard.html", caption="../report/leaderboard.rst",
-                           category="2 Leaderboards"),
-        leaderboard_csv=f"{TABLES}/leaderboard.csv",
-        leaderboard_md=f"{TABLES}/leaderboard.md",
-        summary=report(f"{REPORT}/summary.html", caption="../report/summary.rst", category="3 Tables"),
-        task_averaged=report(f"{REPORT}/task_averaged.html", caption="../report/task_averaged.rst",
-                             category="3 Tables"),
-        published=report(f"{REPORT}/published.html", caption="../report/published.rst", category="3 Tables"),
-        significance=report(f"{REPORT}/significance.html", caption="../report/significance.rst",
-                            category="4 Significance tests"),
-        safeness=report(f"{REPORT}/safeness.html", caption="../report/safeness.rst",
-                        category="4 Significance tests"),
-        ranking=report(f"{REPORT}/ranking.html", caption="../report/ranking.rst", category="4 Significance tests"),
-        efficiency=report(f"{REPORT}/efficiency.html", caption="../report/efficiency.rst", category="6 Efficiency"),
-        profile=report(f"{REPORT}/pipeline_profile.html", caption="../report/pipeline_profile.rst",
-                       category="6 Efficiency"),
+        **catalogue_pages(),
     params:
-        tables=lambda wc, input: os.path.dirname(input.claims),
+        tables=TABLES,
         out=lambda wc, output: os.path.dirname(output.front),
         settings=analysis_args("reference", "rope"),
     log:

@@ -1,0 +1,277 @@
+"""The suite's own tables, declared in the output catalogue (mtlbench/catalogue.py): each is one function of the
+outputs it needs, with its files and its report caption. `mtlbench aggregate` computes them all in one pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from mtlbench.aggregate import (
+    bootstrap_delta_m,
+    delta_m,
+    delta_m_metrics,
+    summarize,
+    task_averaged,
+    tidy_metrics,
+    with_delta_m,
+)
+from mtlbench.catalogue import Analysis, table
+from mtlbench.convergence import convergence_table
+from mtlbench.efficiency import efficiency_table, pipeline_profile, profile_line
+from mtlbench.published import published_comparison, published_markdown
+from mtlbench.stats import friedman_nemenyi, safeness, significance, write_cd_tables
+from mtlbench.tables import write_summary_tables, write_task_averaged
+
+EFFICIENCY_REFERENCE = "hps"  # efficiency.csv's ratios are to hard sharing, the cheapest shared model
+
+
+@table("tidy", files=(), caption="Every run's metrics, one row per (run, split, task, metric), before Delta_m.")
+def _tidy(a: Analysis) -> pd.DataFrame:
+    return tidy_metrics(a.records)
+
+
+@table(
+    "metrics",
+    needs=["tidy"],
+    caption="Tidy: dataset, method, seed, split, task, metric, value, direction, status; Delta_m rows included.",
+)
+def _metrics(a: Analysis) -> pd.DataFrame:
+    return with_delta_m(a["tidy"], a.settings.reference)
+
+
+@table("delta_m", needs=["tidy"], caption="Delta_m % of every run against the reference method's run of its seed.")
+def _delta_m(a: Analysis) -> pd.DataFrame:
+    return delta_m(a["tidy"], a.settings.reference)
+
+
+@table(
+    "delta_m_metrics", needs=["tidy"], caption="Which task metrics Delta_m averages per dataset, and why not others."
+)
+def _delta_m_metrics(a: Analysis) -> pd.DataFrame:
+    return delta_m_metrics(a["tidy"], a.settings.reference)
+
+
+def _write_summary(summary: pd.DataFrame, path: Path, a: Analysis) -> None:
+    used = a["delta_m_metrics"]
+    write_summary_tables(summary, path.parent, excluded=used[~used.used.astype(bool)])
+
+
+@table(
+    "summary",
+    needs=["metrics", "delta_m_metrics"],
+    files=("summary.csv", "summary.md", "summary.tex"),
+    write=_write_summary,
+    category="3 Tables",
+    caption="Test metrics per dataset, mean ± std over seeds; each task's primary metric and Delta_m (lower is "
+    "better, the reference = 0). The best value per column is bold.",
+)
+def _summary(a: Analysis) -> pd.DataFrame:
+    return summarize(a["metrics"])
+
+
+@table(
+    "task_averaged",
+    needs=["tidy"],
+    files=("task_averaged.csv", "task_averaged.md"),
+    write=lambda value, path, a: write_task_averaged(value, path.parent),
+    category="3 Tables",
+    caption="Each metric that every task of a dataset has (for binary tasks: accuracy, AUC, precision, recall), "
+    "averaged over the tasks within a seed, then mean ± std over seeds: the form of SRDML's result table, to set "
+    "beside the paper's numbers (the paper selected epochs on the test set; the suite selects on validation).",
+)
+def _task_averaged(a: Analysis) -> pd.DataFrame:
+    return task_averaged(a["tidy"])
+
+
+def _write_published(value: pd.DataFrame, path: Path, a: Analysis) -> None:
+    value.to_csv(path, index=False)
+    path.with_suffix(".md").write_text(published_markdown(value))
+
+
+@table(
+    "published",
+    needs=["task_averaged", "summary"],
+    files=("published.csv", "published.md"),
+    write=_write_published,
+    category="3 Tables",
+    caption="The papers' published numbers (mtlbench/published.yaml, with their sources) beside the suite's own, "
+    "for every dataset of this run that has them: SRDML's table (accuracy / AUC / precision / recall averaged over "
+    "the tasks on CIFAR-MTL and CelebA) and a NYUv2 hard-sharing result. The protocols differ: the official SRDML "
+    "code reports each metric's best epoch on the test set, the suite one epoch per run selected on validation.",
+)
+def _published(a: Analysis) -> pd.DataFrame:
+    return published_comparison(a["task_averaged"], a["summary"])
+
+
+@table(
+    "delta_m_bootstrap",
+    needs=["metrics"],
+    caption="Per (dataset, method): mean Delta_m with a bootstrap 95% CI, the probability of improving on each "
+    "baseline and the Bayesian signed-rank test against it.",
+)
+def _bootstrap(a: Analysis) -> pd.DataFrame:
+    return bootstrap_delta_m(a["metrics"], a.settings.baselines, a.settings.rope)
+
+
+@table("convergence", caption="Per run: the selected epoch, and whether it was still improving at the end.")
+def _convergence(a: Analysis) -> pd.DataFrame:
+    return convergence_table(a.records)
+
+
+@table(
+    "significance",
+    needs=["metrics"],
+    category="4 Significance tests",
+    caption="Paired t-test and Wilcoxon signed-rank by seed, each method against each baseline, Holm-corrected per "
+    "dataset, baseline, method and task; effect size d_z. With n seeds Wilcoxon cannot go below 2/2^n: "
+    "wilcoxon_note says when it cannot reach the level.",
+)
+def _significance(a: Analysis) -> pd.DataFrame:
+    return significance(a["metrics"], a.settings.baselines, a.settings.alpha)
+
+
+@table(
+    "safeness",
+    needs=["significance"],
+    category="4 Significance tests",
+    caption="Safeness: per method and dataset, the tasks with a metric significantly worse than the reference "
+    "method (Holm-corrected paired t-test).",
+)
+def _safeness(a: Analysis) -> pd.DataFrame:
+    return safeness(a["significance"], a.settings.reference)
+
+
+@table("friedman", needs=["metrics"], files=(), caption="The Friedman test and Nemenyi's post-hoc test.")
+def _friedman(a: Analysis) -> dict:
+    return friedman_nemenyi(a["metrics"], a.settings.alpha)
+
+
+@table(
+    "ranking",
+    needs=["friedman"],
+    category="4 Significance tests",
+    caption="Friedman test across dataset/task blocks, mean ranks (1 = best) and the Nemenyi critical difference.",
+)
+def _ranking(a: Analysis) -> pd.DataFrame:
+    rank = a["friedman"]
+    header = ("statistic", "p", "critical_difference", "n_blocks", "block_kind", "n_methods", "note")
+    names = {"statistic": "friedman_statistic", "p": "friedman_p"}
+    return pd.DataFrame(
+        [
+            {"method": m, "mean_rank": r, **{names.get(k, k): rank[k] for k in header}}
+            for m, r in (rank["mean_ranks"] or {"": float("nan")}).items()
+        ]
+    )
+
+
+@table(
+    "nemenyi",
+    needs=["friedman"],
+    write=lambda value, path, a: value.to_csv(path),
+    caption="Nemenyi's post-hoc p-values between every pair of methods.",
+)
+def _nemenyi(a: Analysis) -> pd.DataFrame:
+    nemenyi = a["friedman"]["nemenyi"]
+    return nemenyi if nemenyi is not None else pd.DataFrame()
+
+
+@table(
+    "cd_ranks",
+    needs=["metrics", "friedman"],
+    files=("cd_ranks.csv", "cd_nemenyi.csv"),
+    write=lambda panels, path, a: write_cd_tables(panels, path, path.with_name("cd_nemenyi.csv")),
+    caption="What the critical-difference diagram shows, per panel: over datasets when there are enough of them, "
+    "else per dataset over its tasks (mean ranks, Friedman's p, the critical difference, Nemenyi's p-values).",
+)
+def _cd_ranks(a: Analysis) -> dict[str, dict]:
+    pooled = a["friedman"]
+    if pooled["block_kind"] == "datasets":
+        return {"all datasets": pooled}
+    metrics = a["metrics"]
+    return {
+        str(d): friedman_nemenyi(metrics[metrics.dataset == d], a.settings.alpha)
+        for d in sorted(metrics.dataset.unique())
+    }
+
+
+def _write_claims(value: pd.DataFrame, path: Path, a: Analysis) -> None:
+    from mtlbench.claims import claims_markdown
+
+    value.to_csv(path, index=False)
+    path.with_suffix(".md").write_text(claims_markdown(value))
+
+
+@table(
+    "claims",
+    needs=["metrics"],
+    files=("claims.csv", "claims.md"),
+    write=_write_claims,
+    category="1 Claims",
+    caption="The papers' claims, one row per claim and dataset: the estimate with the interval its test uses "
+    "(positive favours the method; ratios below 1), n seeds, the p-value and a verdict: reproduced, not "
+    "reproduced, contradicted or inconclusive (with the smallest effect the run could have detected). Claims are "
+    "declared in config/claims.yaml; the tests and verdict rules are in mtlbench/claims.py.",
+)
+def _claims(a: Analysis) -> pd.DataFrame:
+    from mtlbench.claims import evaluate_claims, load_claims
+
+    claims = load_claims(a.claims_file) if a.claims_file is not None else []
+    rounds = pd.read_csv(a.step_rounds) if a.step_rounds is not None else None
+    return evaluate_claims(claims, a["metrics"], a.records, a.settings.alpha, rounds)
+
+
+def _write_leaderboard(board: pd.DataFrame, path: Path, a: Analysis) -> None:
+    from mtlbench.report_tables import leaderboard_markdown
+
+    board.to_csv(path, index=False)
+    path.with_suffix(".md").write_text(leaderboard_markdown(board, a.settings.reference))
+
+
+@table(
+    "leaderboard",
+    needs=["delta_m_bootstrap", "safeness", "claims", "convergence"],
+    files=("leaderboard.csv", "leaderboard.md"),
+    write=_write_leaderboard,
+    category="2 Leaderboards",
+    caption="One leaderboard per dataset: methods ranked by mean Delta_m (% against the reference method, lower is "
+    "better) with its 95% bootstrap CI over seeds; the probability that a seed of the method beats a seed of each "
+    "baseline; the Bayesian signed-rank test against each baseline (posterior probabilities of better / practically "
+    "equivalent / worse, paired by seed); the tasks on which the method is significantly worse than the reference "
+    "(safeness), and the verdicts of the claims about the method (the claims table says why).",
+)
+def _leaderboard(a: Analysis) -> pd.DataFrame:
+    from mtlbench.report_tables import leaderboard
+
+    return leaderboard(a["delta_m_bootstrap"], a["safeness"], a["claims"], a["convergence"])
+
+
+@table(
+    "efficiency",
+    category="6 Efficiency",
+    caption="Parameters (total and at inference), seconds per step and per epoch, peak memory, means over seeds, "
+    "each as a ratio to hard sharing; with the interleaved benchmark, its step times and the memory each method "
+    "needs. All runs of one pipeline on one machine.",
+)
+def _efficiency(a: Analysis) -> pd.DataFrame:
+    return efficiency_table(a.records, EFFICIENCY_REFERENCE, a.benchmark)
+
+
+def _write_profile(table: pd.DataFrame, path: Path, a: Analysis) -> None:
+    from mtlbench.pipeline import profile_markdown
+
+    table.to_csv(path, index=False)
+    path.with_suffix(".md").write_text(profile_markdown(table, profile_line(table)))
+
+
+@table(
+    "pipeline_profile",
+    files=("pipeline_profile.csv", "pipeline_profile.md"),
+    write=_write_profile,
+    category="6 Efficiency",
+    caption="Where the pipeline's core-time went (wall time x cores, from the first training process to the last "
+    "record): training and validation, and the rest by kind — start-up, building data and models, checkpoints, "
+    "tracking, finalising, and what happened outside the training jobs.",
+)
+def _profile(a: Analysis) -> pd.DataFrame:
+    return pipeline_profile(a.records, a.cores)
