@@ -154,12 +154,18 @@ def with_delta_m(tidy: pd.DataFrame, reference: str) -> pd.DataFrame:
     return pd.concat([tidy, rows], ignore_index=True) if len(rows) else tidy
 
 
-def confidence_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+def t_interval(values: np.ndarray, quantile: float) -> tuple[float, float]:
+    """The suite's one t-interval: mean -+ t_quantile(n - 1) s / sqrt(n) (quantile 0.975: the two-sided 95%
+    interval; 1 - a: the interval whose bounds are the one-sided tests at a); NaN below two values."""
     n = len(values)
     if n < 2:
         return (np.nan, np.nan)
-    half = st.t.ppf(0.5 + level / 2, n - 1) * values.std(ddof=1) / np.sqrt(n)
+    half = st.t.ppf(quantile, n - 1) * values.std(ddof=1) / np.sqrt(n)
     return (values.mean() - half, values.mean() + half)
+
+
+def confidence_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    return t_interval(values, 0.5 + level / 2)
 
 
 def task_averaged(tidy: pd.DataFrame, split: str = "test") -> pd.DataFrame:

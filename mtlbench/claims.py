@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-from mtlbench.aggregate import DELTA_M
+from mtlbench.aggregate import DELTA_M, t_interval
 from mtlbench.convergence import still_improving_counts
 from mtlbench.errors import MtlbenchError
 from mtlbench.record import RunRecord
@@ -158,11 +158,10 @@ def interval(d: np.ndarray, level_alpha: float) -> tuple[float, float, float]:
     """Mean and the two-sided (1 - 2 a) t-interval: its lower bound exceeds s exactly when the one-sided test
     of mean > s rejects at a (one_sided_p(d, s) < a), its upper bound lies below s exactly when that of mean < s
     does."""
-    n = len(d)
-    if n < 2:
-        return float(d.mean()) if n else np.nan, np.nan, np.nan
-    half = st.t.ppf(1 - level_alpha, n - 1) * d.std(ddof=1) / np.sqrt(n)
-    return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
+    if len(d) < 2:
+        return float(d.mean()) if len(d) else np.nan, np.nan, np.nan
+    low, high = t_interval(d, 1 - level_alpha)
+    return float(d.mean()), float(low), float(high)
 
 
 def detectable_effect(d: np.ndarray, alpha: float, power: float = 0.8) -> float:

@@ -354,7 +354,7 @@ def log_records(cfg: TrackingConfig, paths: list[Path]) -> dict[str, str]:
     return runs
 
 
-def log_delta_m(cfg: TrackingConfig, runs: dict[str, str], delta_m_csv: Path, reference: str = "stl") -> int:
+def log_delta_m(cfg: TrackingConfig, runs: dict[str, str], delta_m_csv: Path, reference: str) -> int:
     """Log each run's Delta_m (% against `reference` trained on the same seed, `delta_m.csv`) to its MLflow run
     as `test.delta_m`, with the reference as a tag: known only once the runs it compares have finished, so the
     pipeline logs it after the tables. Idempotent (a run that holds the value is left alone); returns how many

@@ -37,3 +37,30 @@ def tiny_multimnist() -> dict:
 @pytest.fixture
 def tiny_synthetic() -> dict:
     return dict(TINY_SYNTHETIC)
+
+
+def scored_records(shifts: dict[str, float], seeds: int = 4) -> list:
+    """Run records of dataset d: per method and seed, two tasks with one score each (higher is better), each
+    method's scores offset from 0.5 by its shift, with noise (seeded)."""
+    import numpy as np
+
+    from mtlbench.record import RunRecord
+
+    rng, records = np.random.default_rng(0), []
+    for method, shift in shifts.items():
+        for seed in range(seeds):
+            m = {t: {"score": float(0.5 + shift + 0.05 * rng.standard_normal())} for t in ("t1", "t2")}
+            records.append(
+                RunRecord.from_json(
+                    {
+                        "dataset": "d",
+                        "method": method,
+                        "seed": seed,
+                        "status": "ok",
+                        "metrics": {"val": m, "test": m},
+                        "directions": {t: {"score": True} for t in m},
+                        "config": {"method": method, "seed": seed, "train": {"epochs": 10}},
+                    }
+                )
+            )
+    return records

@@ -5,51 +5,28 @@ edit of this file (issue 24.2)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from mtlbench.analysis_settings import AnalysisSettings
 from mtlbench.catalogue import Analysis, in_order, load_catalogue, run_pass
 from mtlbench.errors import MtlbenchError
-from mtlbench.record import RunRecord
-from tests.conftest import ROOT
+from tests.conftest import ROOT, scored_records
 from tests.test_pipeline import TINY, snakemake
 
 CATALOGUE = load_catalogue()
-
-
-def _records() -> list[RunRecord]:
-    """Dataset d, 4 seeds, methods stl / hps / mgda, two tasks with one score each (higher is better)."""
-    rng, records = np.random.default_rng(0), []
-    for method, shift in {"stl": 0.0, "hps": 0.05, "mgda": 0.1}.items():
-        for seed in range(4):
-            m = {t: {"score": float(0.5 + shift + 0.05 * rng.standard_normal())} for t in ("t1", "t2")}
-            data = {"val": m, "test": m}
-            records.append(
-                RunRecord.from_json(
-                    {
-                        "dataset": "d",
-                        "method": method,
-                        "seed": seed,
-                        "status": "ok",
-                        "metrics": data,
-                        "directions": {t: {"score": True} for t in m},
-                        "config": {"method": method, "seed": seed, "train": {"epochs": 10}},
-                    }
-                )
-            )
-    return records
 
 
 @pytest.fixture(scope="module")
 def one_pass(tmp_path_factory):
     tables = tmp_path_factory.mktemp("tables")
     claims = ROOT / "config" / "claims.yaml"
-    return run_pass(Analysis(_records(), [], AnalysisSettings(), claims), tables), tables
+    records = scored_records({"stl": 0.0, "hps": 0.05, "mgda": 0.1})
+    return run_pass(Analysis(records, [], AnalysisSettings(), claims), tables), tables
 
 
 @pytest.mark.parametrize("name", list(CATALOGUE))
@@ -84,18 +61,12 @@ def test_a_missing_or_circular_need_is_one_message():
         in_order({"a": out("a", ("b",)), "b": out("b", ("a",))})
 
 
-MY_TABLE = '''
-"""A table of one's own: runs per method and dataset."""
-import pandas as pd
-
-from mtlbench.catalogue import Analysis, table
-
-
-@table("runs_per_method", needs=["metrics"], category="3 Tables", caption="How many seeds each method ran.")
-def runs_per_method(a: Analysis) -> pd.DataFrame:
-    rows = a["metrics"].drop_duplicates(["dataset", "method", "seed"])
-    return rows.groupby(["dataset", "method"]).seed.count().rename("runs").reset_index()
-'''
+# README's example of a table of one's own, exactly as written there
+MY_TABLE = next(
+    block
+    for block in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    if block.startswith("# analyses/runs_per_method.py")
+)
 
 
 def test_a_table_declared_in_a_module_of_ones_own_reaches_the_pipeline_the_report_and_this_test(tmp_path):

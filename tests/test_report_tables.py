@@ -10,7 +10,7 @@ import pytest
 
 from mtlbench.analysis_settings import AnalysisSettings
 from mtlbench.report_tables import html_table, leaderboard, leaderboard_markdown, write_report_tables
-from tests.conftest import ROOT
+from tests.conftest import ROOT, scored_records
 
 
 def bootstrap_rows() -> pd.DataFrame:
@@ -208,27 +208,12 @@ def test_summary_tables_are_split_and_rounded_to_stay_readable(tmp_path):
 
 def _write_runs(tmp_path, methods: dict[str, float]) -> list[str]:
     """Records of dataset d, 4 seeds, two tasks (score, higher is better), each method offset from STL."""
-    from mtlbench.record import RunRecord
-
-    rng, paths = np.random.default_rng(0), []
-    for method, shift in methods.items():
-        for seed in range(4):
-            m = {t: {"score": float(0.5 + shift + 0.05 * rng.standard_normal())} for t in ("t1", "t2")}
-            record = RunRecord.from_json(
-                {
-                    "dataset": "d",
-                    "method": method,
-                    "seed": seed,
-                    "status": "ok",
-                    "metrics": {"val": m, "test": m},
-                    "directions": {t: {"score": True} for t in m},
-                    "config": {"method": method, "seed": seed, "train": {"epochs": 10}},
-                }
-            )
-            path = tmp_path / "runs" / method / f"seed{seed}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(record.text())
-            paths.append(str(path))
+    paths = []
+    for record in scored_records(methods):
+        path = tmp_path / "runs" / record.method / f"seed{record.seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(record.text())
+        paths.append(str(path))
     return paths
 
 
