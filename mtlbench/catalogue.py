@@ -151,3 +151,55 @@ def table_files() -> list[str]:
 def report_pages() -> list[Output]:
     """The outputs with a page of their own in the report."""
     return [output for output in load_catalogue().values() if output.category is not None]
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A figure of the report: drawn from the run records and the pass's tables, after the pass."""
+
+    name: str
+    draw: Callable[[Drawing, Path], None]
+    caption: str
+    category: str = "5 Figures"
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}.png"
+
+
+FIGURES: dict[str, Figure] = {}
+
+
+def figure(name: str, *, caption: str, category: str = "5 Figures") -> Callable[[Callable], Callable]:
+    """Declares a figure, `name`.png, drawn by the decorated function from a `Drawing` into the given path."""
+
+    def register(draw: Callable[[Drawing, Path], None]) -> Callable[[Drawing, Path], None]:
+        FIGURES[name] = Figure(name, draw, caption.strip(), category)
+        return draw
+
+    return register
+
+
+@dataclass
+class Drawing:
+    """What a figure is drawn from: the run records (read once, when a figure asks), the pass's tables and the
+    settings."""
+
+    paths: list[Path]
+    tables: Path
+    settings: AnalysisSettings
+    _records: list[RunRecord] | None = None
+
+    @property
+    def records(self) -> list[RunRecord]:
+        if self._records is None:
+            self._records = [RunRecord.read(Path(p)) for p in self.paths]
+        return self._records
+
+    def table(self, name: str) -> pd.DataFrame:
+        return pd.read_csv(self.tables / f"{name}.csv")
+
+
+def load_figures() -> dict[str, Figure]:
+    load_catalogue()
+    return FIGURES

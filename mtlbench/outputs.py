@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mtlbench import figures
 from mtlbench.aggregate import (
     bootstrap_delta_m,
     delta_m,
@@ -16,11 +17,11 @@ from mtlbench.aggregate import (
     tidy_metrics,
     with_delta_m,
 )
-from mtlbench.catalogue import Analysis, table
+from mtlbench.catalogue import Analysis, Drawing, figure, table
 from mtlbench.convergence import convergence_table
 from mtlbench.efficiency import efficiency_table, pipeline_profile, profile_line
 from mtlbench.published import published_comparison, published_markdown
-from mtlbench.stats import friedman_nemenyi, safeness, significance, write_cd_tables
+from mtlbench.stats import friedman_nemenyi, read_cd_tables, safeness, significance, write_cd_tables
 from mtlbench.tables import write_summary_tables, write_task_averaged
 
 EFFICIENCY_REFERENCE = "hps"  # efficiency.csv's ratios are to hard sharing, the cheapest shared model
@@ -275,3 +276,65 @@ def _write_profile(table: pd.DataFrame, path: Path, a: Analysis) -> None:
 )
 def _profile(a: Analysis) -> pd.DataFrame:
     return pipeline_profile(a.records, a.cores)
+
+
+# --- figures: drawn after the pass, from its tables and the records (`mtlbench figures`) -------------------------
+@figure(
+    "metrics_ci",
+    caption="Each task's primary test metric (the one the tables and Delta_m use: accuracy on MultiMNIST, MSE on "
+    "the synthetic tasks), mean over seeds with its 95% CI, per method; the axis label says which direction is "
+    "better and the dashed line is the reference method. Look for methods on the better side of the line. The "
+    "y-range follows the bulk of the methods: a method far outside it (MGDA on the unnormalised synthetic "
+    "regression tasks) is an arrow at the edge, labelled with its mean.",
+)
+def _metrics_ci(d: Drawing, path: Path) -> None:
+    figures.metrics_with_ci(d.table("summary"), path, d.settings.reference)
+
+
+@figure(
+    "learning_curves",
+    caption="Learning curves: each method's validation loss (summed over tasks) per epoch, median over seeds with "
+    "the band from the lowest to the highest seed, log scale; dots mark the epochs selected on validation, and "
+    "dashed curves the methods with runs still improving at the end of their budget. Staged methods show their "
+    "stages: SRDML's warm-up (hard sharing), DSMTL-IL's stage 1 and DSMTL-AL's search before the derived network "
+    "is retrained from its initialisation (its curve is longer: the search is an extra cost on top of the budget).",
+)
+def _learning_curves(d: Drawing, path: Path) -> None:
+    figures.learning_curves(d.records, path)
+
+
+@figure(
+    "relations",
+    caption="SRDML's learned task relations (relation weights omega, symmetric, mean over seeds) beside the ground "
+    "truth where the dataset has one (synthetic_relations: 2 for twins, 1 for the same group, 0 across groups). A "
+    "reproduction shows the same block structure: bright twin pairs on the off-diagonal, two bright 6 x 6 groups.",
+)
+def _relations(d: Drawing, path: Path) -> None:
+    figures.relation_matrices(d.records, path)
+
+
+@figure(
+    "gates",
+    caption="DSMTL's gate values: the weight of the public encoder per task (per stage for DSMTL-AL), mean over seeds.",
+)
+def _gates(d: Drawing, path: Path) -> None:
+    figures.gate_values(d.records, path)
+
+
+@figure(
+    "cd_diagram",
+    caption="Critical-difference diagram: mean ranks with the Nemenyi critical difference (at the configured "
+    "alpha; from cd_ranks.csv and cd_nemenyi.csv); methods joined by a bar do not differ significantly.",
+)
+def _cd_diagram(d: Drawing, path: Path) -> None:
+    figures.critical_difference(read_cd_tables(d.tables / "cd_ranks.csv", d.tables / "cd_nemenyi.csv"), path)
+
+
+@figure(
+    "time_vs_delta_m",
+    caption="Cost against benefit: each method's time per training step (this machine, log scale) against its mean "
+    "Delta_m versus the reference method (symlog scale; below the dashed line is better than it). The lower-left "
+    "corner is cheaper and better; a method up and to the right pays more for less.",
+)
+def _time_vs_delta_m(d: Drawing, path: Path) -> None:
+    figures.time_vs_delta_m(d.table("efficiency"), d.table("summary"), path, d.settings.reference)

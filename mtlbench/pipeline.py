@@ -6,13 +6,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from mtlbench import figures
 from mtlbench.aggregate import (
     check_one_config,
     load_records,
 )
 from mtlbench.analysis_settings import AnalysisSettings
-from mtlbench.stats import read_cd_tables
 
 
 def analyse(
@@ -58,18 +56,14 @@ def profile_markdown(table: pd.DataFrame, line: str) -> str:
 
 
 def draw_figures(records: list[Path], tables: Path, out_dir: Path, settings: AnalysisSettings) -> None:
-    """The figures, with the settings' reference (the metric panels' line, Delta_m's axis); the CD diagram draws
-    the analysis pass's rankings (cd_ranks.csv, cd_nemenyi.csv: computed at the configured alpha)."""
-    runs = load_records(records)
-    summary = pd.read_csv(tables / "summary.csv")
-    figures.metrics_with_ci(summary, out_dir / "metrics_ci.png", settings.reference)
-    figures.relation_matrices(runs, out_dir / "relations.png")
-    figures.gate_values(runs, out_dir / "gates.png")
-    figures.learning_curves(runs, out_dir / "learning_curves.png")
-    panels = read_cd_tables(tables / "cd_ranks.csv", tables / "cd_nemenyi.csv")  # the analysis pass's rankings
-    figures.critical_difference(panels, out_dir / "cd_diagram.png")
-    efficiency = pd.read_csv(tables / "efficiency.csv")
-    figures.time_vs_delta_m(efficiency, summary, out_dir / "time_vs_delta_m.png", settings.reference)
+    """Every figure of the catalogue (mtlbench/outputs.py), from the records and the analysis pass's tables (the
+    CD diagram draws its rankings, computed at the configured alpha) with the settings' reference."""
+    from mtlbench.catalogue import Drawing, load_figures
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    drawing = Drawing(list(records), Path(tables), settings)
+    for fig in load_figures().values():
+        fig.draw(drawing, out_dir / fig.file)
 
 
 def reference_train_seconds(reference: Path) -> pd.Series:

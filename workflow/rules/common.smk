@@ -322,8 +322,8 @@ def get_tables():
 
 
 def caption_file(output):
-    """An output's caption (declared in the catalogue) as the .rst file Snakemake's report reads."""
-    path = Path(".snakemake", "mtlbench-captions", f"{output.name}.rst").resolve()
+    """A table's or figure's caption (declared in the catalogue) as the .rst file Snakemake's report reads."""
+    path = Path(".snakemake", "mtlbench-captions", f"{type(output).__name__.lower()}-{output.name}.rst").resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.is_file() or path.read_text() != output.caption + "\n":
         path.write_text(output.caption + "\n")
@@ -338,11 +338,29 @@ def catalogue_pages():
             for o in report_pages()}
 
 
-FIGURE_NAMES = ["metrics_ci", "learning_curves", "relations", "gates", "cd_diagram", "time_vs_delta_m"]
+def catalogue_figures():
+    """The report's figures, declared in the catalogue (mtlbench/outputs.py) with their captions and category."""
+    from mtlbench.catalogue import load_figures
+
+    return {f.name: report(f"{FIGURES}/{f.file}", caption=caption_file(f), category=f.category)
+            for f in load_figures().values()}
 
 
 def get_figures():
-    return [f"{FIGURES}/{n}.png" for n in FIGURE_NAMES]
+    return [f"{FIGURES}/{name}.png" for name in catalogue_figures()]
+
+
+def get_benchmark_pages_input():
+    """The benchmark's tables shown as report pages, when the benchmark runs."""
+    if not is_benchmarking():
+        return {}
+    return {"step_cost": f"{RESULTS}/benchmarks/step_cost.csv", "growth": f"{RESULTS}/benchmarks/growth.csv"}
+
+
+def get_benchmark_pages():
+    captions = {"step_cost": "../report/step_cost.rst", "growth": "../report/scaling.rst"}
+    return {n: report(f"{REPORT}/{n}.html", caption=captions[n], category="6 Efficiency")
+            for n in get_benchmark_pages_input()}
 
 
 def get_report_pages():
