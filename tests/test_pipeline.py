@@ -398,8 +398,9 @@ def test_paper_config_dry_run_has_one_job_per_dataset_method_seed():
     synthetic = [j for j in jobs if j.startswith("rule train_run") and "dataset=synthetic_relations" in j]
     images = [j for j in jobs if j.startswith("rule train_run") and "dataset=cifar_mtl" in j]
     assert len(synthetic) == len(paper["methods"]) * len(paper["seeds"]) and images
-    assert all("gpu=0" in j and "mem_mb=2000" in j and "train.threads=1" in j for j in synthetic)
-    assert all("gpu=1" in j and "mem_mb=16000" in j for j in images)
+    # no GPU: no GPU resource at all (issue 26.4: Kubernetes refuses `gpu` without a manufacturer, even gpu=0)
+    assert all("gpu" not in j and "mem_mb=2000" in j and "train.threads=1" in j for j in synthetic)
+    assert all("gpu=1, gpu_manufacturer=nvidia, nvidia_gpu=1" in j and "mem_mb=16000" in j for j in images)
 
 
 def test_a_dataset_missing_on_disk_stops_the_run_before_any_job(tmp_path):

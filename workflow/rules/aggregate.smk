@@ -12,7 +12,7 @@ rule aggregate_tables:
     output:
         **catalogue_tables(),
     params:
-        out=TABLES,
+        out=lambda wc, output: os.path.dirname(output[0]),  # every table is in the tables folder
         settings=analysis_args("reference", "baselines", "alpha", "rope"),
         step_rounds=get_step_rounds_arg,
         benchmark=lambda wc, input: f"--benchmark {shlex.quote(input.benchmark[0])}" if input.benchmark else "",

@@ -325,8 +325,9 @@ def caption_file(output):
     """A table's or figure's caption (declared in the catalogue) as the .rst file Snakemake's report reads."""
     path = Path(".snakemake", "mtlbench-captions", f"{type(output).__name__.lower()}-{output.name}.rst").resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.is_file() or path.read_text() != output.caption + "\n":
-        path.write_text(output.caption + "\n")
+    text = f"{output.caption}\n"
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
     return str(path)
 
 

@@ -5,8 +5,8 @@ rule report_figures:
     output:
         **catalogue_figures(),
     params:
-        tables=TABLES,
-        out=FIGURES,
+        tables=lambda wc, input: os.path.dirname(input.tables[0]),
+        out=lambda wc, output: os.path.dirname(output[0]),
         settings=analysis_args("reference"),
     log:
         "logs/report_figures.log",
@@ -31,7 +31,7 @@ rule report_tables:
         **catalogue_pages(),
         **get_benchmark_pages(),
     params:
-        tables=TABLES,
+        tables=lambda wc, input: os.path.dirname(input.tables[0]),
         out=lambda wc, output: os.path.dirname(output.front),
         settings=analysis_args("reference", "rope"),
         extra=" ".join(f"{n}={shlex.quote(p)}" for n, p in get_benchmark_pages_input().items()),
