@@ -7,6 +7,7 @@ the form ``package.module:Name`` is imported on demand, so a user's own method n
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ T = TypeVar("T")
 # edit); the first two modules define the base classes and the generic components.
 CORE_MODULES = ("mtlbench.architectures", "mtlbench.update_rules")
 COMPONENT_PACKAGES = ("mtlbench.data", "baselines", "methods")
+# a folder of this name on the import path holds methods of one's own, one file each, found like the built-in ones
+USER_PACKAGES = ("mtlbench_methods",)
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,8 @@ def builtin_modules() -> list[str]:
     import pkgutil
 
     found = list(CORE_MODULES)
-    for package in COMPONENT_PACKAGES:
+    present = [p for p in USER_PACKAGES if importlib.util.find_spec(p) is not None]
+    for package in (*COMPONENT_PACKAGES, *present):
         path = importlib.import_module(package).__path__
         found += [
             f"{package}.{m.name}"

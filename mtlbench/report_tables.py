@@ -38,6 +38,10 @@ def leaderboard(
     """One row per (dataset, method), ranked within the dataset by mean Delta_m (lower is better; the
     reference method is 0): its 95% bootstrap CI, P(improvement) over each baseline, the tasks on which it is
     significantly worse than the reference (safeness.csv) and the verdicts of the claims about it."""
+    if bootstrap.empty:  # no Delta_m at all (no reference runs): no leaderboard rows
+        return pd.DataFrame(
+            columns=["dataset", "rank", "method", "mean_delta_m", "boot_ci95_low", "boot_ci95_high", "n"]
+        )
     board = bootstrap.copy()
     board["rank"] = board.groupby("dataset").mean_delta_m.rank(method="min").astype(int)
     if safeness is not None and len(safeness):

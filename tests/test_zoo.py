@@ -33,8 +33,8 @@ def test_at_least_25_methods_each_with_its_rule_registered_once():
 
 
 def _methods_folder_on_the_path(tmp_path) -> dict[str, str]:
-    """The probe as one file in a `methods` folder of its own, outside the source tree, on the import path."""
-    folder = tmp_path / "plugins" / "methods"
+    """The probe as one file in a `mtlbench_methods` folder, outside the source tree, on the import path."""
+    folder = tmp_path / "plugins" / "mtlbench_methods"
     folder.mkdir(parents=True)
     (folder / "scaled_sum.py").write_text(PROBE)
     return {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path / "plugins"), os.environ.get("PYTHONPATH")]))}

@@ -7,9 +7,6 @@ from pathlib import Path
 from snakemake.utils import validate
 
 
-validate(config, schema="../schemas/config.schema.yaml")
-
-
 def every_method(methods):
     """`methods: all` is every registered method (config/zoo.yaml): a method added as one file is in it."""
     from mtlbench.registry import METHODS
@@ -17,7 +14,9 @@ def every_method(methods):
     return METHODS.names() if methods == "all" else methods
 
 
-config["methods"] = every_method(config["methods"])
+if "methods" in config:
+    config["methods"] = every_method(config["methods"])
+validate(config, schema="../schemas/config.schema.yaml")
 
 
 def check_config():
