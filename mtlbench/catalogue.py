@@ -88,7 +88,16 @@ class Analysis:
     step_rounds: Path | None = None
     benchmark: Path | None = None  # the interleaved benchmark's step_cost.csv (efficiency.csv merges it)
     cores: int = 0  # the pipeline's cores (its profile's core-time); 0: a cluster, the jobs' own core-time
+    # robustness (issue 23): the records of each protocol's and each choice value's runs, by variant name, and the
+    # plan that says what they are (mtlbench.protocols.Plan.to_json); empty without
+    variants: dict[str, list[RunRecord]] = field(default_factory=dict)
+    robustness: dict[str, Any] = field(default_factory=dict)
     values: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def all_records(self) -> list[RunRecord]:
+        """The config's own runs and every variant's: what the pipeline trained."""
+        return self.records + [r for runs in self.variants.values() for r in runs]
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]

@@ -23,19 +23,21 @@ NUMBER_FIELDS = ("margin", "tolerance")
 REQUIRED = ("id", "claim", "source", "test", "method")
 
 
-def _parse(path: Path) -> Any:
+def parse_user_yaml(path: Path, what: str = "claims file") -> Any:
+    """A user's YAML file (a claims file, a protocols file) as plain data: `yaml.safe_load` only, limited in size
+    and nesting; any problem ends in one message naming the file."""
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
-        raise MtlbenchError(f"cannot read the claims file {path}: {exc.strerror or exc}") from None
+        raise MtlbenchError(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
     if len(raw) > MAX_BYTES:
-        raise MtlbenchError(f"{path}: {len(raw):,} bytes; a claims file is at most {MAX_BYTES:,}")
+        raise MtlbenchError(f"{path}: {len(raw):,} bytes; a {what} is at most {MAX_BYTES:,}")
     try:
         return yaml.safe_load(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise MtlbenchError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except RecursionError:
-        raise MtlbenchError(f"{path}: nested too deeply to be a claims file") from None
+        raise MtlbenchError(f"{path}: nested too deeply to be a {what}") from None
     except yaml.YAMLError as exc:
         raise MtlbenchError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
 
@@ -176,7 +178,7 @@ def read_claims(
 ) -> list[dict[str, Any]]:
     """The entries of a claims file with their lists as tuples and numbers as floats, or one error listing every
     problem of the file."""
-    entries = _parse(path)
+    entries = parse_user_yaml(path)
     problems = claim_problems(entries, known_methods, known_metrics, known_datasets)
     if problems:
         raise MtlbenchError(f"{path}: {len(problems)} problem(s) in the claims file:\n  " + "\n  ".join(problems))

@@ -87,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the pipeline's plan of runs (logs/progress): finished seeds are marked there, and status lines "
         "say how many runs are done and about how long the rest takes",
     )
+    t.add_argument(
+        "--variant",
+        default="",
+        metavar="NAME",
+        help="the protocol or choice value these runs belong to (the pipeline's robustness runs; recorded in the "
+        "config as `variant`, kept apart from the config's own runs by `mtlbench aggregate`)",
+    )
     t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
     lst = sub.add_parser("list", help="registered datasets, methods, update rules, architectures and their parameters")
@@ -133,6 +140,13 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="the interleaved benchmark's step_cost.csv, merged into efficiency.csv (default: none)",
+    )
+    agg.add_argument(
+        "--robustness",
+        type=Path,
+        default=None,
+        help="the pipeline's plan of protocols and sweeps (variants/plan.json): each claim gets a verdict per "
+        "protocol and per value of each choice, from the records of those runs (default: none)",
     )
     agg.add_argument(
         "--cores",
@@ -199,6 +213,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     configs = [
         resolve_config(args.dataset, args.method, seed, overrides, data_seed=args.data_seed) for seed in args.seed
     ]
+    for cfg in configs:
+        cfg.update({"variant": args.variant} if args.variant else {})
     if args.print_config:
         print(json.dumps(configs[0] if len(configs) == 1 else configs, indent=2))
         return 0
@@ -206,7 +222,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     worst = 0
     for cfg in configs:
         out = Path(template.replace("{seed}", str(cfg["seed"])))
-        name = f"{args.dataset}/{args.method} seed {cfg['seed']}"
+        name = f"{args.dataset}/{args.method}" + (f" [{args.variant}]" if args.variant else "") + f" seed {cfg['seed']}"
         record = _current_record(out, config_hash(cfg))
         if record is not None:
             if cfg["tracking"]["enabled"] and cfg["tracking"]["live"]:  # a kill or a failed store may have left
@@ -344,7 +360,15 @@ def cmd_pipeline_stage(args: argparse.Namespace) -> int:
     if args.command == "aggregate":
         mixed = args.allow_mixed_configs
         line = pipeline.analyse(
-            args.records, args.out, settings, mixed, args.claims, args.step_rounds, args.benchmark, args.cores
+            args.records,
+            args.out,
+            settings,
+            mixed,
+            args.claims,
+            args.step_rounds,
+            args.benchmark,
+            args.cores,
+            args.robustness,
         )
         print(f"tables in {args.out}" + (f"; claims: {line}" if args.claims else ""))
     elif args.command == "bench":

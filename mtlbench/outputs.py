@@ -203,23 +203,56 @@ def _write_claims(value: pd.DataFrame, path: Path, a: Analysis) -> None:
     path.with_suffix(".md").write_text(claims_markdown(value))
 
 
+@table("claim_verdicts", needs=["metrics"], files=(), caption="Each claim's verdict on the config's own runs.")
+def _claim_verdicts(a: Analysis) -> pd.DataFrame:
+    from mtlbench.claims import evaluate_claims
+
+    rounds = pd.read_csv(a.step_rounds) if a.step_rounds is not None else None
+    return evaluate_claims(_claim_list(a), a["metrics"], a.records, a.settings.alpha, rounds)
+
+
+def _claim_list(a: Analysis) -> list:
+    from mtlbench.claims import load_claims
+
+    return load_claims(a.claims_file) if a.claims_file is not None else []
+
+
+@table(
+    "robustness",
+    needs=["claim_verdicts"],
+    category="1 Claims",
+    caption="Every claim under each protocol (fair: the suite's runs; published: the paper's experiment as its "
+    "official code runs it) and at each value of each reconstruction choice that touches its method or baseline "
+    "(config/protocols.yaml; the runs the config's `robustness` block trains): the verdict by the claim's own "
+    "test, or why a protocol does not apply. A claim that keeps its verdict at every value is robust, else it "
+    "depends on the choices that moved it.",
+)
+def _robustness(a: Analysis) -> pd.DataFrame:
+    from mtlbench.robustness import robustness_table
+
+    return robustness_table(
+        a["claim_verdicts"], _claim_list(a), a.robustness, a.records, a.variants, a.settings.reference, a.settings.alpha
+    )
+
+
 @table(
     "claims",
-    needs=["metrics"],
+    needs=["claim_verdicts", "robustness"],
     files=("claims.csv", "claims.md"),
     write=_write_claims,
     category="1 Claims",
     caption="The papers' claims, one row per claim and dataset: the estimate with the interval its test uses "
     "(positive favours the method; ratios below 1), n seeds, the p-value and a verdict: reproduced, not "
     "reproduced, contradicted or inconclusive (with the smallest effect the run could have detected). Claims are "
-    "declared in config/claims.yaml; the tests and verdict rules are in mtlbench/claims.py.",
+    "declared in config/claims.yaml; the tests and verdict rules are in mtlbench/claims.py. Beside the verdict "
+    "on the suite's runs (the fair protocol): the verdict under each other protocol, whether the verdict is "
+    "robust to the reconstruction choices swept or depends on them, and whether it holds everywhere (robustness "
+    "table).",
 )
 def _claims(a: Analysis) -> pd.DataFrame:
-    from mtlbench.claims import evaluate_claims, load_claims
+    from mtlbench.robustness import summary_columns
 
-    claims = load_claims(a.claims_file) if a.claims_file is not None else []
-    rounds = pd.read_csv(a.step_rounds) if a.step_rounds is not None else None
-    return evaluate_claims(claims, a["metrics"], a.records, a.settings.alpha, rounds)
+    return summary_columns(a["claim_verdicts"], a["robustness"])
 
 
 def _write_leaderboard(board: pd.DataFrame, path: Path, a: Analysis) -> None:
@@ -275,7 +308,7 @@ def _write_profile(table: pd.DataFrame, path: Path, a: Analysis) -> None:
     "tracking, finalising, and what happened outside the training jobs.",
 )
 def _profile(a: Analysis) -> pd.DataFrame:
-    return pipeline_profile(a.records, a.cores)
+    return pipeline_profile(a.all_records, a.cores)
 
 
 # --- figures: drawn after the pass, from its tables and the records (`mtlbench figures`) -------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,7 @@ from mtlbench.aggregate import (
     load_records,
 )
 from mtlbench.analysis_settings import AnalysisSettings
+from mtlbench.record import RunRecord
 
 
 def analyse(
@@ -22,15 +24,34 @@ def analyse(
     step_rounds: Path | None = None,
     benchmark: Path | None = None,
     cores: int = 0,
+    robustness: Path | None = None,
 ) -> str:
     """Every table of the output catalogue (mtlbench/outputs.py and any `analyses/` module), computed in one pass
-    from the run records and written to `tables`; returns the claims' one-line count."""
+    from the run records and written to `tables`; returns the claims' one-line count. Records of a protocol's or
+    a choice value's runs (their `variant`) are kept apart from the config's own, per variant; `robustness` is
+    the plan that says what each variant is (the workflow's variants/plan.json)."""
     from mtlbench.catalogue import Analysis, run_pass
 
-    runs = load_records(records)
+    loaded = load_records(records)
+    by_variant: dict[str, list[tuple[RunRecord, Path]]] = {}
+    for record, path in zip(loaded, records, strict=True):
+        by_variant.setdefault(record.variant, []).append((record, Path(path)))
     if not allow_mixed_configs:
-        check_one_config(runs, list(records))
-    analysis = Analysis(runs, list(records), settings, claims_file, step_rounds, benchmark, cores)
+        for pairs in by_variant.values():
+            check_one_config([r for r, _ in pairs], [p for _, p in pairs])
+    own = by_variant.pop("", [])
+    plan = json.loads(Path(robustness).read_text()) if robustness is not None else {}
+    analysis = Analysis(
+        [r for r, _ in own],
+        [p for _, p in own],
+        settings,
+        claims_file,
+        step_rounds,
+        benchmark,
+        cores,
+        variants={name: [r for r, _ in pairs] for name, pairs in by_variant.items()},
+        robustness=plan,
+    )
     done = run_pass(analysis, Path(tables))
     return claims_headline(done["claims"])[0]
 

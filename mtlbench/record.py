@@ -146,6 +146,11 @@ class RunRecord:
         return self.status == "ok"
 
     @property
+    def variant(self) -> str:
+        """The protocol or choice value the run belongs to ('' = the config's own runs; mtlbench.protocols)."""
+        return str(self.config.get("variant", ""))
+
+    @property
     def epochs_planned(self) -> int:
         """The epochs the loop planned: `train.epochs`, plus a stage outside the budget (DSMTL-AL's search)."""
         if self.schedule is not None:

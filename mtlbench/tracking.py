@@ -369,7 +369,8 @@ def log_delta_m(cfg: TrackingConfig, runs: dict[str, str], delta_m_csv: Path, re
     for path, run_id in runs.items():
         record = RunRecord.read(Path(path))
         key = (record.dataset, record.method, int(record.seed))
-        if key not in table.index or not math.isfinite(float(table[key])):
+        # a protocol's or a choice value's run (record.variant) has no row in delta_m.csv
+        if record.variant or key not in table.index or not math.isfinite(float(table[key])):
             continue
         value = float(table[key])
         held = _retry(partial(client.get_run, run_id)).data.metrics.get("test.delta_m")

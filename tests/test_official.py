@@ -1,7 +1,7 @@
 """The suite's SRDML rule against the official code's own numbers (issue 22, item 8).
 
 The oracle is the output of the official `synthetic_train.py` (BaiTheBest/SRDML at b65d6da, run in TensorFlow
-2.15.1), kept in tests/fixtures/official/ (its README says what each field is). The rule under test is the
+2.15.1), kept in official/ (its README says what each field is). The rule under test is the
 suite's own: `methods.srdml.SaliencyRegularized`, built by `mtlbench.training.build` from the resolved config
 of `srdml` on `synthetic_relations` with `dataset.trunk=identity` (twelve independent linear regressors on the
 input, the official network), then moved to float64.
@@ -44,7 +44,7 @@ from mtlbench.training import build, make_optimizer, plan_epochs
 from mtlbench.update_rules import task_losses
 from tests.conftest import run_cli
 
-FIXTURES = Path(__file__).parent / "fixtures" / "official"
+FIXTURES = Path(__file__).parent.parent / "official"
 T = len(SCALES)
 SCALE = 2 * T  # the suite's data term over the official one
 OFFICIAL_LR = 0.01  # synthetic_train.py: SGD lr of the weights and of c

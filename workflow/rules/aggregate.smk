@@ -3,9 +3,23 @@
 # any table of one's own): should it
 # fail (a corrupt record, a config mix), Snakemake removes all of them together, so no stale significance table
 # survives beside a deleted summary.
+# What the robustness runs are (each protocol, each swept choice and its values), for the analysis; rewritten when
+# the plan changes (Snakemake reruns a job whose params changed).
+rule robustness_plan:
+    output:
+        plan=f"{RESULTS}/variants/plan.json",
+    params:
+        plan=json.dumps(ROBUSTNESS.to_json(), sort_keys=True, indent=1),
+    localrule: True
+    run:
+        Path(output.plan).write_text(params.plan + "\n")
+
+
 rule aggregate_tables:
     input:
         records=get_records(),
+        variants=get_variant_records(),
+        plan=rules.robustness_plan.output.plan,
         claims=get_claims_file(),
         step_rounds=get_benchmark_rounds(),
         benchmark=get_benchmark_table(),
@@ -24,6 +38,7 @@ rule aggregate_tables:
         runtime=10,
     localrule: True
     shell:
-        "mtlbench aggregate {input.records:q} --out {params.out:q} {params.settings} "
+        "mtlbench aggregate {input.records:q} {input.variants:q} --out {params.out:q} {params.settings} "
+        "--robustness {input.plan:q} "
         "--claims {input.claims:q} {params.step_rounds} {params.benchmark} --cores {params.cores} "
         "> {log} 2>&1"

@@ -1,5 +1,6 @@
 # Every decision of the workflow lives here: config validation, wildcard constraints, input functions.
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -79,10 +80,14 @@ def print_time_estimate():
                     for c in (config, reference))
         return {**now, "tracking": None} == {**ref, "tracking": None}
 
-    todo = [(d, m, s) for d in DATASETS for m in METHODS for s in SEEDS if not os.path.exists(get_record(d, m, s))]
-    same = {(d, m): same_as_reference(d, m) for d, m, _ in todo}
+    runs = [(d, m, s, g) for d in DATASETS for m in METHODS for s in SEEDS for g in ["runs"]]
+    runs += [(d, METHOD_BY_DIR[m], s, g) for g, d, m in VARIANTS for s in SEEDS]
+    todo = [run for run in runs if not os.path.exists(get_record(*run))]
+    # a variant's run has settings of its own: estimated by the mean of the reference's runs
+    same = {(d, m, g): g == "runs" and same_as_reference(d, m) for d, m, _, g in todo}
     reference = os.path.join(workflow.basedir, "results", "reference")
-    print(time_estimate([(d, m, same[d, m]) for d, m, _ in todo], reference, get_total_cores()), file=sys.stderr)
+    print(time_estimate([(d, m, same[d, m, g]) for d, m, _, g in todo], reference, get_total_cores()),
+          file=sys.stderr)
     write_progress_plan(todo, same, reference)
 
 
@@ -94,8 +99,9 @@ def write_progress_plan(todo, same, reference):
 
     seconds = reference_train_seconds(reference)
     Board(Path(PROGRESS_BOARD)).write_plan({
-        os.path.dirname(get_record(d, m, s)): float(seconds[d, m]) if same[d, m] and (d, m) in seconds.index else None
-        for d, m, s in todo
+        os.path.dirname(get_record(d, m, s, g)): float(seconds[d, m])
+        if same[d, m, g] and (d, m) in seconds.index else None
+        for d, m, s, g in todo
     })
 
 
@@ -171,7 +177,29 @@ def get_claims_file():
     return os.path.join(workflow.basedir, path)
 
 
+def get_protocols_file():
+    """`robustness.file` relative to the working directory, else to the workflow (config/protocols.yaml)."""
+    path = config["robustness"]["file"]
+    if os.path.isabs(path) or os.path.exists(path):
+        return path
+    return os.path.join(workflow.basedir, path)
+
+
+def robustness_plan():
+    """The runs beside the config's own (mtlbench.protocols): each protocol of `robustness.protocols` and each
+    value of the choices in `robustness.sensitivity`, on the datasets named; checked while the workflow is read."""
+    from mtlbench.errors import MtlbenchError
+    from mtlbench.protocols import load_robustness, plan
+
+    try:
+        file = load_robustness(get_protocols_file())
+        return plan(file, config["robustness"], config["datasets"], config["methods"], get_overrides_for)
+    except MtlbenchError as exc:
+        raise WorkflowError(f"config error: {exc}") from None
+
+
 DATA_PROBLEMS = check_config()
+ROBUSTNESS = robustness_plan()
 
 RESULTS = config["results"]
 DATASETS = config["datasets"]
@@ -189,12 +217,20 @@ def method_dir(method):
 
 
 METHOD_BY_DIR = {method_dir(m): m for m in METHODS}
+# the runs of a protocol or of a choice's value: (folder under variants/, dataset, method) -> mtlbench.protocols.Variant
+VARIANTS = {(f"variants/{v.directory}", v.dataset, method_dir(v.method)): v for v in ROBUSTNESS.variants}
+
+
+def run_groups():
+    """The folders under `results` that hold runs: runs/ (the config's own) and variants/NAME/ (issue 23)."""
+    return ["runs", *sorted({group for group, _, _ in VARIANTS})]
 
 
 wildcard_constraints:
     dataset="|".join(DATASETS),
     method="|".join(METHOD_BY_DIR),
     seed=r"\d+",
+    group="|".join(re.escape(g) for g in run_groups()),
 
 
 def get_seed_groups():
@@ -288,18 +324,27 @@ def is_live_tracking():
     return is_tracking() and bool(config["tracking"]["live"])
 
 
-def get_record(dataset, method, seed):
-    return f"{RESULTS}/runs/{dataset}/{method_dir(method)}/seed{seed}/record.json"
+def get_record(dataset, method, seed, group="runs"):
+    return f"{RESULTS}/{group}/{dataset}/{method_dir(method)}/seed{seed}/record.json"
 
 
 def get_records(wildcards=None):
     return [get_record(d, m, s) for d in DATASETS for m in METHODS for s in SEEDS]
 
 
+def get_variant_records(wildcards=None):
+    """Every run of a protocol or of a choice's value (robustness), each seed."""
+    return [get_record(d, METHOD_BY_DIR[m], s, group) for group, d, m in VARIANTS for s in SEEDS]
+
+
 def get_set_args(wildcards):
+    """The run's overrides as `--set` options; a variant's settings on top, and `--variant NAME`."""
     method = METHOD_BY_DIR[wildcards.method]
     pairs = get_overrides_for(wildcards.dataset, method)
-    return " ".join(f"--set {shlex.quote(f'{k}={_yaml_value(v)}')}" for k, v in pairs.items())
+    variant = VARIANTS.get((wildcards.group, wildcards.dataset, wildcards.method))
+    pairs.update(variant.settings if variant else {})
+    sets = " ".join(f"--set {shlex.quote(f'{k}={_yaml_value(v)}')}" for k, v in pairs.items())
+    return sets + (f" --variant {shlex.quote(variant.name)}" if variant else "")
 
 
 def _yaml_value(value):
@@ -373,4 +418,4 @@ def get_report_pages():
 def get_final_output():
     """Every run record too: a deleted record is retrained (and the tables follow), not ignored."""
     tracked = [f"{RESULTS}/mlflow_runs.json"] if is_tracking() else []
-    return get_records() + get_tables() + get_figures() + get_report_pages() + tracked
+    return get_records() + get_variant_records() + get_tables() + get_figures() + get_report_pages() + tracked

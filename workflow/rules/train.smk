@@ -11,7 +11,7 @@ if len(get_seed_groups()) == len(SEEDS):  # one seed per job
         input:
             tracking=rules.data_tracking_store.output if is_live_tracking() else [],
         output:
-            record=f"{RESULTS}/runs/{{dataset}}/{{method}}/seed{{seed}}/record.json",
+            record=f"{RESULTS}/{{group}}/{{dataset}}/{{method}}/seed{{seed}}/record.json",
         params:
             method=lambda wc: METHOD_BY_DIR[wc.method],
             sets=get_set_args,
@@ -19,7 +19,7 @@ if len(get_seed_groups()) == len(SEEDS):  # one seed per job
             out=lambda wc, output: os.path.dirname(output.record),
             threads=lambda wc: train_resources(wc.dataset)["threads"],  # the hashed count, whatever --cores
         log:
-            "logs/train_run/{dataset}/{method}/seed{seed}.log",
+            "logs/train_run/{group}/{dataset}/{method}/seed{seed}.log",
         threads: lambda wc: train_resources(wc.dataset)["threads"]
         priority: 1
         resources:
@@ -40,15 +40,15 @@ else:
             input:
                 tracking=rules.data_tracking_store.output if is_live_tracking() else [],
             output:
-                records=[f"{RESULTS}/runs/{{dataset}}/{{method}}/seed{s}/record.json" for s in seeds],
+                records=[f"{RESULTS}/{{group}}/{{dataset}}/{{method}}/seed{s}/record.json" for s in seeds],
             params:
                 method=lambda wc: METHOD_BY_DIR[wc.method],
                 sets=get_set_args,
                 data_seed=config["data_seed"],
-                out=lambda wc: f"{RESULTS}/runs/{wc.dataset}/{wc.method}/seed{{seed}}",
+                out=lambda wc: f"{RESULTS}/{wc.group}/{wc.dataset}/{wc.method}/seed{{seed}}",
                 threads=lambda wc: train_resources(wc.dataset)["threads"],  # the hashed count, whatever --cores
             log:
-                f"logs/train_run/{{dataset}}/{{method}}/seeds{seeds[0]}-{seeds[-1]}.log",
+                f"logs/train_run/{{group}}/{{dataset}}/{{method}}/seeds{seeds[0]}-{seeds[-1]}.log",
             threads: lambda wc: train_resources(wc.dataset)["threads"]
             priority: 1
             resources:
@@ -66,7 +66,7 @@ else:
 # then logs each run's Delta_m, which needs the reference method's run of the same seed.
 rule train_tracking_log:
     input:
-        records=get_records(),
+        records=get_records() + get_variant_records(),
         delta_m=f"{TABLES}/delta_m.csv",  # each run's Delta_m, known once the seed's runs have all finished
     output:
         runs=f"{RESULTS}/mlflow_runs.json",
