@@ -639,7 +639,9 @@ def claims_display(table: pd.DataFrame) -> pd.DataFrame:
         still_improving=table.get("still_improving", pd.Series([""] * len(table), index=table.index)).fillna(""),
     )
     columns = ["verdict", "claim", "dataset", "test", "estimate", "unit", "n", "p", "still_improving", "note"]
-    return shown[columns + [c for c in ("scope_note", "source") if c in shown]].rename(
+    robustness = [c for c in ("protocols", "sensitivity") if c in shown and shown[c].fillna("").astype(str).any()]
+    shown = shown.fillna({c: "" for c in robustness})
+    return shown[columns + robustness + [c for c in ("scope_note", "source") if c in shown]].rename(
         columns={
             "estimate": "estimate [interval] (level)",
             "still_improving": "runs still improving",

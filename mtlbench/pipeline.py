@@ -124,6 +124,25 @@ def time_estimate(planned: list[tuple[str, str, bool]], reference: Path, cores: 
     )
 
 
+def robust_findings(paper: pd.DataFrame) -> list[str]:
+    """The findings first: claims in the papers' scope whose verdict holds under every protocol that applies and at
+    every value of every choice swept (claims.csv's `holds_everywhere`), then how many depend on a choice."""
+    if "settings_tried" not in paper or not (paper.settings_tried > 0).any():
+        return []
+    held = paper[paper.holds_everywhere.fillna(False).astype(bool)]
+    moved = paper[(paper.settings_tried > 0) & ~paper.holds_everywhere.astype(bool)]
+    lines = [
+        "Holding under every protocol and setting tried: "
+        + ("; ".join(f"{r.id} on {r.dataset}: {r.verdict}" for r in held.itertuples()) if len(held) else "none")
+    ]
+    if len(moved):
+        lines.append(
+            f"  {len(moved)} claim x dataset row(s) change verdict with the protocol or a choice "
+            "(claims.md, column protocols / sensitivity; robustness.csv)"
+        )
+    return lines
+
+
 def claims_headline(table: pd.DataFrame) -> list[str]:
     """The verdicts in the papers' scope per dataset (reproduced and contradicted named, with the claims resting
     on runs still improving), then the generalisation tests, counted and labelled as such."""
@@ -132,7 +151,7 @@ def claims_headline(table: pd.DataFrame) -> list[str]:
     scope = scope_of(table)
     paper, general = table[scope != GENERALISATION], table[scope == GENERALISATION]
     counts = paper.verdict.value_counts()
-    lines = [
+    lines = robust_findings(paper) + [
         "Claims in the papers' scope: "
         + (", ".join(f"{counts[v]} {v}" for v in counts.index) or "none in this run")
         + f" ({len(paper)} claim x dataset rows)"

@@ -136,14 +136,17 @@ def _shown_leaderboard(rows: pd.DataFrame, reference: str) -> pd.DataFrame:
     return shown
 
 
-def table_data(table: pd.DataFrame, index: bool = False) -> dict[str, object]:
+def table_data(
+    table: pd.DataFrame, index: bool = False, verdict_columns: frozenset[str] = frozenset({"verdict"})
+) -> dict[str, object]:
     """A table as the templates' `table` macro takes it: column titles, and per row its cells' texts with a
-    `verdict` cell's classes (its verdict, coloured; `generalisation` for a row outside the claim's scope)."""
+    verdict cell's classes (its verdict, coloured; `generalisation` for a row outside the claim's scope) in the
+    `verdict_columns`."""
     head = ([table.index.name or ""] if index else []) + [str(c) for c in table.columns]
     rows = []
     for label, row in table.iterrows():
         texts = {column: _cell_text(value) for column, value in row.items()}
-        cells = [(text, _verdict_class(text) if column == "verdict" else "") for column, text in texts.items()]
+        cells = [(text, _verdict_class(text) if column in verdict_columns else "") for column, text in texts.items()]
         rows.append({"label": str(label), "cells": cells})
     return {"head": head, "rows": rows, "index": index}
 
@@ -169,8 +172,9 @@ def _page(title: str, body: Markup) -> str:
     return render("page.html.j2", title=title, style=STYLE, body=body)
 
 
-def claims_section(claims: pd.DataFrame) -> Markup:
-    """The claims in the papers' scope, then the generalisation tests, then what each verdict means."""
+def claims_section(claims: pd.DataFrame, robustness: pd.DataFrame | None = None) -> Markup:
+    """The claims in the papers' scope, then the generalisation tests, then each claim under every protocol and
+    setting (coloured like the verdicts), then what each verdict means."""
     in_scope = scope_of(claims) != GENERALISATION
     counts = claims[in_scope].verdict.value_counts()
     general = claims[~in_scope]
@@ -182,8 +186,20 @@ def claims_section(claims: pd.DataFrame) -> Markup:
         interval_note=INTERVAL_NOTE,
         in_scope=table_data(claims_display(claims[in_scope])),
         general=table_data(claims_display(general)) if len(general) else None,
+        grid=robustness_view(robustness),
         definitions=list(VERDICT_DEFINITIONS.items()),
     )
+
+
+def robustness_view(robustness: pd.DataFrame | None) -> dict[str, object] | None:
+    """The robustness grid as the `table` macro takes it, every setting's cell coloured by its verdict; None when
+    no claim was judged under anything but the fair protocol's runs."""
+    from mtlbench.robustness import robustness_grid
+
+    if robustness is None or robustness.empty or len(robustness_grid(robustness).columns) <= 3:
+        return None
+    grid = robustness_grid(robustness)
+    return table_data(grid, verdict_columns=frozenset(grid.columns) - {"claim", "dataset"})
 
 
 def leaderboard_section(board: pd.DataFrame, settings: AnalysisSettings) -> Markup:
@@ -236,7 +252,10 @@ def write_report_tables(tables: Path, out: Path, settings: AnalysisSettings) -> 
     tables, out = Path(tables), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     claims, board = read_table(tables / "claims.csv"), pd.read_csv(tables / "leaderboard.csv")
-    claims_part = claims_section(claims) if claims is not None and len(claims) else render("no_claims.html.j2")
+    robustness = read_table(tables / "robustness.csv")
+    claims_part = (
+        claims_section(claims, robustness) if claims is not None and len(claims) else render("no_claims.html.j2")
+    )
     board_part = leaderboard_section(board, settings)
     pages = {
         "front.html": render("front.html.j2", style=STYLE, claims=claims_part, leaderboards=board_part),

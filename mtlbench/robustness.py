@@ -220,9 +220,10 @@ def _sensitivity_text(cells: pd.DataFrame, own: dict[str, str]) -> str:
 
 def summary_columns(claims: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """claims.csv's robustness columns: `protocols` (the verdict under each protocol, or why it does not apply),
-    `sensitivity` (robust / depends on, per choice) and `holds_everywhere` (judged in more than the fair runs, and
-    the fair verdict under every protocol that applies and every value of every choice)."""
-    protocols, sensitivity, everywhere = [], [], []
+    `sensitivity` (robust / depends on, per choice), `holds_everywhere` (judged in more than the fair runs, and
+    the fair verdict under every protocol that applies and every value of every choice) and `settings_tried` (how
+    many protocols and choice values judged it beside the fair runs)."""
+    protocols, sensitivity, everywhere, tried = [], [], [], []
     for _, row in claims.iterrows():
         cells = table[(table.id == row["id"]) & (table.dataset == row["dataset"])]
         own = cells[cells.choice == ""]
@@ -235,4 +236,30 @@ def summary_columns(claims: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
         sensitivity.append(_sensitivity_text(cells, verdicts))
         judged = cells[(cells.verdict != NOT_APPLICABLE) & (cells.protocol != OFFICIAL)]
         everywhere.append(len(judged) > 1 and bool((judged.verdict == row["verdict"]).all()))
-    return claims.assign(protocols=protocols, sensitivity=sensitivity, holds_everywhere=everywhere)
+        tried.append(len(judged) - 1)
+    return claims.assign(
+        protocols=protocols, sensitivity=sensitivity, holds_everywhere=everywhere, settings_tried=tried
+    )
+
+
+# --- at a glance ------------------------------------------------------------------------------------------------
+def setting_name(protocol: str, choice: str, value: str) -> str:
+    """A grid column: the protocol, or `choice=value` (under a protocol other than fair: `protocol: choice=value`)."""
+    if not choice:
+        return protocol
+    return (f"{protocol}: " if protocol != FAIR else "") + f"{choice}={value}"
+
+
+def robustness_grid(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per claim and dataset, one column per protocol and per choice value (the order of the table):
+    the verdict, `does not apply`, or empty where the setting does not touch the claim."""
+    if table.empty:
+        return pd.DataFrame(columns=["claim", "dataset"])
+    filled = table.fillna({"choice": "", "value": ""})
+    cells = filled.assign(
+        setting=[setting_name(p, c, v) for p, c, v in zip(filled.protocol, filled.choice, filled.value, strict=True)]
+    )
+    grid = cells.pivot_table(
+        index=["claim", "dataset"], columns="setting", values="verdict", aggfunc="first", sort=False
+    )
+    return grid[list(dict.fromkeys(cells.setting))].fillna("").reset_index()
