@@ -682,15 +682,29 @@ def claims_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _other_protocols(said: Any) -> str:
+    """' · published: contradicted · official code: not reproduced' from a row's `protocols` text: the verdicts
+    under the protocols other than fair that judged it (one that does not apply is left out)."""
+    if not isinstance(said, str) or not said:
+        return ""
+    parts = [p.split(" (")[0] for p in said.split(" · ")[1:] if "does not apply" not in p]
+    return "".join(f" · {p}" for p in parts)
+
+
 def verdict_grid(table: pd.DataFrame) -> str:
-    """One row per claim, one column per dataset: the verdict, '(generalisation)' outside the claim's scope, and
-    '*' where it rests on runs still improving (README's table is this, written from the reference claims.csv)."""
+    """One row per claim, one column per dataset: the verdict under the suite's (fair) protocol, '(generalisation)'
+    outside the claim's scope, '*' where it rests on runs still improving, '†' where it depends on a
+    reconstruction choice, then the verdict under each other protocol that judged it and the official code's
+    (README's table is this, written from the reference claims.csv)."""
     scope = scope_of(table)
-    flag = table.get("still_improving", pd.Series("", index=table.index)).fillna("")
+    blank = pd.Series("", index=table.index)
+    flag = table.get("still_improving", blank).fillna("")
+    depends = table.get("sensitivity", blank).fillna("").astype(str).str.startswith("depends on")
+    others = table.get("protocols", blank).map(_other_protocols)
     cells = table.assign(
         cell=[
-            v + (" (generalisation)" if s == GENERALISATION else "") + (" *" if f else "")
-            for v, s, f in zip(table.verdict, scope, flag, strict=True)
+            v + (" (generalisation)" if s == GENERALISATION else "") + (" *" if f else "") + (" †" if d else "") + o
+            for v, s, f, d, o in zip(table.verdict, scope, flag, depends, others, strict=True)
         ]
     )
     grid = cells.pivot_table(index="claim", columns="dataset", values="cell", aggfunc="first", sort=False)

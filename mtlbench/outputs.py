@@ -198,9 +198,10 @@ def _cd_ranks(a: Analysis) -> dict[str, dict]:
 
 def _write_claims(value: pd.DataFrame, path: Path, a: Analysis) -> None:
     from mtlbench.claims import claims_markdown
+    from mtlbench.robustness import protocols_markdown
 
     value.to_csv(path, index=False)
-    path.with_suffix(".md").write_text(claims_markdown(value))
+    path.with_suffix(".md").write_text(claims_markdown(value) + protocols_markdown(a.robustness))
 
 
 @table("claim_verdicts", needs=["metrics"], files=(), caption="Each claim's verdict on the config's own runs.")

@@ -263,3 +263,28 @@ def robustness_grid(table: pd.DataFrame) -> pd.DataFrame:
         index=["claim", "dataset"], columns="setting", values="verdict", aggfunc="first", sort=False
     )
     return grid[list(dict.fromkeys(cells.setting))].fillna("").reset_index()
+
+
+def protocols_markdown(plan: dict[str, Any]) -> str:
+    """claims.md's last section: what each protocol runs where (and which epoch's test metrics it reports), and
+    each choice swept with its values; empty without a robustness plan."""
+    if not plan.get("protocols") and not plan.get("sweeps"):
+        return ""
+    reports = {"selected": "the epoch its selection picked", "last": "the last epoch (as the official code prints)"}
+    lines = ["", "## Protocols and choices", "", f"- **{FAIR}**: {plan.get('fair_description') or 'the runs'}"]
+    for protocol in plan.get("protocols", []):
+        lines.append(f"- **{protocol['name']}**: {protocol['description']}")
+        for dataset, spec in protocol["datasets"].items():
+            ran = "" if spec["run"] else "; not run by this config"
+            lines.append(
+                f"  - {dataset} ({', '.join(spec['methods'])}; test metrics of {reports[spec['report']]}{ran}): "
+                f"{spec['note']}"
+            )
+    for sweep in plan.get("sweeps", []):
+        values = ", ".join(v["label"] for v in sweep["values"])
+        under = "" if sweep["protocol"] == FAIR else f", under {sweep['protocol']}"
+        lines.append(
+            f"- choice **{sweep['choice']}** on {sweep['dataset']} ({sweep['key']}: {values}; "
+            f"{', '.join(sweep['methods'])}{under}): {sweep['description']}"
+        )
+    return "\n".join(lines) + "\n"

@@ -29,7 +29,7 @@ from tests.test_pipeline import TINY
 
 pytestmark = pytest.mark.slow
 
-DRY_RUN_ONLY = ("config/paper.yaml", "config/zoo.yaml", "workflow/profiles/slurm")
+DRY_RUN_ONLY = ("config/paper.yaml", "config/zoo.yaml", "config/sensitivity.yaml", "workflow/profiles/slurm")
 STARTED_ELSEWHERE = ("mlflow server", 'pip install -e ".[ui]"')
 
 

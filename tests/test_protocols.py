@@ -253,3 +253,59 @@ def test_the_official_codes_own_result_is_read_off_its_outputs():
     better = int((np.array(srdml["rmse_task"][-1]) < np.array(stl["rmse_task"][-1])).sum())
     assert better == 4 and said.startswith("not reproduced (official code") and "4 of 12 tasks by RMSE" in said
     assert official_result(claims["srdml_beats_hps"], "synthetic_relations", outputs, None) == ""  # no official hps
+
+
+# --- the pipeline -------------------------------------------------------------------------------------------------
+ROBUST_CONFIG = {
+    "datasets": ["synthetic_relations"],
+    "methods": ["stl", "hps", "srdml"],
+    "seeds": [0, 1, 2],
+    "overrides": {"common": {"train.epochs": 4}},
+    "efficiency": {"benchmark": False},
+    "robustness": {
+        "file": str(PROTOCOLS),
+        "protocols": {"synthetic_relations": ["published"]},
+        "sensitivity": {"synthetic_relations": ["srdml_lambda", "budget", "synthetic_loss"]},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def robust_run(tmp_path_factory):
+    from tests.test_pipeline import snakemake
+
+    workdir = tmp_path_factory.mktemp("robust")
+    result = snakemake(workdir, config=ROBUST_CONFIG)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir
+
+
+def test_the_pipeline_gives_every_claim_row_a_verdict_per_protocol_or_the_reason(robust_run):
+    tables = robust_run / "results" / "tables"
+    claims, table = pd.read_csv(tables / "claims.csv"), pd.read_csv(tables / "robustness.csv")
+    for row in claims.itertuples():
+        said = dict(p.split(": ", 1) for p in row.protocols.split(" · "))
+        assert set(said) >= {"fair", "published"}, row.protocols
+        assert said["fair"] == row.verdict
+        assert said["published"].split(" (")[0] in {"reproduced", "not reproduced", "contradicted", "inconclusive"} or (
+            said["published"].startswith("does not apply (") and said["published"].endswith(")")
+        )
+    relations = table[(table.id == "srdml_relations") & (table.choice.isna())].set_index("protocol")
+    assert relations.loc["published", "verdict"] != "does not apply"
+    assert relations.loc["official code", "verdict"] == "reproduced"  # the official seed-111 run's weights
+    swept = table[(table.id == "srdml_beats_stl_per_task") & (table.choice == "srdml_lambda")]
+    assert list(swept.value) == ["x1", "x0.1", "x0.01"]
+    loss = table[(table.id == "srdml_beats_stl_per_task") & (table.choice == "synthetic_loss")]
+    assert set(loss.protocol) == {"published"} and list(loss.value) == ["per_sample", "broadcast"]
+    # the variants' runs are their own records, kept apart from the config's
+    from mtlbench.record import RunRecord
+
+    lam = RunRecord.read(robust_run / "results/variants/srdml_lambda=x0.1/synthetic_relations/srdml/seed0/record.json")
+    own = RunRecord.read(robust_run / "results/runs/synthetic_relations/srdml/seed0/record.json")
+    assert lam.variant == "srdml_lambda=x0.1" and own.variant == ""
+    assert lam.config["rule"]["lam"] == pytest.approx(own.config["rule"]["lam"] / 10)
+    assert set(pd.read_csv(tables / "metrics.csv").method) == {"stl", "hps", "srdml"}  # no variant in the tables
+    page = (robust_run / "results" / "report" / "claims.html").read_text()
+    assert "Under every protocol and setting" in page and 'class="contradicted"' in page
+    tracked = json.loads((robust_run / "results" / "mlflow_runs.json").read_text())
+    assert any("variants/srdml_lambda=x0.1" in path for path in tracked)  # every run is in MLflow
