@@ -151,7 +151,7 @@ def claims_headline(table: pd.DataFrame) -> list[str]:
     scope = scope_of(table)
     paper, general = table[scope != GENERALISATION], table[scope == GENERALISATION]
     counts = paper.verdict.value_counts()
-    lines = robust_findings(paper) + [
+    lines = [
         "Claims in the papers' scope: "
         + (", ".join(f"{counts[v]} {v}" for v in counts.index) or "none in this run")
         + f" ({len(paper)} claim x dataset rows)"
@@ -178,10 +178,14 @@ def claims_headline(table: pd.DataFrame) -> list[str]:
 def headline(tables: Path, figures_dir: Path, report: str, reference: str) -> str:
     """What a finished pipeline run says in a few lines: the verdicts per claim and dataset, the leading
     methods by mean Delta_m (95% bootstrap CI) per dataset, and where the tables and figures are."""
+    from mtlbench.claims import GENERALISATION, scope_of
+
     tables, lines = Path(tables), []
     claims, boot = tables / "claims.csv", tables / "delta_m_bootstrap.csv"
     if claims.is_file():
-        lines += claims_headline(pd.read_csv(claims))
+        table = pd.read_csv(claims)
+        in_scope = table[scope_of(table) != GENERALISATION]
+        lines += robust_findings(in_scope) + claims_headline(table)
     if boot.is_file():
         table = pd.read_csv(boot)
         for dataset, rows in table.groupby("dataset"):
