@@ -45,6 +45,8 @@ from mtlbench.stats import holm_adjusted
 TESTS = ("superior", "non_inferior", "negative_sharing", "relations", "fewer_parameters", "cheaper_step")
 VERDICTS = ("reproduced", "not reproduced", "contradicted", "inconclusive")
 IN_SCOPE, GENERALISATION = "paper", "generalisation"
+# what a verdict rests on: the estimate, the interval its test uses, the unit, n and p
+ESTIMATE_COLUMNS = ["estimate", "ci_low", "ci_high", "ci_level", "unit", "n", "p"]
 COLUMNS = [
     "id",
     "claim",
@@ -55,13 +57,7 @@ COLUMNS = [
     "method",
     "baseline",
     "test",
-    "estimate",
-    "ci_low",
-    "ci_high",
-    "ci_level",
-    "unit",
-    "n",
-    "p",
+    *ESTIMATE_COLUMNS,
     "verdict",
     "still_improving",
     "note",

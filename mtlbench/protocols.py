@@ -148,11 +148,16 @@ def _dataset_problems(where: str, entry: Any) -> list[str]:
     return problems
 
 
+def _entry_problems(kind: str, name: Any, entry: Any, keys: set[str]) -> list[str]:
+    """A protocol's or a choice's name and keys: a name of letters, digits, '_' and '-', no unknown key."""
+    if set(str(name)) - NAME_CHARS:
+        return [f"{kind}s.{name}: a {kind}'s name is letters, digits, '_' and '-'"]
+    return _unknown(f"{kind}s.{name}", entry, keys)
+
+
 def _protocol_problems(name: str, entry: Any) -> list[str]:
     where = f"protocols.{name}"
-    if set(str(name)) - NAME_CHARS:
-        return [f"{where}: a protocol's name is letters, digits, '_' and '-'"]
-    problems = _unknown(where, entry, PROTOCOL_KEYS)
+    problems = _entry_problems("protocol", name, entry, PROTOCOL_KEYS)
     if problems:
         return problems
     datasets = entry.get("datasets", {})
@@ -167,9 +172,7 @@ def _protocol_problems(name: str, entry: Any) -> list[str]:
 
 def _choice_problems(name: str, entry: Any, protocols: set[str]) -> list[str]:
     where = f"choices.{name}"
-    if set(str(name)) - NAME_CHARS:
-        return [f"{where}: a choice's name is letters, digits, '_' and '-'"]
-    problems = _unknown(where, entry, CHOICE_KEYS)
+    problems = _entry_problems("choice", name, entry, CHOICE_KEYS)
     if problems:
         return problems
     problems += _names(f"{where}.methods", entry.get("methods"))

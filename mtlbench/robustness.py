@@ -24,28 +24,12 @@ import numpy as np
 import pandas as pd
 
 from mtlbench.aggregate import tidy_metrics, with_delta_m
-from mtlbench.claims import Claim, evaluate_claims
+from mtlbench.claims import ESTIMATE_COLUMNS, Claim, evaluate_claims
 from mtlbench.official import official_result
 from mtlbench.protocols import FAIR
 from mtlbench.record import Metrics, RunRecord
 
-COLUMNS = [
-    "id",
-    "claim",
-    "dataset",
-    "protocol",
-    "choice",
-    "value",
-    "verdict",
-    "estimate",
-    "ci_low",
-    "ci_high",
-    "ci_level",
-    "unit",
-    "n",
-    "p",
-    "note",
-]
+COLUMNS = ["id", "claim", "dataset", "protocol", "choice", "value", "verdict", *ESTIMATE_COLUMNS, "note"]
 ROBUST, DEPENDS = "robust", "depends on"
 NOT_APPLICABLE = "does not apply"
 OFFICIAL = "official code"  # the official code's own result (one run, a count): shown, not a protocol of the suite
