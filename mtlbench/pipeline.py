@@ -98,27 +98,32 @@ def reference_train_seconds(reference: Path) -> pd.Series:
     return table.set_index(["dataset", "method"]).train_seconds
 
 
-def time_estimate(planned: list[tuple[str, str, bool]], reference: Path, cores: int) -> str:
+def time_estimate(planned: list[tuple[str, str, float]], reference: Path, cores: int) -> str:
     """The line a run starts with: how many runs it trains and about how long that takes at the reference
     machine's speed (results/reference: each (dataset, method)'s measured training time per run, scaled by the
     share of the pipeline's core-time that training took there, over `cores`). `planned` holds (dataset,
-    method, same config as the reference run) per run to train; runs of other configs are named, not guessed."""
+    method, scale) per run to train: 1 (or True) for the reference run's config, the ratio of the epochs for a
+    protocol's or a choice value's run of a method the reference ran, 0 (or False) for a config the reference
+    did not run: those are named, not guessed."""
     line = f"{len(planned)} run(s) to train"
     prof = Path(reference) / "pipeline_profile.csv"
     seconds = reference_train_seconds(Path(reference))
     if not planned or cores <= 0 or seconds.empty or not prof.is_file():
         return line
-    known = [(d, m) for d, m, same in planned if same and (d, m) in seconds.index]
+    known = [(d, m, float(scale)) for d, m, scale in planned if scale and (d, m) in seconds.index]
     if not known:
         return line + " (none with the reference config: no time estimate)"
     profile = pd.read_csv(prof).set_index("kind").core_seconds
     overhead = profile.sum() / profile["training"]
-    minutes = sum(float(seconds[k]) for k in known) * overhead / cores / 60
+    minutes = sum(float(seconds[d, m]) * scale for d, m, scale in known) * overhead / cores / 60
     unknown = len(planned) - len(known)
     which = f" for the {len(known)} the reference ran" if unknown else ""
+    scaled = any(scale != 1 for _, _, scale in known)
     return (
         line + f": about {minutes:.0f} min on {cores} core(s){which} at the reference machine's speed "
-        f"(measured times: results/reference/)"
+        f"(measured times: results/reference/"
+        + ("; a protocol's or a choice's runs scaled by their epochs" if scaled else "")
+        + ")"
         + (f", plus {unknown} run(s) of configs the reference did not run (not estimated)" if unknown else "")
         + "; progress: the 'steps done' lines, each job's output in logs/"
     )

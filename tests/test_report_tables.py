@@ -110,9 +110,11 @@ def test_html_cells_are_escaped_and_verdicts_coloured():
     assert '<td class="not-reproduced">not reproduced</td>' in text
 
 
-def test_time_estimate_of_the_default_run_is_the_reference_runs_wall_time():
+def test_time_estimate_of_the_default_run_is_the_reference_runs_measured_time_with_its_overhead():
     """Every default run with the reference config: measured training time x (all core-time / training
-    core-time) / cores is, by construction, the reference run's wall time; other configs are only counted."""
+    core-time) / cores (the reference's wall time, less the share of the protocols' and choices' runs, which
+    efficiency.csv does not list); a run scaled by 2 (a choice value's doubled budget) counts twice; other
+    configs are only counted."""
     from mtlbench.pipeline import time_estimate
     from tests.conftest import ROOT
 
@@ -120,9 +122,13 @@ def test_time_estimate_of_the_default_run_is_the_reference_runs_wall_time():
     eff = pd.read_csv(reference / "efficiency.csv")
     planned = [(r.dataset, r.method, True) for r in eff.itertuples() for _ in range(int(r.n))]
     profile = pd.read_csv(reference / "pipeline_profile.csv")
-    wall, cores = profile.wall_seconds.iloc[0], int(profile.cores.iloc[0])
+    overhead, cores = profile.core_seconds.sum() / profile.set_index("kind").core_seconds["training"], 2
+    minutes = (eff.train_seconds * eff.n).sum() * overhead / cores / 60
     line = time_estimate(planned, reference, cores)
-    assert line.startswith(f"{len(planned)} run(s) to train: about {wall / 60:.0f} min on {cores} core(s)")
+    assert line.startswith(f"{len(planned)} run(s) to train: about {minutes:.0f} min on {cores} core(s)")
+    assert minutes < profile.wall_seconds.iloc[0] / 60  # the protocols' and choices' runs took the rest
+    doubled = time_estimate([(d, m, 2.0) for d, m, _ in planned], reference, cores)
+    assert f"about {2 * minutes:.0f} min" in doubled and "scaled by their epochs" in doubled
     mixed = time_estimate(planned[:10] + [("multimnist", "hps", False)] * 3, reference, cores)
     assert "for the 10 the reference ran" in mixed and "plus 3 run(s) of configs the reference did not run" in mixed
     assert time_estimate([("d", "m", False)], reference, 2).endswith("no time estimate)")

@@ -80,27 +80,38 @@ def print_time_estimate():
                     for c in (config, reference))
         return {**now, "tracking": None} == {**ref, "tracking": None}
 
+    def epochs(dataset, method, settings):
+        return resolve_config(dataset, method, 0, {**get_overrides_for(dataset, method), **settings})["train"]["epochs"]
+
+    def scale(dataset, method, group):
+        """The run's time over the reference run's: 1 for the reference's config, a protocol's or a choice
+        value's run by the ratio of their epochs, 0 (not estimated) for a config the reference did not run."""
+        if not same_as_reference(dataset, method):
+            return 0.0
+        if group == "runs":
+            return 1.0
+        return epochs(dataset, method, VARIANTS[group, dataset, method_dir(method)].settings) / epochs(dataset, method, {})
+
     runs = [(d, m, s, g) for d in DATASETS for m in METHODS for s in SEEDS for g in ["runs"]]
     runs += [(d, METHOD_BY_DIR[m], s, g) for g, d, m in VARIANTS for s in SEEDS]
     todo = [run for run in runs if not os.path.exists(get_record(*run))]
-    # a variant's run has settings of its own: estimated by the mean of the reference's runs
-    same = {(d, m, g): g == "runs" and same_as_reference(d, m) for d, m, _, g in todo}
+    scales = {(d, m, g): scale(d, m, g) for d, m, _, g in todo}
     reference = os.path.join(workflow.basedir, "results", "reference")
-    print(time_estimate([(d, m, same[d, m, g]) for d, m, _, g in todo], reference, get_total_cores()),
+    print(time_estimate([(d, m, scales[d, m, g]) for d, m, _, g in todo], reference, get_total_cores()),
           file=sys.stderr)
-    write_progress_plan(todo, same, reference)
+    write_progress_plan(todo, scales, reference)
 
 
-def write_progress_plan(todo, same, reference):
+def write_progress_plan(todo, scales, reference):
     """The board the training jobs' status lines estimate the remaining time from (mtlbench.progress): each run
-    to train, weighted by its measured time in results/reference when it has the reference's config."""
+    to train, weighted by its measured time in results/reference (scaled, for a protocol's or a choice's run)."""
     from mtlbench.pipeline import reference_train_seconds
     from mtlbench.progress import Board
 
     seconds = reference_train_seconds(reference)
     Board(Path(PROGRESS_BOARD)).write_plan({
-        os.path.dirname(get_record(d, m, s, g)): float(seconds[d, m])
-        if same[d, m, g] and (d, m) in seconds.index else None
+        os.path.dirname(get_record(d, m, s, g)): float(seconds[d, m]) * scales[d, m, g]
+        if scales[d, m, g] and (d, m) in seconds.index else None
         for d, m, s, g in todo
     })
 
