@@ -155,6 +155,17 @@ def _parser() -> argparse.ArgumentParser:
         help="the cores the pipeline ran on, for pipeline_profile (0: a cluster, the jobs' own core-time)",
     )
 
+    mach = sub.add_parser(
+        "machines",
+        help="the same runs on two machines: per-run differences, the verdicts on each, which held on both "
+        "(machine_runs.csv, machine_claims.csv)",
+    )
+    mach.add_argument("first", type=Path, help="the first machine's results folder (its run records below it)")
+    mach.add_argument("second", type=Path, help="the second machine's results folder")
+    mach.add_argument("--claims", type=Path, required=True, help="the claims file (config/claims.yaml)")
+    mach.add_argument("--out", type=Path, required=True, help="the folder the two tables are written to")
+    add_analysis_arguments(mach)
+
     bench = sub.add_parser("bench", help="step time (interleaved), method memory, growth with the number of tasks")
     bench.add_argument("--out", type=Path, required=True, help="the benchmarks folder")
     bench.add_argument("--rounds", type=int, default=30, help="interleaved rounds (each times every method once)")
@@ -353,6 +364,22 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_machines(args: argparse.Namespace) -> int:
+    """The same runs on two machines (mtlbench/machines.py)."""
+    from mtlbench.aggregate import load_records
+    from mtlbench.claims import load_claims
+    from mtlbench.machines import compare_machines
+
+    settings = AnalysisSettings.from_args(args)
+    first, second = (load_records(sorted(Path(d).rglob("record.json"))) for d in (args.first, args.second))
+    table = compare_machines(first, second, load_claims(args.claims), args.out, settings.reference, settings.alpha)
+    print(
+        f"{int(table.held_on_both.sum())} of {len(table)} claim rows held on both machines; "
+        f"{int(table.within_machine_shift.sum())} rest on an effect within the machines' shift; tables in {args.out}"
+    )
+    return 0
+
+
 def cmd_pipeline_stage(args: argparse.Namespace) -> int:
     from mtlbench import pipeline
 
@@ -399,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": cmd_data,
         "aggregate": cmd_pipeline_stage,
         "bench": cmd_pipeline_stage,
+        "machines": cmd_machines,
         "figures": cmd_pipeline_stage,
         "report-tables": cmd_pipeline_stage,
     }[args.command]

@@ -309,3 +309,82 @@ def test_the_pipeline_gives_every_claim_row_a_verdict_per_protocol_or_the_reason
     assert "Under every protocol and setting" in page and 'class="contradicted"' in page
     tracked = json.loads((robust_run / "results" / "mlflow_runs.json").read_text())
     assert any("variants/srdml_lambda=x0.1" in path for path in tracked)  # every run is in MLflow
+
+
+# --- across machines ----------------------------------------------------------------------------------------------
+def _on_machine(records, cpu: str, shift: float = 0.0, method: str = "a"):
+    """The records as another machine wrote them: its CPU named, `method`'s scores moved by `shift`."""
+    from mtlbench.record import Metrics
+
+    def moved(r):
+        if r.method != method:
+            return r.metrics
+        test = {t: {k: v + shift for k, v in m.items()} for t, m in r.metrics.test.items()}
+        return Metrics(val=r.metrics.val, test=test, test_last=r.metrics.test_last)
+
+    return [replace(r, host={"cpu": cpu, "cpu_capability": "AVX512", "threads": 1}, metrics=moved(r)) for r in records]
+
+
+def test_a_verdict_the_other_machine_flips_did_not_hold_on_both_and_rests_within_the_machines_shift(tmp_path):
+    from mtlbench.machines import compare_machines
+
+    first = scored_records({"a": 0.06, "b": 0.0}, seeds=6)
+    flipped = compare_machines(first, _on_machine(first, "Intel Xeon", -0.3), [CLAIM], tmp_path, "b", 0.05)
+    (row,) = flipped.to_dict("records")
+    assert row["verdict_a"] == "reproduced" and row["verdict_b"] == "contradicted" and not row["held_on_both"]
+    # a's scores fell by 0.3 on b's of about 0.5: the estimate (% of b's value) moved by about 60
+    assert row["machine_shift"] == pytest.approx(60, rel=0.15) and row["within_machine_shift"]
+    assert row["machine_b"] == "Intel Xeon (AVX512, 1 thread)"
+    runs = pd.read_csv(tmp_path / "machine_runs.csv")
+    moved = runs[runs.method == "a"]
+    assert np.allclose(moved.value_b - moved.value_a, -0.3) and (runs[runs.method == "b"].difference_pct == 0).all()
+    (steady,) = compare_machines(first, _on_machine(first, "Intel Xeon", 0.001), [CLAIM], tmp_path, "b", 0.05).to_dict(
+        "records"
+    )
+    assert steady["held_on_both"] and not steady["within_machine_shift"]
+
+
+def test_the_same_runs_on_the_same_machine_give_the_same_numbers_and_verdicts(tmp_path):
+    """One CPU kind: a rerun is bit-identical, so every difference is 0 and every verdict holds on both."""
+    from tests.conftest import run_cli
+
+    for folder in ("first", "second"):
+        for method in ("stl", "hps"):
+            out = f"{folder}/runs/synthetic_relations/{method}/seed{{seed}}"
+            result = run_cli(
+                "train",
+                "--dataset",
+                "synthetic_relations",
+                "--method",
+                method,
+                "--seed",
+                "0",
+                "1",
+                "2",
+                "--epochs",
+                "20",
+                "--no-tracking",
+                "--out",
+                out,
+                cwd=tmp_path,
+            )
+            assert result.returncode == 0, result.stderr
+    claims = tmp_path / "claims.yaml"
+    claims.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "id": "neg",
+                    "claim": "negative sharing",
+                    "source": "s",
+                    "test": "negative_sharing",
+                    "method": "hps",
+                    "baseline": "stl",
+                }
+            ]
+        )
+    )
+    result = run_cli("machines", "first", "second", "--claims", str(claims), "--out", "cmp", cwd=tmp_path)
+    assert result.returncode == 0 and "1 of 1 claim rows held on both machines" in result.stdout, result.stderr
+    runs = pd.read_csv(tmp_path / "cmp" / "machine_runs.csv")
+    assert len(runs) == 2 * 3 * 12 * 2 and (runs.difference_pct == 0).all()

@@ -22,6 +22,7 @@ ANALYSIS_MODULES = [
     "mtlbench/aggregate.py",
     "mtlbench/claims.py",
     "mtlbench/claims_file.py",
+    "mtlbench/machines.py",
     "mtlbench/official.py",
     "mtlbench/protocols.py",
     "mtlbench/robustness.py",
