@@ -160,7 +160,9 @@ def test_every_executors_gpu_names_follow_the_config(tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    resources = dict(re.findall(r"wildcards: dataset=(\w+), method=stl, seed=0\n.*\n\s+resources: (.*)", result.stdout))
+    resources = dict(
+        re.findall(r"wildcards: group=runs, dataset=(\w+), method=stl, seed=0\n.*\n\s+resources: (.*)", result.stdout)
+    )
     assert "gpu" not in resources["synthetic_relations"]
     assert "gpu=1, gpu_manufacturer=amd" in resources["multimnist"]
     assert "nvidia_gpu" not in resources["multimnist"]  # Google Batch's count is for NVIDIA accelerators

@@ -374,7 +374,9 @@ def test_the_documented_user_method_runs_through_the_pipeline(tmp_path):
     ).exists()
     assert (tmp_path / mine["tracking"]["uri"].removeprefix("sqlite:///")).is_file()
     logs = list(
-        (tmp_path / "logs" / "train_run" / "synthetic_relations" / "mymethods.uncertainty_UNCERTAINTY").glob("*.log")
+        (tmp_path / "logs" / "train_run" / "runs" / "synthetic_relations" / "mymethods.uncertainty_UNCERTAINTY").glob(
+            "*.log"
+        )
     )
     assert logs and not any("requires_grad" in log.read_text() for log in logs)
 
@@ -391,11 +393,16 @@ def test_paper_config_dry_run_has_one_job_per_dataset_method_seed():
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert re.search(rf"train_run\s+{expected}\b", result.stdout), result.stdout[-2000:]
     assert "--set train.device=auto" in result.stdout
+    # one job per (dataset, method, seed) of the config's own runs; the robustness runs (the default config's
+    # protocols and sweeps on synthetic_relations, issue 23) are jobs of their own under variants/
+    runs = re.findall(r"wildcards: group=runs, dataset=(\w+), method=(\w+), seed=(\d+)", result.stdout)
+    variants = re.findall(r"wildcards: group=variants/\S+, dataset=(\w+),", result.stdout)
+    assert len(runs) == len(set(runs)) == expected and set(variants) == {"synthetic_relations"}
+    assert re.search(rf"train_run\s+{expected + len(variants)}\b", result.stdout), result.stdout[-2000:]
     # resources per dataset (issue 16.8): the tiny synthetic runs ask for no GPU and little memory
     jobs = re.split(r"\n(?=rule |localrule )", result.stdout)
-    synthetic = [j for j in jobs if j.startswith("rule train_run") and "dataset=synthetic_relations" in j]
+    synthetic = [j for j in jobs if j.startswith("rule train_run") and "group=runs, dataset=synthetic_relations" in j]
     images = [j for j in jobs if j.startswith("rule train_run") and "dataset=cifar_mtl" in j]
     assert len(synthetic) == len(paper["methods"]) * len(paper["seeds"]) and images
     # no GPU: no GPU resource at all (issue 26.4: Kubernetes refuses `gpu` without a manufacturer, even gpu=0)

@@ -10,9 +10,11 @@ rule robustness_plan:
         plan=f"{RESULTS}/variants/plan.json",
     params:
         plan=json.dumps(ROBUSTNESS.to_json(), sort_keys=True, indent=1),
+    log:
+        "logs/robustness_plan.log",
     localrule: True
     run:
-        Path(output.plan).write_text(params.plan + "\n")
+        write_robustness_plan(params.plan, output.plan, log[0])
 
 
 rule aggregate_tables:

@@ -209,6 +209,12 @@ def robustness_plan():
         raise WorkflowError(f"config error: {exc}") from None
 
 
+def write_robustness_plan(plan, path, log):
+    """The robustness_plan rule: the plan as JSON, and a line on how many variants it trains to the log."""
+    Path(path).write_text(f"{plan}\n")
+    Path(log).write_text(f"{len(ROBUSTNESS.variants)} variant(s) of (dataset, method): {path}\n")
+
+
 DATA_PROBLEMS = check_config()
 ROBUSTNESS = robustness_plan()
 
