@@ -420,17 +420,20 @@ def relation_scores(records: list[RunRecord], dataset: str, method: str) -> pd.D
         learned = np.array(r.method_state.get("relation") or [])
         if truth.size == 0 or learned.shape != truth.shape:
             continue
-        i, j = np.triu_indices(len(truth), 1)
-        t, w = truth[i, j], learned[i, j]
-        levels = sorted(set(t), reverse=True)
-        rows.append(
-            {
-                "seed": r.seed,
-                "spearman": st.spearmanr(w, t).statistic,
-                **{f"truth={level:g}": float(w[t == level].mean()) for level in levels},
-            }
-        )
+        rows.append({"seed": r.seed, **relation_score(truth, learned)})
     return pd.DataFrame(rows)
+
+
+def relation_score(truth: np.ndarray, learned: np.ndarray) -> dict[str, float]:
+    """One learned relation matrix against the ground truth (pairs u < v): Spearman, and the mean learned weight
+    of the pairs of each ground-truth value (`truth=<value>`, highest first)."""
+    i, j = np.triu_indices(len(truth), 1)
+    t, w = truth[i, j], learned[i, j]
+    levels = sorted(set(t), reverse=True)
+    return {
+        "spearman": st.spearmanr(w, t).statistic,
+        **{f"truth={level:g}": float(w[t == level].mean()) for level in levels},
+    }
 
 
 # synthetic_relations' ground truth: 2 twins, 1 the same group, 0 across groups

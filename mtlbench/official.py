@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats as st
+import pandas as pd
 
-from mtlbench.claims import LEVEL_NAMES, Claim
+from mtlbench.claims import Claim, relation_parts, relation_score
 from mtlbench.errors import MtlbenchError
 
 OFFICIAL_METRICS = {"rmse": "rmse_task", "mae": "mae_task"}
@@ -56,24 +56,17 @@ def _per_task(claim: Claim, method: dict[str, Any], baseline: dict[str, Any]) ->
 
 
 def _relation_parts(claim: Claim, method: dict[str, Any], truth: np.ndarray) -> tuple[str, str] | None:
+    """The relations claim's parts (mtlbench.claims.relation_parts) on the final weights of one official run."""
     learned = np.asarray(method.get("c_final") or [], dtype=float)
     if learned.shape != truth.shape:
         return None
-    i, j = np.triu_indices(len(truth), 1)
-    t, w = truth[i, j], learned[i, j]
-    levels = sorted(set(t), reverse=True)
-    mean = [float(w[t == level].mean()) for level in levels]
-    names = [LEVEL_NAMES.get(level, f"truth {level:g}") for level in levels]
-    rho = float(st.spearmanr(w, t).statistic)
-    parts = [(f"Spearman > 0 (rho {rho:.3g})", rho > 0)]
-    parts += [
-        (f"{names[k]} > {names[k + 1]} ({mean[k]:.3g} > {mean[k + 1]:.3g})", mean[k] > mean[k + 1])
-        for k in range(len(levels) - 1)
-    ]
-    if levels and levels[-1] == 0:
-        parts.append((f"{names[-1]} about 0 ({mean[-1]:.3g} < {claim.tolerance:g})", mean[-1] < claim.tolerance))
-    verdict = "reproduced" if all(ok for _, ok in parts) else "not reproduced"
-    return verdict, "; ".join(f"{name}: {'holds' if ok else 'fails'}" for name, ok in parts)
+    parts = relation_parts(pd.DataFrame([relation_score(truth, learned)]), claim.tolerance)
+    holds = [bool(values[0] > 0) for _, _, values in parts]
+    verdict = "reproduced" if all(holds) else "not reproduced"
+    said = "; ".join(
+        f"{name} ({numbers}): {'holds' if ok else 'fails'}" for (name, numbers, _), ok in zip(parts, holds, strict=True)
+    )
+    return verdict, said
 
 
 def official_result(claim: Claim, dataset: str, outputs: dict[str, str], truth: np.ndarray | None) -> str:

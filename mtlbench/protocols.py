@@ -341,12 +341,16 @@ class Planner:
 
     def __init__(self, file: Robustness, datasets: list[str], methods: list[str], overrides_for: OverridesFor):
         self.file, self.datasets, self.methods, self.overrides_for = file, datasets, methods, overrides_for
+        self._resolved: dict[str, dict[str, Any]] = {}  # each run's config is resolved once (workflow start-up)
 
     def resolved(self, dataset: str, method: str, settings: dict[str, Any]) -> dict[str, Any]:
         from mtlbench.config import resolve_config
 
-        cfg = resolve_config(dataset, method, 0, {**self.overrides_for(dataset, method), **settings})
-        return {k: v for k, v in cfg.items() if k != "tracking"}
+        key = json.dumps([dataset, method, settings], sort_keys=True, default=str)
+        if key not in self._resolved:
+            cfg = resolve_config(dataset, method, 0, {**self.overrides_for(dataset, method), **settings})
+            self._resolved[key] = {k: v for k, v in cfg.items() if k != "tracking"}
+        return self._resolved[key]
 
     def protocol_settings(self, protocol: str, dataset: str, method: str) -> dict[str, Any]:
         if protocol == FAIR:
