@@ -17,6 +17,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -216,11 +217,6 @@ def check_budget(rule: UpdateRule, epochs: int, method: str) -> int:
     return first
 
 
-def full_state(state: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's content: built now from the loop's `build`, or as loaded from disk."""
-    return state["build"]() if "build" in state else state
-
-
 class Stopwatch:
     """Seconds of one training process's run by kind (the record's `timing.breakdown`, the pipeline profile)."""
 
@@ -256,6 +252,199 @@ class TimedTracker:
         return timed
 
 
+def read_checkpoint(path: Path, fallback: Path | None) -> dict[str, Any] | None:
+    """One checkpoint file, or None when it is damaged (a kill while it was written, a full disk): that is
+    named, with what the run falls back to."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch reports a damaged file in several types
+        then = "the previous checkpoint" if fallback is not None and fallback.exists() else None
+        print(
+            f"warning: {path} is corrupt ({type(exc).__name__}: {str(exc)[:120]}); resuming from "
+            f"{then or 'the start (the run is trained again)'}",
+            file=sys.stderr,
+        )
+        return None
+
+
+def device_split(data: Any, device: torch.device) -> Any:
+    """A validation or test split moved to the device once (tensor splits), not batch by batch at every
+    evaluation; other datasets stay where they are and are copied per batch."""
+    return data.to(device) if hasattr(data, "to") else data
+
+
+class StepTimer:
+    """Seconds spent in training steps. On a GPU each step is bracketed by CUDA events that are read once per
+    epoch (`seconds`), so timing never makes a step wait for the device; on the CPU the clock is read."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.steps, self._seconds, self._start = 0, 0.0, 0.0
+        self._events: list[tuple[Any, Any]] = []
+
+    def __enter__(self) -> StepTimer:
+        if self.cuda:
+            self._events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
+            self._events[-1][0].record()
+        else:
+            self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.steps += 1
+        if self.cuda:
+            self._events[-1][1].record()
+        else:
+            self._seconds += time.perf_counter() - self._start
+
+    def seconds(self) -> float:
+        """The steps' total; on a GPU, the one wait for the device in an epoch."""
+        if self._events:
+            self._events[-1][1].synchronize()
+            self._seconds += sum(start.elapsed_time(end) for start, end in self._events) / 1000
+            self._events = []
+        return self._seconds
+
+
+def _no_best() -> dict[str, Any]:
+    return {"epoch": -1, "score": math.inf, "model": None, "val": None}
+
+
+def _no_timing() -> dict[str, Any]:
+    return {"train_seconds": 0.0, "step_seconds": 0.0, "steps": 0, "epoch_seconds": []}
+
+
+@dataclass
+class Progress:
+    """What the loop has done so far (saved in every checkpoint): epochs done, status, per-epoch history, the
+    selected epoch with its weights (`best`), the timing and the MLflow run."""
+
+    epoch: int = 0
+    status: str = "ok"
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=_no_best)
+    timing: dict[str, Any] = field(default_factory=_no_timing)
+    mlflow_run_id: str | None = None
+
+
+@dataclass
+class RunState:
+    """One run in memory: what it trains (data, model, rule, optimiser) and how far it got (`progress`). Its
+    checkpoint is `checkpoint()`; a resumed run is this state brought back by `resume`."""
+
+    config_hash: str
+    tc: TrainConfig
+    bundle: DatasetBundle
+    model: MTLArchitecture
+    rule: UpdateRule
+    device: torch.device
+    total: int  # the epochs planned
+    first_active: int  # the first selectable epoch
+    train_all: Any
+    train_carved: Any
+    val: Any
+    progress: Progress = field(default_factory=Progress)
+    resumed_from: int = 0
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+    tracker: Any = None
+
+    @property
+    def tasks(self) -> list[TaskSpec]:
+        return self.bundle.tasks
+
+    @property
+    def epoch(self) -> int:
+        """Epochs done."""
+        return self.progress.epoch
+
+    def fresh_optimizer(self) -> None:
+        tc = self.tc
+        self.optimizer = make_optimizer(self.model.param_groups(tc.lr), tc)
+        step = tc.lr_step > 0
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, tc.lr_step, tc.lr_gamma) if step else None
+
+    def resume(self, checkpoint: dict[str, Any]) -> None:
+        """Model, optimiser, schedule, rule, progress and the random state as the checkpoint holds them."""
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.rule.load_state_dict(checkpoint["rule"])
+        self.progress = Progress(
+            checkpoint["epoch"],
+            checkpoint["status"],
+            json.loads(checkpoint["history"]),
+            checkpoint["best"],
+            json.loads(checkpoint["timing"]),
+            checkpoint["mlflow_run_id"],
+        )
+        self.resumed_from = checkpoint["epoch"]
+        torch.set_rng_state(checkpoint["rng"])
+
+    def checkpoint(self) -> dict[str, Any]:
+        progress = self.progress
+        return {
+            "config_hash": self.config_hash,
+            "epoch": progress.epoch,
+            "status": progress.status,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "rule": self.rule.state_dict(),
+            # plain data as JSON text: one string pickles far faster than thousands of small objects
+            "history": json.dumps(progress.history),
+            "best": progress.best,
+            "timing": json.dumps(progress.timing),
+            "rng": torch.get_rng_state(),
+            "mlflow_run_id": self.tracker.run_id,
+        }
+
+    def final_checkpoint(self) -> dict[str, Any]:
+        """The checkpoint of the last weights, copied (the record then loads the selected ones)."""
+        checkpoint = self.checkpoint()
+        return {**checkpoint, "model": {k: v.detach().clone() for k, v in checkpoint["model"].items()}}
+
+    def step(self, x: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
+        """One training step; returns the (T,) task losses, on the device (no read by the host)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        losses = check_losses(self.rule.backward(x, targets), len(self.tasks), self.rule)
+        self.optimizer.step()
+        self.rule.after_step()
+        return losses
+
+    def train_one_epoch(self, epoch: int, seed: int) -> tuple[float, list[float]]:
+        """The epoch's training steps, in the order its seed gives; returns its seconds and mean task losses."""
+        rule = self.rule
+        if rule.on_epoch_start(epoch) or rule.staging.restarts_at(epoch):  # re-initialised, or a stage restarts
+            self.fresh_optimizer()
+        self.model.train()
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        loss_sum, timer = torch.zeros(len(self.tasks), device=self.device), StepTimer(self.device)
+        epoch_start = time.perf_counter()
+        data, batch_size = epoch_data(rule.staging.stage_at(epoch).stage, self.train_all, self.train_carved, self.tc)
+        for x, targets in iterate_batches(data, batch_size, True, generator, self.device):
+            with timer:
+                losses = self.step(x, targets)
+            loss_sum += losses
+        if self.scheduler is not None:
+            self.scheduler.step()
+        step_seconds = timer.seconds()
+        epoch_seconds = time.perf_counter() - epoch_start
+        timing = self.progress.timing
+        timing["step_seconds"] += step_seconds
+        timing["steps"] += timer.steps
+        timing["epoch_seconds"].append(epoch_seconds)
+        timing["train_seconds"] += epoch_seconds
+        return epoch_seconds, (loss_sum / max(timer.steps, 1)).tolist()
+
+    def consider_for_selection(self, epoch: int, score: float, val: dict[str, dict[str, float]]) -> None:
+        """Keep the epoch's weights when it is selectable and its validation score is the best so far."""
+        if epoch >= self.first_active and score < self.progress.best["score"]:
+            weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.progress.best = {"epoch": epoch, "score": score, "val": val, "model": weights}
+
+
 _FIRST_RUN_IN_PROCESS = True
 PROCESS_STARTED_AT = time.time() - process_age()
 
@@ -282,52 +471,34 @@ class Trainer:
         if not self.tc.checkpoint:
             return None
         path, previous = self.out / CHECKPOINT, self.out / PREVIOUS_CHECKPOINT
-        state, read = None, path
-        for candidate in (path, previous):
-            if not candidate.exists():
-                continue
-            try:
-                state, read = torch.load(candidate, map_location="cpu", weights_only=True), candidate
-                break
-            except Exception as exc:  # noqa: BLE001 - torch reports a damaged file in several types
-                fallback = (
-                    "the previous checkpoint"
-                    if candidate == path and previous.exists()
-                    else "the start (the run is trained again)"
-                )
-                print(
-                    f"warning: {candidate} is corrupt ({type(exc).__name__}: {str(exc)[:120]}); resuming from "
-                    f"{fallback}",
-                    file=sys.stderr,
-                )
-        if state is None:
-            return None
-        if state["config_hash"] != self.hash:
+        loaded = [(read_checkpoint(c, previous if c == path else None), c) for c in (path, previous) if c.exists()]
+        checkpoint, read = next(((c, p) for c, p in loaded if c is not None), (None, path))
+        if checkpoint is not None and checkpoint["config_hash"] != self.hash:
             stale = " and ".join(str(p) for p in (path, previous) if p.exists())
             raise MtlbenchError(
-                f"{read} belongs to a run with another config (hash {state['config_hash']}, this one {self.hash}); "
-                f"delete {stale} to start over, or choose another --out"
+                f"{read} belongs to a run with another config (hash {checkpoint['config_hash']}, this one "
+                f"{self.hash}); delete {stale} to start over, or choose another --out"
             )
-        return state
+        return checkpoint
 
-    def _save_checkpoint(self, state: dict[str, Any]) -> None:
-        """`state` holds the epoch and status, and `build`, which makes the full state: it is called only when
-        a checkpoint is written (at most one per `checkpoint_every_s`), never on the epochs in between."""
+    def _save_checkpoint(self, run: RunState) -> None:
+        """At most one checkpoint per `checkpoint_every_s`: `run.checkpoint()` is built only when one is written,
+        never on the epochs in between."""
         if not self.tc.checkpoint:
             return
-        last = state["epoch"] >= self.total_epochs or state["status"] != "ok"
+        last = run.epoch >= run.total or run.progress.status != "ok"
         now = time.monotonic()
         if not last and now - getattr(self, "_last_save", -math.inf) < self.tc.checkpoint_every_s:
             return
         self._last_save = now
         with self.clock("checkpoints"):
-            self._write_checkpoint(full_state(state))
+            self._write_checkpoint(run.checkpoint())
 
-    def _write_checkpoint(self, state: dict[str, Any]) -> None:
+    def _write_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         path = self.out / CHECKPOINT
         tmp = path.with_suffix(".tmp")
         try:
-            torch.save(state, tmp)
+            torch.save(checkpoint, tmp)
         except (OSError, RuntimeError) as exc:  # torch reports a full disk as a RuntimeError of its writer
             tmp.unlink(missing_ok=True)
             raise MtlbenchError(
@@ -338,203 +509,154 @@ class Trainer:
             os.replace(path, self.out / PREVIOUS_CHECKPOINT)
         os.replace(tmp, path)
 
-    # --- the loop ---------------------------------------------------------------------------------------
+    # --- the run, in its parts ----------------------------------------------------------------------------
     def run(self) -> RunRecord:
-        global _FIRST_RUN_IN_PROCESS
-        cfg, tc = self.cfg, self.tc
-        clock = self.clock = Stopwatch()
-        started_at = time.time()
-        if _FIRST_RUN_IN_PROCESS:  # interpreter and imports: paid once per process, by its first run
-            clock.seconds["startup"] = process_age()
-            _FIRST_RUN_IN_PROCESS = False
+        """Restore a finished run, or start (build, or resume from the checkpoint), train the remaining epochs
+        and finish (record, final checkpoint, tracking)."""
+        self.clock, started_at = Stopwatch(), time.time()
+        self._count_startup()
         self.out.mkdir(parents=True, exist_ok=True)
-        device = resolve_device(tc.device)
-        torch.set_num_threads(tc.threads)
+        device = resolve_device(self.tc.device)
+        torch.set_num_threads(self.tc.threads)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        state = self._load_checkpoint()
-        if state is not None and state.get("record_text"):
-            # a finished run (its record deleted, or removed by Snakemake before rerunning the job of its
-            # seed group): the record comes back byte for byte, so tracking by record hash knows it
-            write_text_atomic(self.out / RECORD, state["record_text"])
-            record = RunRecord.from_json(json.loads(state["record_text"]), str(self.out / RECORD))
-            if self.tracking.enabled and self.tracking.live:  # a kill may have left its MLflow run open
-                track_finished(self.tracking, record, self.out / RECORD, run_key(self.out, self.hash))
-            return record
-        with clock("data"):
+        checkpoint = self._load_checkpoint()
+        if checkpoint is not None and checkpoint.get("record_text"):
+            return self._restore_finished(checkpoint["record_text"])
+        run = self._start(device, checkpoint)
+        self._train_epochs(run)
+        return self._finish(run, started_at)
+
+    def _count_startup(self) -> None:
+        global _FIRST_RUN_IN_PROCESS
+        if _FIRST_RUN_IN_PROCESS:  # interpreter and imports: paid once per process, by its first run
+            self.clock.seconds["startup"] = process_age()
+            _FIRST_RUN_IN_PROCESS = False
+
+    def _restore_finished(self, record_text: str) -> RunRecord:
+        """A finished run (its record deleted, or removed by Snakemake before rerunning the job of its seed
+        group): the record comes back byte for byte, so tracking by record hash knows it."""
+        write_text_atomic(self.out / RECORD, record_text)
+        record = RunRecord.from_json(json.loads(record_text), str(self.out / RECORD))
+        if self.tracking.enabled and self.tracking.live:  # a kill may have left its MLflow run open
+            track_finished(self.tracking, record, self.out / RECORD, run_key(self.out, self.hash))
+        return record
+
+    def _start(self, device: torch.device, checkpoint: dict[str, Any] | None) -> RunState:
+        """The run built from its config, then brought to its checkpoint's epoch when there is one."""
+        cfg, tc = self.cfg, self.tc
+        with self.clock("data"):
             load_dataset(cfg)
-        with clock("build"):
+        with self.clock("build"):
             bundle, model, rule = build(cfg)
-        total = self.total_epochs = plan_epochs(rule, tc.epochs, cfg["method"])
+        total = plan_epochs(rule, tc.epochs, cfg["method"])
         first_active = check_budget(rule, total, cfg["method"])
-        tasks = bundle.tasks
         model.to(device)
         apply_memory_format(model, tc.memory_format, device)
         train_all = bundle.train.to(device) if hasattr(bundle.train, "to") else bundle.train
-        train_carved = rule.prepare(train_all)  # what is left after a hold-out, for the stages that use one
-
-        def fresh_optimizer():
-            opt = make_optimizer(model.param_groups(tc.lr), tc)
-            return opt, torch.optim.lr_scheduler.StepLR(opt, tc.lr_step, tc.lr_gamma) if tc.lr_step > 0 else None
-
-        optimizer, scheduler = fresh_optimizer()
-
-        history: list[dict[str, Any]] = []
-        best: dict[str, Any] = {"epoch": -1, "score": math.inf, "model": None, "val": None}
-        timing: dict[str, Any] = {"train_seconds": 0.0, "step_seconds": 0.0, "steps": 0, "epoch_seconds": []}
-        start_epoch, status, run_id = 0, "ok", None
-        if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if scheduler is not None:
-                scheduler.load_state_dict(state["scheduler"])
-            rule.load_state_dict(state["rule"])
-            history, best = json.loads(state["history"]), state["best"]
-            timing = json.loads(state["timing"])
-            start_epoch, status, run_id = state["epoch"], state["status"], state["mlflow_run_id"]
-            torch.set_rng_state(state["rng"])
-
-        name = run_name(cfg)
-        every = log_every(self.tracking.log_every, total)
-        with clock("tracking"):
-            tracker = TimedTracker(make_tracker(self.tracking, name, run_id, run_key(self.out, self.hash)), clock)
-        # idempotent on a reopened run; a new one (a replaced database) gets the epochs it lacks from the history
-        tracker.log_params(run_params(cfg, self.hash))
-        tracker.set_tags(run_tags(cfg))
-        log_history(
-            tracker, [t.name for t in bundle.tasks], history, timing["epoch_seconds"], total, every, status != "ok"
+        run = RunState(
+            config_hash=self.hash,
+            tc=tc,
+            bundle=bundle,
+            model=model,
+            rule=rule,
+            device=device,
+            total=total,
+            first_active=first_active,
+            train_all=train_all,
+            train_carved=rule.prepare(train_all),  # what is left after a hold-out, for the stages using one
+            val=device_split(bundle.val, device),
         )
+        run.fresh_optimizer()
+        if checkpoint is not None:
+            run.resume(checkpoint)
+        self._open_tracking(run)
+        return run
 
+    def _open_tracking(self, run: RunState) -> None:
+        """The run's tracker; idempotent on a reopened run, and a new one (a replaced database) gets the epochs
+        it lacks from the history."""
+        progress, names = run.progress, [t.name for t in run.tasks]
+        self.every = log_every(self.tracking.log_every, run.total)
+        with self.clock("tracking"):
+            key = run_key(self.out, self.hash)
+            tracker = make_tracker(self.tracking, run_name(self.cfg), progress.mlflow_run_id, key)
+        run.tracker = TimedTracker(tracker, self.clock)
+        run.tracker.log_params(run_params(self.cfg, self.hash))
+        run.tracker.set_tags(run_tags(self.cfg))
+        seconds, stopped = progress.timing["epoch_seconds"], progress.status != "ok"
+        log_history(run.tracker, names, progress.history, seconds, run.total, self.every, stopped)
+
+    def _train_epochs(self, run: RunState) -> None:
+        tc = self.tc
         show = tc.progress == "on" or (tc.progress == "auto" and sys.stderr.isatty())
-        bar = tqdm(range(start_epoch, total), desc=name, disable=not show, initial=start_epoch, total=total)
+        name = run_name(self.cfg)
+        bar = tqdm(range(run.epoch, run.total), desc=name, disable=not show, initial=run.epoch, total=run.total)
         for epoch in bar:
-            if status != "ok":
+            if run.progress.status != "ok":
                 break
-            reinitialised = rule.on_epoch_start(epoch)
-            if reinitialised or rule.staging.restarts_at(epoch):
-                optimizer, scheduler = fresh_optimizer()
-            model.train()
-            generator = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + epoch)
-            loss_sum = torch.zeros(len(tasks), device=device)
-            n_batches = 0
-            epoch_start = time.perf_counter()
-            train_data, batch_size = epoch_data(rule.staging.stage_at(epoch).stage, train_all, train_carved, tc)
-            for x, targets in iterate_batches(train_data, batch_size, True, generator, device):
-                step_start = time.perf_counter()
-                optimizer.zero_grad(set_to_none=True)
-                losses = check_losses(rule.backward(x, targets), len(tasks), rule)
-                optimizer.step()
-                rule.after_step()
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                timing["step_seconds"] += time.perf_counter() - step_start
-                timing["steps"] += 1
-                loss_sum += losses
-                n_batches += 1
-            if scheduler is not None:
-                scheduler.step()
-            epoch_seconds = time.perf_counter() - epoch_start
-            timing["epoch_seconds"].append(epoch_seconds)
-            timing["train_seconds"] += epoch_seconds
-            self.on_epoch(epoch + 1, total)
-            train_losses = (loss_sum / max(n_batches, 1)).tolist()
-            with clock("validation"):
-                val, val_losses = evaluate(model, bundle.val, tasks, tc.batch_size, device)
-            entry = {
-                "epoch": epoch,
-                "train_loss": train_losses,
-                "val": val,
-                "val_loss": val_losses,
-                **({"rule": rule.epoch_log()} if rule.epoch_log() else {}),
-            }
-            history.append(entry)
-            check_method_state(model, rule, first=epoch == start_epoch)
-            if not (_finite(train_losses) and _finite(val_losses)):
-                status = "diverged"
-            else:
-                score = selection_score(tc, val, val_losses, tasks)
-                if epoch >= first_active and score < best["score"]:
-                    best = {
-                        "epoch": epoch,
-                        "score": score,
-                        "val": val,
-                        "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
-                    }
-            if is_logged_epoch(epoch, total, every, status != "ok"):
-                tracker.log_metrics(epoch_metrics([t.name for t in tasks], entry, epoch_seconds), step=epoch)
-            state = {
-                "epoch": epoch + 1,
-                "status": status,
-                "build": lambda epoch=epoch, status=status, optimizer=optimizer, scheduler=scheduler, best=best: {
-                    "config_hash": self.hash,
-                    "epoch": epoch + 1,
-                    "status": status,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    # plain data as JSON text: one string pickles far faster than thousands of small objects
-                    "rule": rule.state_dict(),
-                    "history": json.dumps(history),
-                    "best": best,
-                    "timing": json.dumps(timing),
-                    "rng": torch.get_rng_state(),
-                    "mlflow_run_id": tracker.run_id,
-                },
-            }
-            if epoch + 1 < total and status == "ok":  # the final checkpoint is written once, with the record
-                self._save_checkpoint(state)
+            self._one_epoch(run, epoch)
+            if epoch + 1 < run.total and run.progress.status == "ok":  # the final one is written with the record
+                self._save_checkpoint(run)
         bar.close()
 
-        if status == "ok" and best["model"] is None:  # no selectable epoch ran: never report it as this method
-            status = "incomplete"
+    def _one_epoch(self, run: RunState, epoch: int) -> None:
+        """Train one epoch, validate, select and log it."""
+        epoch_seconds, train_losses = run.train_one_epoch(epoch, self.cfg["seed"])
+        self.on_epoch(epoch + 1, run.total)
+        with self.clock("validation"):
+            val, val_losses = evaluate(run.model, run.val, run.tasks, self.tc.batch_size, run.device)
+        entry = {
+            "epoch": epoch,
+            "train_loss": train_losses,
+            "val": val,
+            "val_loss": val_losses,
+            **({"rule": run.rule.epoch_log()} if run.rule.epoch_log() else {}),
+        }
+        run.progress.history.append(entry)
+        check_method_state(run.model, run.rule, first=epoch == run.resumed_from)
+        if not (_finite(train_losses) and _finite(val_losses)):
+            run.progress.status = "diverged"
+        else:
+            run.consider_for_selection(epoch, selection_score(self.tc, val, val_losses, run.tasks), val)
+        run.progress.epoch = epoch + 1
+        names, stopped = [t.name for t in run.tasks], run.progress.status != "ok"
+        if is_logged_epoch(epoch, run.total, self.every, stopped):
+            run.tracker.log_metrics(epoch_metrics(names, entry, epoch_seconds), step=epoch)
+
+    def _finish(self, run: RunState, started_at: float) -> RunRecord:
+        """The record (test metrics of the selected epoch), the final checkpoint with the record's exact text,
+        and the tracker's final metrics and status."""
+        progress, clock = run.progress, self.clock
+        if progress.status == "ok" and progress.best["model"] is None:  # no selectable epoch ran: never report it
+            progress.status = "incomplete"
         finalise_start = time.perf_counter()
-        final = None
-        if tc.checkpoint and state is not None:  # the last weights, copied: _record loads the best into the model
-            final = full_state(state)
-            final = {**final, "model": {k: v.detach().clone() for k, v in final["model"].items()}}
+        final = run.final_checkpoint() if self.tc.checkpoint else None  # _record loads the best into the model
         with clock("finalise"):
-            record = self._record(bundle, model, rule, device, status, history, best, timing, tracker.run_id)
+            record = self._record(run)
             diverged_if_unaggregatable(record)
-            record.schedule = Schedule(total, first_active, rule.staging.summary())
-            record.convergence = assess_history(history, first_active) if status == "ok" else None
-            clock.seconds["training"] = sum(timing["epoch_seconds"][start_epoch:])
+            record.schedule = Schedule(run.total, run.first_active, run.rule.staging.summary())
+            ok = progress.status == "ok"
+            record.convergence = assess_history(progress.history, run.first_active) if ok else None
+            clock.seconds["training"] = sum(progress.timing["epoch_seconds"][run.resumed_from :])
             clock.seconds["finalise"] = time.perf_counter() - finalise_start  # up to here: test metrics, record
             record.timing.breakdown = dict(clock.seconds)
             record.timing.started_at, record.timing.ended_at = started_at, time.time()
-            record.timing.process = Process(os.getpid(), PROCESS_STARTED_AT, tc.threads)
+            record.timing.process = Process(os.getpid(), PROCESS_STARTED_AT, self.tc.threads)
             text = record.write(self.out / RECORD)
             if final is not None:  # the final checkpoint keeps the record's exact text
                 with clock("checkpoints"):
                     self._write_checkpoint({**final, "record_text": text})
-        tracker.log_final(final_metrics(record), step=total)
-        tracker.log_artifact(self.out / "record.json")
-        tracker.finish(final_status(record.status))
+        run.tracker.log_final(final_metrics(record), step=run.total)
+        run.tracker.log_artifact(self.out / "record.json")
+        run.tracker.finish(final_status(record.status))
         return record
 
-    def _record(
-        self,
-        bundle: DatasetBundle,
-        model: MTLArchitecture,
-        rule: UpdateRule,
-        device: torch.device,
-        status: str,
-        history: list[dict[str, Any]],
-        best: dict[str, Any],
-        timing: dict[str, Any],
-        run_id: str | None,
-    ) -> RunRecord:
-        tasks, tc = bundle.tasks, self.tc
-        metrics = Metrics()
-        method_state = {**model.method_state(), **rule.method_state()}
-        if status == "ok" and best["model"] is not None:
-            metrics.test_last, _ = evaluate(model, bundle.test, tasks, tc.batch_size, device)
-            model.load_state_dict(best["model"])
-            metrics.val = best["val"]
-            metrics.test, _ = evaluate(model, bundle.test, tasks, tc.batch_size, device)
-            method_state = {**model.method_state(), **rule.method_state()}
-        epochs_done = len(timing["epoch_seconds"])
+    def _record(self, run: RunState) -> RunRecord:
+        progress, model, device = run.progress, run.model, run.device
+        metrics, method_state = selected_test_metrics(run, self.tc.batch_size)
         memory, memory_kind = peak_memory(device)
-        n_params = sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in rule.parameters())
+        n_params = sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in run.rule.parameters())
         return RunRecord(
             dataset=self.cfg["dataset"]["name"],
             method=self.cfg["method"],
@@ -542,18 +664,12 @@ class Trainer:
             data_seed=self.cfg["data_seed"],
             config=self.cfg,
             config_hash=self.hash,
-            status=status,
-            selected_epoch=best["epoch"] if status == "ok" else None,
-            epochs_completed=len(history),
+            status=progress.status,
+            selected_epoch=progress.best["epoch"] if progress.status == "ok" else None,
+            epochs_completed=len(progress.history),
             metrics=metrics,
-            directions={t.name: t.directions() for t in tasks},
-            timing=Timing(
-                train_seconds=timing["train_seconds"],
-                seconds_per_epoch=timing["train_seconds"] / epochs_done if epochs_done else None,
-                seconds_per_step=timing["step_seconds"] / timing["steps"] if timing["steps"] else None,
-                steps=timing["steps"],
-                epoch_seconds=timing["epoch_seconds"],
-            ),
+            directions={t.name: t.directions() for t in run.tasks},
+            timing=record_timing(progress.timing),
             params=Params(total=n_params, inference=model.inference_parameter_count()),
             peak_memory_mb=memory,
             peak_memory_kind=memory_kind,
@@ -562,10 +678,35 @@ class Trainer:
             device=str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
             host=host_info(),
             method_state=cast(MethodState, method_state),
-            history=cast(list[EpochEntry], history),
-            task_info=bundle.info,
-            mlflow_run_id=run_id,
+            history=cast(list[EpochEntry], progress.history),
+            task_info=run.bundle.info,
+            mlflow_run_id=run.tracker.run_id,
         )
+
+
+def selected_test_metrics(run: RunState, batch_size: int) -> tuple[Metrics, dict[str, Any]]:
+    """Test metrics of the last and of the selected epoch (whose weights the model then holds), and the
+    method's state as selected; an unfinished run has none."""
+    model, rule, best = run.model, run.rule, run.progress.best
+    metrics = Metrics()
+    if run.progress.status == "ok" and best["model"] is not None:
+        test = device_split(run.bundle.test, run.device)
+        metrics.test_last, _ = evaluate(model, test, run.tasks, batch_size, run.device)
+        model.load_state_dict(best["model"])
+        metrics.val = best["val"]
+        metrics.test, _ = evaluate(model, test, run.tasks, batch_size, run.device)
+    return metrics, {**model.method_state(), **rule.method_state()}
+
+
+def record_timing(timing: dict[str, Any]) -> Timing:
+    epochs_done = len(timing["epoch_seconds"])
+    return Timing(
+        train_seconds=timing["train_seconds"],
+        seconds_per_epoch=timing["train_seconds"] / epochs_done if epochs_done else None,
+        seconds_per_step=timing["step_seconds"] / timing["steps"] if timing["steps"] else None,
+        steps=timing["steps"],
+        epoch_seconds=timing["epoch_seconds"],
+    )
 
 
 def epoch_data(stage: Stage, train_all: Any, train_carved: Any, tc: TrainConfig) -> tuple[Any, int]:

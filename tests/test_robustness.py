@@ -160,11 +160,11 @@ def _kill_when(monkeypatch, target, name, when):
 
 
 KILL_POINTS = {
-    "before the first checkpoint": (Trainer, "_save_checkpoint", lambda self, state: state["epoch"] == 1),
+    "before the first checkpoint": (Trainer, "_save_checkpoint", lambda self, run: run.epoch == 1),
     "after a checkpoint, with epochs flushed beyond it": (
         Trainer,
         "_save_checkpoint",
-        lambda self, state: state["epoch"] == 6,
+        lambda self, run: run.epoch == 6,
     ),
     "after the record, before the run is finished": (None, "finish", lambda self, status: True),
 }
@@ -181,7 +181,7 @@ def test_a_killed_run_has_exactly_one_mlflow_run_with_every_epoch_once(tmp_path,
     if point.startswith("after a checkpoint"):
         original = Trainer._save_checkpoint
         monkeypatch.setattr(
-            Trainer, "_save_checkpoint", lambda self, state: original(self, state) if state["epoch"] % 3 == 0 else None
+            Trainer, "_save_checkpoint", lambda self, run: original(self, run) if run.epoch % 3 == 0 else None
         )
     _kill_when(monkeypatch, target or tracking.Tracker, name, when)
     with pytest.raises(Killed):
@@ -195,7 +195,7 @@ def test_a_killed_run_has_exactly_one_mlflow_run_with_every_epoch_once(tmp_path,
 
 def test_a_deleted_tracking_database_never_strands_a_run(tmp_path, monkeypatch):
     cfg = _live(tmp_path)
-    _kill_when(monkeypatch, Trainer, "_save_checkpoint", lambda self, state: state["epoch"] == 5)
+    _kill_when(monkeypatch, Trainer, "_save_checkpoint", lambda self, run: run.epoch == 5)
     with pytest.raises(Killed):
         train(cfg, tmp_path / "run")
     (tmp_path / "mlflow.db").unlink()  # the checkpoint holds a run id the new database lacks
@@ -261,7 +261,7 @@ def test_a_store_that_fails_mid_run_leaves_training_untracked_not_dead(tmp_path,
 def test_a_corrupt_checkpoint_resumes_from_the_previous_one(tmp_path, monkeypatch, capsys):
     cfg = resolve_config("synthetic_relations", "srdml", 0, {"tracking.enabled": False, "train.epochs": 16})
     whole = train(cfg, tmp_path / "whole")
-    _kill_when(monkeypatch, Trainer, "_save_checkpoint", lambda self, state: state["epoch"] == 14)
+    _kill_when(monkeypatch, Trainer, "_save_checkpoint", lambda self, run: run.epoch == 14)
     with pytest.raises(Killed):
         train(cfg, tmp_path / "run")
     newest = tmp_path / "run" / CHECKPOINT

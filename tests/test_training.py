@@ -157,9 +157,9 @@ def test_staged_methods_resume_exactly_across_their_stages(tmp_path, monkeypatch
 
     for stop_after in (2, 4):
 
-        def interrupting(self, state, stop_after=stop_after):
-            original(self, state)
-            if state["epoch"] == stop_after:
+        def interrupting(self, run, stop_after=stop_after):
+            original(self, run)
+            if run.epoch == stop_after:
                 raise KeyboardInterrupt
 
         monkeypatch.setattr(Trainer, "_save_checkpoint", interrupting)
