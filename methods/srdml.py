@@ -21,13 +21,12 @@ import torch
 from torch import nn
 
 from mtlbench.data.synthetic import SCALES
-from mtlbench.errors import MtlbenchError
 from mtlbench.method import MethodSpec, register_method
 from mtlbench.params import NON_NEGATIVE, POSITIVE
 from mtlbench.registry import UPDATE_RULES
+from mtlbench.regularisers import RegularisedRule, Regulariser
 from mtlbench.schedule import Stage, Stages
 from mtlbench.tasks import TaskSpec
-from mtlbench.update_rules import JacobianRule, UpdateRule, aggregated_backward, task_losses
 
 Reduce = Literal["sum", "mean", "none"]
 Distance = Literal["l1", "l2", "sq_l2", "cosine"]
@@ -167,56 +166,35 @@ def keras_fresh_moment_adam_step(
     param.sub_(alpha * m / (v.sqrt() + eps))
 
 
-@UPDATE_RULES.register("srdml", "Saliency regulariser with learned task relations (SRDML)")
-class SaliencyRegularized(UpdateRule):
-    name = "srdml"
-    requires_shared_representation = True
+class SaliencyRegulariser(Regulariser):
+    """SRDML's term lam * sum_{i<j} (omega_ij / sum omega) D_ij with the learned relation weights omega, acting
+    after its warm-up stage; omega is stepped by its own optimiser and projected onto omega >= 0."""
 
     def __init__(
         self,
-        lam: Annotated[float, NON_NEGATIVE] = 0.1,
-        reduce: Reduce = "sum",
-        dist: Distance = "l1",
-        reduce_batch: Literal["mean", "sum"] = "mean",
-        saliency_of: Literal["label", "max", "sum"] = "label",
-        warmup_fraction: float = 0.5,
-        omega_optimizer: Literal["adam", "sgd"] = "adam",
-        omega_lr: Annotated[float, POSITIVE] = 1e-3,
-        reset_omega_optimizer: bool = False,
-        aggregator: str = "sum",
-        fresh_optimizer_after_warmup: bool = True,
-        warmup_batch_size: Annotated[int, NON_NEGATIVE] = 0,
+        lam: float,
+        reduce: Reduce,
+        dist: Distance,
+        reduce_batch: str,
+        saliency_of: str,
+        warmup_fraction: float,
+        omega_optimizer: str,
+        omega_lr: float,
+        reset_omega_optimizer: bool,
+        warmup_batch_size: int,
+        fresh_optimizer_after_warmup: bool,
     ):
+        self.fresh_optimizer_after_warmup = fresh_optimizer_after_warmup
         self.lam, self.reduce, self.dist, self.reduce_batch = lam, reduce, dist, reduce_batch
         self.saliency_of, self.warmup_fraction = saliency_of, warmup_fraction
         self.omega_optimizer, self.omega_lr = omega_optimizer, omega_lr
         self.reset_omega_optimizer = reset_omega_optimizer
-        self.aggregator = aggregator
-        self._aggregator: UpdateRule | None = None  # the rule the regulariser is added to (`aggregator`)
-        self.fresh_optimizer_after_warmup = fresh_optimizer_after_warmup
         self.warmup_batch_size = warmup_batch_size  # the official pretrain.py: 100; 0 = the run's batch size
-        self._active = warmup_fraction == 0
-        self._last_distances: torch.Tensor | None = None
+        self.active = warmup_fraction == 0
+        self.last_distances: torch.Tensor | None = None
 
     def bind(self, model, tasks) -> None:
         super().bind(model, tasks)
-        if self.aggregator != "sum":  # the regulariser as a part, added to what another rule descends
-            cls = UPDATE_RULES.get(self.aggregator)
-            if not (issubclass(cls, JacobianRule) or cls.combines_losses):
-                raise MtlbenchError(
-                    f"rule.aggregator={self.aggregator!r} is not a rule the regulariser composes with (one that "
-                    f"aggregates the task gradients or weights the task losses); use sum, pcgrad, a TorchJD "
-                    f"aggregator (upgrad, cagrad, ...), mgda, mgda_ub or a loss weighting (uw, dwa, rlw, gradnorm)"
-                )
-            if issubclass(cls, JacobianRule) and not model.shared_parameters():
-                raise MtlbenchError(
-                    f"rule.aggregator={self.aggregator} needs shared parameters (a trunk with "
-                    f"weights, e.g. dataset.trunk=linear on synthetic_relations)"
-                )
-            aggregator = cls()
-            aggregator.network_lr = self.network_lr  # rules with weights of their own step them at train.lr
-            aggregator.bind(model, tasks)
-            self._aggregator = aggregator
         t = len(tasks)
         device = next(model.parameters()).device
         self.omega = nn.Parameter(torch.ones(t * (t - 1) // 2, device=device))
@@ -228,12 +206,7 @@ class SaliencyRegularized(UpdateRule):
         return cls([self.omega], lr=self.omega_lr)
 
     def parameters(self) -> list[nn.Parameter]:
-        return [self.omega, *(self._aggregator.parameters() if self._aggregator is not None else [])]
-
-    def plan(self, epochs: int) -> int:
-        if self._aggregator is not None:
-            self._aggregator.plan(epochs)
-        return super().plan(epochs)
+        return [self.omega]
 
     def stages(self) -> Stages:
         # with lam = 0 the regulariser never acts (a deliberate ablation): nothing to wait for; a budget too
@@ -249,39 +222,22 @@ class SaliencyRegularized(UpdateRule):
             Stage("regularised", selectable=True, fresh_optimizer=self.fresh_optimizer_after_warmup),
         )
 
-    def on_epoch_start(self, epoch: int) -> bool:
-        self._active = self.staging.stage_at(epoch).stage.name != WARMUP and self.lam != 0
-        if self.omega.device != next(self.model.parameters()).device:
-            self.omega.data = self.omega.data.to(next(self.model.parameters()).device)
-        return self._aggregator.on_epoch_start(epoch) if self._aggregator is not None else False
+    def on_stage(self, stage: Stage) -> None:
+        self.active = stage.name != WARMUP and self.lam != 0
+        device = next(self.model.parameters()).device
+        if self.omega.device != device:
+            self.omega.data = self.omega.data.to(device)
 
-    def regulariser(self, rep: torch.Tensor, outputs: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
+    def term(self, rep: torch.Tensor, outputs: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor | None:
+        if not self.active:
+            return None
         sal = task_saliencies(self.model, rep, outputs, targets, self.tasks, self.reduce, self.saliency_of)
         distances = pair_distances(sal, self.dist, self.reduce_batch)
-        self._last_distances = distances.detach()
+        self.last_distances = distances.detach()
         weights = self.omega / self.omega.sum().clamp_min(1e-12)
         return self.lam * (weights * distances).sum()
 
-    def backward(self, x: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
-        self.omega.grad = None
-        rep = self.model.encode(x)
-        if not rep.requires_grad:  # a frozen or parameter-free trunk: still differentiate w.r.t. A
-            rep = rep.detach().requires_grad_(True)
-        outputs = self.model.decode(rep)
-        losses = task_losses(outputs, targets, self.tasks)
-        reg = self.regulariser(rep, outputs, targets) if self._active else None
-        if isinstance(self._aggregator, JacobianRule):
-            aggregated_backward(self.model, losses, self._aggregator.aggregate)
-            if reg is not None:
-                reg.backward()  # the regulariser's gradient is added after the surgery
-        else:
-            objective = losses.sum() if self._aggregator is None else self._aggregator.objective(losses, rep)
-            (objective + (reg if reg is not None else 0.0)).backward()
-        return losses.detach()
-
     def after_step(self) -> None:
-        if self._aggregator is not None:  # a loss weighting steps its own weights
-            self._aggregator.after_step()
         if self.omega.grad is None:
             return
         if self.reset_omega_optimizer:  # the official CIFAR code: fresh moments each step, shared step count
@@ -294,23 +250,18 @@ class SaliencyRegularized(UpdateRule):
             self._optimizer.step()
         with torch.no_grad():
             self.omega.clamp_(min=0.0)  # projection onto omega >= 0 (ReLU)
-            if float(self.omega.sum()) == 0.0:  # every pair driven to 0: restart from equal weights
-                self.omega.fill_(1.0)
+            # every pair driven to 0: restart from equal weights (decided on the device: no read by the host)
+            self.omega.copy_(torch.where(self.omega.sum() == 0, torch.ones_like(self.omega), self.omega))
 
     def epoch_log(self) -> dict[str, float]:
         omega = self.omega.detach()
-        out = {
-            **(self._aggregator.epoch_log() if self._aggregator is not None else {}),
-            "omega_mean": float(omega.mean()),
-            "omega_zero_fraction": float((omega == 0).float().mean()),
-        }
-        if self._last_distances is not None:
-            out["saliency_distance_mean"] = float(self._last_distances.mean())
+        out = {"omega_mean": float(omega.mean()), "omega_zero_fraction": float((omega == 0).float().mean())}
+        if self.last_distances is not None:
+            out["saliency_distance_mean"] = float(self.last_distances.mean())
         return out
 
     def method_state(self) -> dict[str, Any]:
         return {
-            **(self._aggregator.method_state() if self._aggregator is not None else {}),
             "relation": relation_matrix(self.omega, len(self.tasks)),
             "relation_tasks": [t.name for t in self.tasks],
         }
@@ -320,7 +271,6 @@ class SaliencyRegularized(UpdateRule):
             "omega": self.omega.detach().cpu(),
             "optimizer": self._optimizer.state_dict(),
             "omega_updates": self._omega_updates,
-            "aggregator": self._aggregator.state_dict() if self._aggregator is not None else {},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -328,8 +278,45 @@ class SaliencyRegularized(UpdateRule):
             self.omega.copy_(state["omega"].to(self.omega.device))
         self._optimizer.load_state_dict(state["optimizer"])
         self._omega_updates = int(state.get("omega_updates", 0))
-        if self._aggregator is not None:
-            self._aggregator.load_state_dict(state.get("aggregator") or {})
+
+
+@UPDATE_RULES.register("srdml", "Saliency regulariser with learned task relations (SRDML)")
+class SaliencyRegularized(RegularisedRule):
+    """SRDML's saliency term (`SaliencyRegulariser`) added to what `rule.aggregator` descends (the paper: the
+    plain sum; its best table row: PCGrad), that rule built with `rule.aggregator_params`."""
+
+    name = "srdml"
+
+    def __init__(
+        self,
+        lam: Annotated[float, NON_NEGATIVE] = 0.1,
+        reduce: Reduce = "sum",
+        dist: Distance = "l1",
+        reduce_batch: Literal["mean", "sum"] = "mean",
+        saliency_of: Literal["label", "max", "sum"] = "label",
+        warmup_fraction: float = 0.5,
+        omega_optimizer: Literal["adam", "sgd"] = "adam",
+        omega_lr: Annotated[float, POSITIVE] = 1e-3,
+        reset_omega_optimizer: bool = False,
+        aggregator: str = "sum",
+        fresh_optimizer_after_warmup: bool = True,
+        warmup_batch_size: Annotated[int, NON_NEGATIVE] = 0,
+        aggregator_params: dict | None = None,
+    ):
+        term = SaliencyRegulariser(
+            lam,
+            reduce,
+            dist,
+            reduce_batch,
+            saliency_of,
+            warmup_fraction,
+            omega_optimizer,
+            omega_lr,
+            reset_omega_optimizer,
+            warmup_batch_size,
+            fresh_optimizer_after_warmup,
+        )
+        super().__init__(term, aggregator, aggregator_params)
 
 
 # The official synthetic script (synthetic_train.py): SGD lr 0.01 for theta and omega, full batch, the

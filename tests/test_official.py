@@ -34,7 +34,7 @@ import torch
 
 import methods.srdml as srdml
 import mtlbench.tasks
-from methods.srdml import SaliencyRegularized, task_saliencies
+from methods.srdml import SaliencyRegularized, SaliencyRegulariser, task_saliencies
 from mtlbench.config import resolve_config, train_config
 from mtlbench.data.synthetic import SCALES
 from mtlbench.errors import MtlbenchError
@@ -108,7 +108,7 @@ def suite_srdml(loss: str, **sets: Any) -> tuple[dict[str, Any], Any, Any, Salie
     cfg = resolve_config("synthetic_relations", "srdml", 0, overrides)
     bundle, model, rule = build(cfg)
     model.double()
-    rule.omega.data = rule.omega.data.double()
+    rule.regulariser.omega.data = rule.regulariser.omega.data.double()
     plan_epochs(rule, cfg["train"]["epochs"], "srdml")
     torch.set_num_threads(cfg["train"]["threads"])
     return cfg, bundle, model, rule
@@ -134,14 +134,15 @@ def keras_layout(model: Any, grad: bool = False) -> list[torch.Tensor]:
 def record_regulariser(rule: SaliencyRegularized) -> list[float]:
     """The values the rule's regulariser (lam R) takes in its backward passes, whichever implementation it has."""
     values: list[float] = []
-    regulariser = rule.regulariser
+    term = rule.regulariser.term
 
     def recording(*args: Any) -> torch.Tensor:
-        reg = regulariser(*args)
-        values.append(float(reg.detach()))
+        reg = term(*args)
+        if reg is not None:
+            values.append(float(reg.detach()))
         return reg
 
-    rule.regulariser = recording  # type: ignore[method-assign]
+    rule.regulariser.term = recording  # type: ignore[method-assign]
     return values
 
 
@@ -157,19 +158,19 @@ def suite_one_step(version: str) -> dict[str, Any]:
     _, _, model, rule = suite_srdml(version)
     set_keras_weights(model, data["weights"])
     with torch.no_grad():
-        rule.omega.copy_(pairs(data["c"]))
+        rule.regulariser.omega.copy_(pairs(data["c"]))
     rule.on_epoch_start(rule.staging.first_selectable())  # the regulariser acts
     regs = record_regulariser(rule)
     losses = rule.backward(f64(stl["X"]), list(f64(stl["Y"])))
-    assert rule.omega.grad is not None
+    assert rule.regulariser.omega.grad is not None
     out = {
         "loss": losses.sum() / SCALE,
         "reg": regs[0] / SCALE,
         "grad_w": flat(keras_layout(model, grad=True)) / SCALE,
-        "grad_c": rule.omega.grad.detach() / SCALE,
+        "grad_c": rule.regulariser.omega.grad.detach() / SCALE,
     }
     rule.after_step()
-    return {**out, "relation_step": rule.omega.detach().clone()}
+    return {**out, "relation_step": rule.regulariser.omega.detach().clone()}
 
 
 def official_one_step(version: str) -> dict[str, Any]:
@@ -218,7 +219,7 @@ def suite_trajectory(name: str) -> dict[str, Any]:
         rule.after_step()
         with torch.no_grad():  # the official `train_loss`: the task term after the update
             train_loss.append(float(task_losses(model(x), y, bundle.tasks).sum()) / SCALE)
-        relations.append(rule.omega.detach().clone())
+        relations.append(rule.regulariser.omega.detach().clone())
     return {
         "train_loss": torch.tensor(train_loss, dtype=torch.float64),
         "reg": torch.tensor(regs, dtype=torch.float64) / SCALE,
@@ -280,11 +281,13 @@ def test_trajectory_follows_the_official_run(name):
 def _summed_relation_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     """sum_{u<v} c_uv D_uv: the relation weights not normalised by their sum."""
 
-    def regulariser(self, rep, outputs, targets):
+    def term(self, rep, outputs, targets):
+        if not self.active:
+            return None
         sal = task_saliencies(self.model, rep, outputs, targets, self.tasks, self.reduce, self.saliency_of)
         return self.lam * (self.omega * srdml.pair_distances(sal, self.dist, self.reduce_batch)).sum()
 
-    monkeypatch.setattr(SaliencyRegularized, "regulariser", regulariser)
+    monkeypatch.setattr(SaliencyRegulariser, "term", term)
 
 
 def _l2_distance(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -302,7 +305,7 @@ def _no_projection(monkeypatch: pytest.MonkeyPatch) -> None:
         if self.omega.grad is not None:
             self._optimizer.step()
 
-    monkeypatch.setattr(SaliencyRegularized, "after_step", after_step)
+    monkeypatch.setattr(SaliencyRegulariser, "after_step", after_step)
 
 
 def _other_squared_error(monkeypatch: pytest.MonkeyPatch) -> None:

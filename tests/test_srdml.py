@@ -67,14 +67,14 @@ def test_relation_weight_gradient_is_lambda_times_distance_minus_weighted_mean_o
     model = SharedTrunk(REG_TASKS, vector_network(6, "mlp", 5))
     rule = _rule_on(model, REG_TASKS, lam=0.7)
     with torch.no_grad():
-        rule.omega.copy_(torch.rand(6) + 0.2)
+        rule.regulariser.omega.copy_(torch.rand(6) + 0.2)
     x, y = torch.randn(9, 6), [torch.randn(9) for _ in range(4)]
     rule.backward(x, y)
-    d, w = rule._last_distances, rule.omega.detach()
+    d, w = rule.regulariser.last_distances, rule.regulariser.omega.detach()
     s = w.sum()
     e = (w * d).sum() / s  # the omega-weighted mean distance
     expected = 0.7 * (d - e) / s
-    assert torch.allclose(rule.omega.grad, expected, atol=1e-6)
+    assert torch.allclose(rule.regulariser.omega.grad, expected, atol=1e-6)
     # and, independently, against a finite difference of the regulariser in omega
     rep = model.encode(x)
     dist = pair_distances(saliencies(rep, model.decode(rep), y, REG_TASKS)).detach().double()
@@ -84,7 +84,7 @@ def test_relation_weight_gradient_is_lambda_times_distance_minus_weighted_mean_o
         bump = torch.zeros(6, dtype=torch.float64)
         bump[k] = eps
         fd = (reg(w64 + bump) - reg(w64 - bump)) / (2 * eps)
-        assert float(fd) == pytest.approx(float(rule.omega.grad[k]), rel=1e-4, abs=1e-6)
+        assert float(fd) == pytest.approx(float(rule.regulariser.omega.grad[k]), rel=1e-4, abs=1e-6)
 
 
 def test_relation_weights_stay_non_negative_and_dissimilar_pairs_reach_zero():
@@ -97,8 +97,8 @@ def test_relation_weights_stay_non_negative_and_dissimilar_pairs_reach_zero():
         rule.backward(torch.randn(8, 6), [torch.randn(8) for _ in range(4)])
         opt.step()
         rule.after_step()
-        assert float(rule.omega.detach().min()) >= 0.0
-    omega = rule.omega.detach()
+        assert float(rule.regulariser.omega.detach().min()) >= 0.0
+    omega = rule.regulariser.omega.detach()
     assert float(omega.min()) == 0.0 and float(omega.max()) > 0
     rel = torch.tensor(rule.method_state()["relation"])
     assert torch.equal(rel, rel.T) and rel.diag().abs().sum() == 0
@@ -252,13 +252,13 @@ def test_reset_omega_optimizer_mimics_the_official_keras_adam_exactly():
     rule = _rule_on(model, REG_TASKS, reset_omega_optimizer=True, omega_lr=1e-3, lam=1.0)
     x, y = torch.randn(8, 6), [torch.randn(8) for _ in REG_TASKS]
     for step in range(1, 4):
-        before = rule.omega.detach().clone()
+        before = rule.regulariser.omega.detach().clone()
         rule.backward(x, y)
-        g = rule.omega.grad.detach().clone()
+        g = rule.regulariser.omega.grad.detach().clone()
         rule.after_step()
         k = 3 * step
         expected = before - 1e-3 * (1 - 0.999**k) ** 0.5 / (1 - 0.9**k) * (0.1 * g) / ((0.001 * g * g).sqrt() + 1e-7)
-        assert torch.allclose(rule.omega.detach(), expected.clamp_min(0), atol=1e-9)
+        assert torch.allclose(rule.regulariser.omega.detach(), expected.clamp_min(0), atol=1e-9)
         model.zero_grad()
 
 
@@ -274,10 +274,10 @@ def test_synthetic_srdml_optimises_the_official_objective():
     t, m = len(bundle.tasks), len(x)
     rule.backward(x, y)
     suite_grads = [p.grad.clone() for p in model.parameters()]
-    suite_omega_step = cfg["rule"]["omega_lr"] * rule.omega.grad.clone()
+    suite_omega_step = cfg["rule"]["omega_lr"] * rule.regulariser.omega.grad.clone()
 
     model.zero_grad()
-    omega = rule.omega.detach().clone().requires_grad_(True)
+    omega = rule.regulariser.omega.detach().clone().requires_grad_(True)
     weights = [head.weight[0] for head in model.heads]  # identity trunk: the saliency is the weight vector
     data = sum(((head(x)[:, 0] - target) ** 2).sum() for head, target in zip(model.heads, y, strict=True))
     data = data / (2 * m * t)
