@@ -34,7 +34,7 @@ import torch
 
 import methods.srdml as srdml
 import mtlbench.tasks
-from methods.srdml import SaliencyRegularized, SaliencyRegulariser, task_saliencies
+from methods.srdml import SaliencyRegulariser, SaliencyRegularized, task_saliencies
 from mtlbench.config import resolve_config, train_config
 from mtlbench.data.synthetic import SCALES
 from mtlbench.errors import MtlbenchError
