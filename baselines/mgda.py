@@ -24,6 +24,7 @@ from typing import Any, Literal
 import torch
 
 from mtlbench.errors import MtlbenchError
+from mtlbench.host_reads import host_side, to_host
 from mtlbench.method import MethodSpec, register_method
 from mtlbench.registry import UPDATE_RULES
 from mtlbench.update_rules import UpdateRule, aggregated_backward, flat_task_gradients, task_losses
@@ -34,19 +35,15 @@ Solver = Literal["active_set", "projected_gradient", "frank_wolfe"]
 def _pair_weight(g11: torch.Tensor, g12: torch.Tensor, g22: torch.Tensor) -> torch.Tensor:
     """Weight a on the first vector minimising ||a v1 + (1 - a) v2||^2, from their Gram entries."""
     denom = g11 + g22 - 2 * g12
-    if float(denom) <= 0:  # identical vectors: any weight is optimal
-        return torch.ones_like(g11) * 0.5
-    return ((g22 - g12) / denom).clamp(0.0, 1.0)
+    # identical vectors (denom <= 0): any weight is optimal, 0.5; decided on the device (no host read)
+    return torch.where(denom > 0, ((g22 - g12) / denom).clamp(0.0, 1.0), torch.full_like(g11, 0.5))
 
 
 def _official_pair_weight(g11: torch.Tensor, g12: torch.Tensor, g22: torch.Tensor) -> torch.Tensor:
     """The official two-vector rule (`_min_norm_element_from2`): the exact weight on the first vector, except
     that an endpoint optimum is returned as 0.999 / 0.001 rather than 1 / 0."""
-    if float(g12) >= float(g11):
-        return torch.full_like(g11, 0.999)
-    if float(g12) >= float(g22):
-        return torch.full_like(g11, 0.001)
-    return (g22 - g12) / (g11 + g22 - 2 * g12)
+    interior = (g22 - g12) / (g11 + g22 - 2 * g12)
+    return torch.where(g12 >= g11, 0.999, torch.where(g12 >= g22, 0.001, interior)).to(g11.dtype)
 
 
 def _best_pair(gram: torch.Tensor) -> torch.Tensor:
@@ -177,7 +174,8 @@ def min_norm_weights(
 ) -> torch.Tensor:
     """Weights alpha (T,) on the simplex minimising ||alpha^T grads||, for `grads` of shape (T, D).
 
-    Works on the T x T Gram matrix in float64 on the gradients' device; the gradients never leave it.
+    Works on the T x T Gram matrix in float64: two tasks on the gradients' device (closed form), more on the
+    host (one copy of the Gram matrix; the solvers' steps are decided there); the gradients never leave it.
     """
     if grads.dim() != 2:
         raise ValueError(f"grads must be (T, D), got shape {tuple(grads.shape)}")
@@ -190,12 +188,13 @@ def min_norm_weights(
         weight = _pair_weight if solver == "active_set" else _official_pair_weight
         a = weight(gram[0, 0], gram[0, 1], gram[1, 1])
         return torch.stack([a, 1 - a]).to(grads.dtype)
-    if solver == "active_set":
-        alpha = active_set_min_norm(gram, tol=1e-10 if tol is None else tol, max_iter=max_iter or 1000)
-    else:
-        iterate = projected_gradient_min_norm if solver == "projected_gradient" else frank_wolfe_min_norm
-        alpha = iterate(gram, tol=1e-5 if tol is None else tol, max_iter=max_iter or 250)
-    return alpha.to(grads.dtype)
+    with host_side():  # the solvers decide their steps on the host: the T x T Gram matrix is read once
+        if solver == "active_set":
+            alpha = active_set_min_norm(to_host(gram), tol=1e-10 if tol is None else tol, max_iter=max_iter or 1000)
+        else:
+            iterate = projected_gradient_min_norm if solver == "projected_gradient" else frank_wolfe_min_norm
+            alpha = iterate(to_host(gram), tol=1e-5 if tol is None else tol, max_iter=max_iter or 250)
+    return alpha.to(device=grads.device, dtype=grads.dtype)
 
 
 Normalization = Literal["none", "l2", "loss", "loss+"]

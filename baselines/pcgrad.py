@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from mtlbench.host_reads import host_side
 from mtlbench.method import MethodSpec, register_method
 from mtlbench.registry import UPDATE_RULES
 from mtlbench.update_rules import JacobianRule
@@ -19,13 +20,14 @@ def project_conflicts(grads: torch.Tensor, generator: torch.Generator | None = N
     t = grads.shape[0]
     projected = grads.clone()
     for i in range(t):
-        order = torch.randperm(t, generator=generator).tolist()
+        with host_side():  # drawn from a host generator: reading the order waits for no device
+            order = torch.randperm(t, generator=generator).tolist()
         for j in order:
             if j == i:
                 continue
-            dot = projected[i] @ grads[j]
-            if dot < 0:
-                projected[i] = projected[i] - dot / (grads[j] @ grads[j]).clamp_min(1e-20) * grads[j]
+            # a conflict (dot < 0) is projected away; otherwise the step subtracts exactly 0 (no host branch)
+            dot = (projected[i] @ grads[j]).clamp(max=0)
+            projected[i] = projected[i] - dot / (grads[j] @ grads[j]).clamp_min(1e-20) * grads[j]
     return projected.sum(0)
 
 

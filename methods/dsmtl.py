@@ -109,18 +109,29 @@ class DSMTL(MTLArchitecture):
         self.gates = Gates((len(tasks),), gate, tau, force_gate)
         self.heads = nn.ModuleList(network.make_head(t) for t in tasks)
         self.register_buffer("public_only", torch.tensor(False))  # DSMTL-IL's stage 1 (hard sharing)
+        self._public_only = False  # the buffer's value as Python's: read by no step
+        self.register_load_state_dict_post_hook(lambda module, keys: module._read_public_only())
+
+    def _read_public_only(self) -> None:
+        self._public_only = bool(self.public_only)
+
+    def set_public_only(self, value: bool) -> None:
+        self.public_only.fill_(value)
+        self._public_only = value
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         shared = self.public(x)
-        if bool(self.public_only):
+        if self._public_only:
             return [head(shared) for head in self.heads]
         pub, priv = self.gates()
-        pub_value, priv_value = pub.detach().tolist(), priv.detach().tolist()
+        if self.training:
+            return [head(pub[t] * shared + priv[t] * self.private[t](x)) for t, head in enumerate(self.heads)]
+        pub_value, priv_value = pub.detach().tolist(), priv.detach().tolist()  # evaluation: skip unused encoders
         outputs = []
         for t, head in enumerate(self.heads):
-            if not self.training and priv_value[t] == 0.0:  # a lite gate that chose public: skip E_t
+            if priv_value[t] == 0.0:  # a lite gate that chose public: skip E_t
                 z = shared
-            elif not self.training and pub_value[t] == 0.0:
+            elif pub_value[t] == 0.0:
                 z = self.private[t](x)
             else:
                 z = pub[t] * shared + priv[t] * self.private[t](x)
@@ -169,31 +180,43 @@ class DSMTLArchitectureLearning(MTLArchitecture):
         self.heads = nn.ModuleList(network.make_head(t) for t in tasks)
         # -1: not derived yet (search); 0: public layer; 1: private layer
         self.register_buffer("choice", torch.full((len(tasks), self.n_stages), -1, dtype=torch.long))
+        self._choices: list[list[int]] | None = None  # the derived choices as Python's: read by no step
+        self.register_load_state_dict_post_hook(lambda module, keys: module._read_choices())
+
+    def _read_choices(self) -> None:
+        self._choices = self.choice.tolist() if bool((self.choice >= 0).all()) else None
 
     @property
     def derived(self) -> bool:
-        return bool((self.choice >= 0).all())
+        return self._choices is not None
 
     def private_layer(self, t: int, s: int) -> nn.Module:
         return cast(nn.Sequential, self.private[t])[s]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if not self.derived:
-            pub, priv = self.gates()
+        if self._choices is not None:
+            return [head(self._derived_encoding(t, x)) for t, head in enumerate(self.heads)]
+        pub, priv = self.gates()
+        first_public = self.public[0](x)  # every task's first stage reads x: its public layer is computed once
         outputs = []
         for t, head in enumerate(self.heads):
             h = x
             for s in range(self.n_stages):
-                if self.derived:
-                    h = (self.private_layer(t, s) if int(self.choice[t, s]) == 1 else self.public[s])(h)
-                else:
-                    h = pub[t, s] * self.public[s](h) + priv[t, s] * self.private_layer(t, s)(h)
+                public = first_public if s == 0 else self.public[s](h)
+                h = pub[t, s] * public + priv[t, s] * self.private_layer(t, s)(h)
             outputs.append(head(h))
         return outputs
+
+    def _derived_encoding(self, t: int, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for s, private in enumerate(cast(list[int], self._choices)[t]):
+            h = (self.private_layer(t, s) if private == 1 else self.public[s])(h)
+        return h
 
     def derive(self) -> None:
         """Fix every gate to its more probable side; unused layers stop learning and are not counted."""
         self.choice.copy_((self.gates.probabilities() <= 0.5).long())
+        self._read_choices()
         for t in range(len(self.tasks)):
             for s in range(self.n_stages):
                 set_frozen(self.private_layer(t, s), int(self.choice[t, s]) != 1)
@@ -364,7 +387,7 @@ class IndividualLearning(EqualWeights):
 
     def on_epoch_start(self, epoch: int) -> bool:
         stage1 = self.staging.stage_at(epoch).stage.name == STAGE1
-        self.model.public_only.fill_(stage1)
+        self.model.set_public_only(stage1)
         set_frozen(self.model.public, not stage1)
         for module in (*self.model.private, self.model.gates):
             set_frozen(module, stage1)

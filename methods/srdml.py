@@ -32,29 +32,6 @@ Reduce = Literal["sum", "mean", "none"]
 Distance = Literal["l1", "l2", "sq_l2", "cosine"]
 
 
-def saliency_logit(task: TaskSpec, output: torch.Tensor, target: torch.Tensor, which: str) -> torch.Tensor:
-    """(B,) per-sample scalars whose gradients w.r.t. A are the saliencies: the task's raw output (logit).
-
-    Single-output tasks: the output itself. Multi-class tasks: the true class's logit (`label`, as Grad-CAM;
-    an unlabelled sample, label -1, uses class 0's logit), the top logit (`max`) or their sum (`sum`).
-    Dense tasks have one output per pixel, summed over the image: segmentation takes each pixel's class logit
-    as a multi-class task does (unlabelled pixels contribute 0 with `label`), depth the predicted depth, normals
-    the three predicted components."""
-    output = task.squeeze(output)
-    if task.kind in ("classification", "segmentation"):
-        if which == "label":
-            per = output.gather(1, target.clamp_min(0).long().unsqueeze(1)).squeeze(1)
-            if task.kind == "segmentation":
-                per = per * (target >= 0)
-        elif which == "max":
-            per = output.max(1).values
-        else:
-            per = output.sum(1)
-    else:
-        per = output
-    return per.reshape(per.shape[0], -1).sum(1) if per.dim() > 1 else per
-
-
 @contextmanager
 def batchnorm_in_eval(module: nn.Module | None):
     """Yields whether any BatchNorm layer of `module` was in training mode (and is in eval mode inside)."""
@@ -89,7 +66,7 @@ def saliencies(
     full flattened gradient)."""
     rows = []
     for task, out, tgt in zip(tasks, outputs, targets, strict=True):
-        logit = saliency_logit(task, out, tgt, which)
+        logit = task.saliency_logit(out, tgt, which)
         (grad,) = torch.autograd.grad(logit.sum(), rep, create_graph=create_graph)
         if grad.dim() > 2 and reduce != "none":
             grad = grad.flatten(2).sum(2) if reduce == "sum" else grad.flatten(2).mean(2)

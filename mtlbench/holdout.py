@@ -27,17 +27,35 @@ def split_holdout(data: Any, fraction: float, seed: int = HOLDOUT_SEED) -> tuple
 
 
 class HoldoutBatches:
-    """Batch number `step` of an endless, reshuffled pass over the held-out data."""
+    """Batch number `step` of an endless, reshuffled pass over the held-out data. Tensor data: each pass's
+    order is drawn once and moved to the data's device once (not per step); the batches are those
+    `iterate_batches` gives with the pass's generator."""
 
     def __init__(self, data: Any, batch_size: int, device: torch.device):
         self.data, self.batch_size, self.device = data, batch_size, device
         size = len(data) if batch_size <= 0 else min(batch_size, len(data))
         self.per_pass = -(-len(data) // size)
+        self._order: tuple[int, torch.Tensor] | None = None  # (pass, its order on the data's device)
+
+    def _generator(self, epoch: int) -> torch.Generator:
+        return torch.Generator().manual_seed(HOLDOUT_SEED * 7919 + epoch)
 
     def __call__(self, step: int) -> Batch:
         epoch, index = divmod(step, self.per_pass)
-        gen = torch.Generator().manual_seed(HOLDOUT_SEED * 7919 + epoch)
-        for i, batch in enumerate(iterate_batches(self.data, self.batch_size, True, gen, self.device)):
+        if isinstance(self.data, TensorTaskData):
+            return self._tensor_batch(epoch, index)
+        for i, batch in enumerate(
+            iterate_batches(self.data, self.batch_size, True, self._generator(epoch), self.device)
+        ):
             if i == index:
                 return batch
         raise IndexError(step)
+
+    def _tensor_batch(self, epoch: int, index: int) -> Batch:
+        n = len(self.data)
+        if self._order is None or self._order[0] != epoch:
+            order = torch.randperm(n, generator=self._generator(epoch))
+            self._order = (epoch, order.to(self.data.x.device))
+        size = n if self.batch_size <= 0 else self.batch_size
+        idx = self._order[1][index * size : (index + 1) * size]
+        return self.data.x[idx].to(self.device), [t[idx].to(self.device) for t in self.data.targets]

@@ -17,7 +17,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,7 +27,7 @@ from tqdm import tqdm
 from mtlbench.architectures import MTLArchitecture
 from mtlbench.config import TrackingConfig, TrainConfig, check_device_name, component_kwargs, config_hash, train_config
 from mtlbench.convergence import assess_history
-from mtlbench.data import DatasetBundle, iterate_batches
+from mtlbench.data import DatasetBundle, TensorTaskData, iterate_batches
 from mtlbench.errors import MtlbenchError
 from mtlbench.method import get_method
 from mtlbench.record import (
@@ -48,7 +48,7 @@ from mtlbench.record import (
 )
 from mtlbench.registry import ARCHITECTURES, DATASETS, UPDATE_RULES
 from mtlbench.schedule import Stage, Stages
-from mtlbench.tasks import TaskSpec
+from mtlbench.tasks import TaskSpec, labels_complete
 from mtlbench.tracking import (
     epoch_metrics,
     final_metrics,
@@ -132,6 +132,19 @@ def _build_dataset(name: str, kwargs: dict[str, Any], data_seed: int) -> Dataset
                 f"the {split} split of {name!r} is empty ({sizes or 'no size keys'}); every split "
                 f"needs at least one sample"
             )
+    return with_label_completeness(bundle)
+
+
+def with_label_completeness(bundle: DatasetBundle) -> DatasetBundle:
+    """The bundle with each task's `labels_complete` decided once, for the whole dataset: when every split is
+    held as tensors and no label of the task is missing, its loss is the plain mean (no mask at every step)."""
+    splits = (bundle.train, bundle.val, bundle.test)
+    if not all(isinstance(s, TensorTaskData) for s in splits):
+        return bundle
+    bundle.tasks = [
+        replace(task, labels_complete=labels_complete(task, *(s.targets[i] for s in splits)))
+        for i, task in enumerate(bundle.tasks)
+    ]
     return bundle
 
 

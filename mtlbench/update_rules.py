@@ -61,11 +61,14 @@ def guarded_direction(aggregate: Callable[[torch.Tensor], torch.Tensor], jacobia
     Jacobian gives the zero direction; one task gives its own gradient; an aggregator whose solver fails on a
     finite Jacobian gives a NaN direction (diverged), never a traceback that would stop a pipeline."""
     nan = torch.full_like(jacobian[0], float("nan"))
-    if not torch.isfinite(jacobian).all():
-        return nan
     negligible = jacobian.norm(dim=1) < torch.finfo(jacobian.dtype).tiny ** 0.5
-    jacobian = torch.where(negligible[:, None], torch.zeros_like(jacobian), jacobian)
-    if not jacobian.any():
+    screened = torch.where(negligible[:, None], torch.zeros_like(jacobian), jacobian)
+    # the one read of the step: which case the Jacobian is in decides whether the aggregator is called
+    finite, nonzero = torch.stack([torch.isfinite(jacobian).all(), screened.any()]).tolist()
+    if not finite:
+        return nan
+    jacobian = screened
+    if not nonzero:
         return torch.zeros_like(jacobian[0])
     if len(jacobian) == 1:
         return jacobian[0]

@@ -33,7 +33,7 @@ import pytest
 import torch
 
 import methods.srdml as srdml
-import mtlbench.tasks
+import mtlbench.task_kinds
 from methods.srdml import SaliencyRegulariser, SaliencyRegularized, task_saliencies
 from mtlbench.config import resolve_config, train_config
 from mtlbench.data.synthetic import SCALES
@@ -310,9 +310,10 @@ def _no_projection(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _other_squared_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """The per-sample squared error where the broadcast one is asked for, and the other way round."""
-    loss = mtlbench.tasks.squared_error
+    loss = mtlbench.task_kinds.squared_error
     other = {"per_sample": "broadcast", "broadcast": "per_sample"}
-    monkeypatch.setattr(mtlbench.tasks, "squared_error", lambda kind, output, target: loss(other[kind], output, target))
+    swapped = lambda kind, output, target: loss(other[kind], output, target)  # noqa: E731
+    monkeypatch.setattr(mtlbench.task_kinds, "squared_error", swapped)
 
 
 REGULARISER_CHECKS = ("reg", "grad_w", "grad_c", "relation_step", "trajectory")

@@ -136,10 +136,8 @@ class DenseNpyDataset(DatasetProvider):
             array = np.load(split_dir / folder / f"{idx}.npy")
             if array.shape[-2:] != hw:
                 out.append(f"{split_dir / folder / idx}.npy has shape {array.shape}, expected (..., {hw[0]}, {hw[1]})")
-            elif task.kind == "segmentation" and not ((array >= -1) & (array < task.num_classes)).all():
-                out.append(f"{split_dir / folder / idx}.npy has labels outside -1..{task.num_classes - 1}")
-            elif task.kind == "normals" and array.shape[0] != 3:
-                out.append(f"{split_dir / folder / idx}.npy has shape {array.shape}, expected (3, H, W)")
+            elif problem := task.spec.label_problem(task, array):
+                out.append(f"{split_dir / folder / idx}.npy {problem}")
         return out
 
     def load(self, data_seed: int) -> DatasetBundle:
