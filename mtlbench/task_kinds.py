@@ -173,15 +173,20 @@ class Evaluator:
 
 class RegressionEvaluator(Evaluator):
     def metrics(self, out: torch.Tensor, tgt: torch.Tensor) -> dict[str, float]:
-        mask = ~torch.isnan(tgt)
-        err = out[mask] - tgt[mask].float()
-        return {"mse": float((err**2).mean()), "mae": float(err.abs().mean())}
+        if not self.task.labels_complete:
+            mask = ~torch.isnan(tgt)
+            out, tgt = out[mask], tgt[mask]
+        err = out - tgt.float()
+        mse, mae = torch.stack([(err**2).mean(), err.abs().mean()]).tolist()
+        return {"mse": mse, "mae": mae}
 
 
 class ClassificationEvaluator(Evaluator):
     def metrics(self, out: torch.Tensor, tgt: torch.Tensor) -> dict[str, float]:
-        mask = tgt >= 0
-        return {"accuracy": float((out[mask].argmax(-1) == tgt[mask]).float().mean())}
+        if not self.task.labels_complete:
+            mask = tgt >= 0
+            out, tgt = out[mask], tgt[mask]
+        return {"accuracy": float((out.argmax(-1) == tgt).float().mean())}
 
 
 class BinaryEvaluator(Evaluator):

@@ -91,3 +91,38 @@ def test_pipeline_profile_by_hand():
     assert [line.split("|")[1:4] for line in text.splitlines() if line.startswith("| training")] == [
         [" training              ", "           12.0 ", "                60.0% "]
     ]
+
+
+def test_the_cpu_wins_are_timed_against_what_they_replaced_and_keep_the_numbers(tmp_path):
+    """Issue 25.5: each change is timed interleaved with its predecessor in one process, and the same run checks
+    that both give the same numbers (here on two rounds: no timing is asserted)."""
+    from mtlbench.bench_wins import PAIRS, run_cpu_wins
+
+    table = run_cpu_wins(tmp_path, rounds=2)
+    assert list(table.change) == list(PAIRS) and table.same_numbers.all()
+    assert (table.rounds == 2).all() and (table[["before_ms", "after_ms"]] > 0).all().all()
+    assert (tmp_path / "cpu_wins.csv").exists()
+
+
+def test_the_cpu_wins_check_would_see_changed_numbers(monkeypatch):
+    """The check is not vacuous: an Adam with another learning rate, or a first public layer that differs, is
+    reported as changing the numbers."""
+    from mtlbench import bench_wins
+
+    _, _, same = bench_wins.adam_pair()
+    original = torch.optim.Adam
+    monkeypatch.setattr(
+        torch.optim,
+        "Adam",
+        lambda params, lr, foreach: original(params, lr=lr * (2 if foreach else 1), foreach=foreach),
+    )
+    assert not same()
+    monkeypatch.setattr(torch.optim, "Adam", original)
+
+    unskewed = bench_wins.per_task_first_stage
+
+    def skewed(model, x):
+        return [o + 1e-3 for o in unskewed(model, x)]
+
+    monkeypatch.setattr(bench_wins, "per_task_first_stage", skewed)
+    assert not bench_wins.dsmtl_al_search_pair()[2]()
