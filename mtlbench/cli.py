@@ -166,7 +166,10 @@ def _parser() -> argparse.ArgumentParser:
     mach.add_argument("--out", type=Path, required=True, help="the folder the two tables are written to")
     add_analysis_arguments(mach)
 
-    bench = sub.add_parser("bench", help="step time (interleaved), method memory, growth with the number of tasks")
+    bench = sub.add_parser(
+        "bench",
+        help="step time (interleaved), method memory, growth with the number of tasks, the training core's CPU wins",
+    )
     bench.add_argument("--out", type=Path, required=True, help="the benchmarks folder")
     bench.add_argument("--rounds", type=int, default=30, help="interleaved rounds (each times every method once)")
     bench.add_argument(
@@ -400,12 +403,14 @@ def cmd_pipeline_stage(args: argparse.Namespace) -> int:
         print(f"tables in {args.out}" + (f"; claims: {line}" if args.claims else ""))
     elif args.command == "bench":
         from mtlbench.bench import run_benchmarks
+        from mtlbench.bench_wins import run_cpu_wins
 
         torch_threads = __import__("torch").get_num_threads()
         tables = run_benchmarks(args.out, args.rounds, tuple(args.tasks))
         print(f"benchmarks ({torch_threads} thread(s)) in {args.out}:")
         print(tables["step_cost"].round(4).to_string(index=False))
         print(tables["growth"].round(2).to_string(index=False))
+        print(run_cpu_wins(args.out, args.rounds).round(4).to_string(index=False))
     elif args.command == "report-tables":
         from mtlbench.report_tables import write_csv_pages, write_report_tables
 
