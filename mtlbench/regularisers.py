@@ -24,12 +24,12 @@ from mtlbench.params import coerce, signature_params
 from mtlbench.registry import UPDATE_RULES
 from mtlbench.schedule import Stage, Stages
 from mtlbench.tasks import TaskSpec
-from mtlbench.update_rules import JacobianRule, UpdateRule, aggregated_backward, task_losses
+from mtlbench.update_rules import JacobianRule, MethodPart, UpdateRule, aggregated_backward, task_losses
 
 
-class Regulariser:
+class Regulariser(MethodPart):
     """A term added to the objective: `term` returns it for a batch (in the autograd graph), or None while it
-    does not act (a warm-up stage). Its own parameters are stepped in `after_step`."""
+    does not act (a warm-up stage). Its own parameters are stepped in `after_step` (after the inner rule's)."""
 
     def bind(self, model: MTLArchitecture, tasks: list[TaskSpec]) -> None:
         self.model, self.tasks = model, tasks
@@ -47,24 +47,6 @@ class Regulariser:
     def zero_grad(self) -> None:
         for p in self.parameters():
             p.grad = None
-
-    def parameters(self) -> list[nn.Parameter]:
-        return []
-
-    def after_step(self) -> None:
-        """Called after the network's optimiser step (and after the inner rule's own)."""
-
-    def epoch_log(self) -> dict[str, float]:
-        return {}
-
-    def method_state(self) -> dict[str, Any]:
-        return {}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
 
 
 def composable(name: str) -> type[UpdateRule]:

@@ -94,7 +94,33 @@ def aggregated_backward(
     assign_flat_gradient(shared, update)
 
 
-class UpdateRule:
+class MethodPart:
+    """What the training loop asks of a part of a method (an update rule, a regulariser) beyond its step: its
+    own learnable parameters, a hook after the optimiser's step, per-epoch logs, its state for the record and
+    for the checkpoint. Nothing, by default."""
+
+    def parameters(self) -> list[nn.Parameter]:
+        """The part's own learnable parameters (counted in the run record's parameter total)."""
+        return []
+
+    def after_step(self) -> None:
+        """Called after the optimiser's step of the network's parameters."""
+
+    def epoch_log(self) -> dict[str, float]:
+        """Scalars logged to MLflow after each epoch."""
+        return {}
+
+    def method_state(self) -> dict[str, Any]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class UpdateRule(MethodPart):
     requires_shared_parameters: ClassVar[bool] = False
     requires_shared_representation: ClassVar[bool] = False
     #: the rule descends one scalar built from the task losses and the shared representation (`objective`),
@@ -129,13 +155,6 @@ class UpdateRule:
         shared representation `rep` the losses were computed from (still in the autograd graph)."""
         raise NotImplementedError(f"update rule {self.name!r} does not combine the task losses into one objective")
 
-    def parameters(self) -> list[nn.Parameter]:
-        """The rule's own learnable parameters (counted in the run record's parameter total)."""
-        return []
-
-    def after_step(self) -> None:
-        """Called after the optimiser's step of the network's parameters."""
-
     def prepare(self, train: Any) -> Any:
         """Called once before training with the training split; returns what is left of it after a hold-out
         is carved. Rules that learn something on held-out data (gates searched on validation, tuned weights)
@@ -160,19 +179,6 @@ class UpdateRule:
         returns how many epochs the loop runs in all (more than the budget for an extra-cost stage)."""
         self.staging = self.stages()
         return self.staging.plan(epochs)
-
-    def epoch_log(self) -> dict[str, float]:
-        """Scalars logged to MLflow after each epoch."""
-        return {}
-
-    def method_state(self) -> dict[str, Any]:
-        return {}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
 
     def __repr__(self) -> str:
         args = ", ".join(
