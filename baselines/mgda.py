@@ -35,8 +35,8 @@ Solver = Literal["active_set", "projected_gradient", "frank_wolfe"]
 def _pair_weight(g11: torch.Tensor, g12: torch.Tensor, g22: torch.Tensor) -> torch.Tensor:
     """Weight a on the first vector minimising ||a v1 + (1 - a) v2||^2, from their Gram entries."""
     denom = g11 + g22 - 2 * g12
-    # identical vectors (denom <= 0): any weight is optimal, 0.5; decided on the device (no host read)
-    return torch.where(denom > 0, ((g22 - g12) / denom).clamp(0.0, 1.0), torch.full_like(g11, 0.5))
+    # identical vectors (denom <= 0): any weight is optimal, 0.5 (a NaN Gram matrix stays NaN); on the device
+    return torch.where(denom <= 0, torch.full_like(g11, 0.5), ((g22 - g12) / denom).clamp(0.0, 1.0))
 
 
 def _official_pair_weight(g11: torch.Tensor, g12: torch.Tensor, g22: torch.Tensor) -> torch.Tensor:

@@ -181,6 +181,11 @@ class DSMTLArchitectureLearning(MTLArchitecture):
         # -1: not derived yet (search); 0: public layer; 1: private layer
         self.register_buffer("choice", torch.full((len(tasks), self.n_stages), -1, dtype=torch.long))
         self._choices: list[list[int]] | None = None  # the derived choices as Python's: read by no step
+        # dropout draws and BatchNorm's running statistics would differ if the tasks shared one call
+        self._share_first_public = not any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm | nn.modules.dropout._DropoutNd)
+            for m in self.public[0].modules()
+        )
         self.register_load_state_dict_post_hook(lambda module, keys: module._read_choices())
 
     def _read_choices(self) -> None:
@@ -197,12 +202,13 @@ class DSMTLArchitectureLearning(MTLArchitecture):
         if self._choices is not None:
             return [head(self._derived_encoding(t, x)) for t, head in enumerate(self.heads)]
         pub, priv = self.gates()
-        first_public = self.public[0](x)  # every task's first stage reads x: its public layer is computed once
+        # every task's first stage reads x: a deterministic public layer without state is computed once for all
+        first_public = self.public[0](x) if self._share_first_public else None
         outputs = []
         for t, head in enumerate(self.heads):
             h = x
             for s in range(self.n_stages):
-                public = first_public if s == 0 else self.public[s](h)
+                public = first_public if s == 0 and first_public is not None else self.public[s](h)
                 h = pub[t, s] * public + priv[t, s] * self.private_layer(t, s)(h)
             outputs.append(head(h))
         return outputs

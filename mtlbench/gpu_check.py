@@ -4,8 +4,9 @@ GPU machine (PyTorch there, no package registry: what the training core needs be
 
 Two checks, both printed and written to `gpu_check.csv`:
 - **agreement**: one epoch of each method on the CPU and on the GPU of the same machine, from the same seed,
-  TF32 off: the epoch's mean training loss, validation loss and validation accuracy must agree within float
-  tolerance (`LOSS_RTOL`, `ACCURACY_ATOL`: a batch's worth of float noise over one epoch of steps);
+  TF32 off, and the layers that draw random numbers made deterministic for these two runs (dropout off, Gumbel
+  gates without noise: the CUDA generator draws other numbers than the CPU's): the epoch's mean training loss,
+  validation loss and validation accuracy must agree within float tolerance (`LOSS_RTOL`, `ACCURACY_ATOL`);
 - **full budget on the GPU**: the config's epochs (15) per method; its step time (CUDA events, read once per
   epoch), the GPU's mean utilisation while it trained (sampled every 0.2 s), and its test accuracy beside the
   CPU reference's for the same seed (`results/reference/metrics.csv`), as a difference, not a pass/fail: a
@@ -18,16 +19,20 @@ suite's test of the script).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import math
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 import yaml
+from torch import nn
 
 from mtlbench.config import resolve_config
 from mtlbench.record import RunRecord
@@ -92,6 +97,32 @@ class UtilisationSampler:
         return sum(self.samples) / len(self.samples) if self.samples else math.nan
 
 
+def noiseless_gumbel_softmax(logits, tau=1.0, hard=False, eps=1e-10, dim=-1):
+    """`F.gumbel_softmax` with zero noise: the softmax of logits / tau (hard: its one-hot argmax, straight-through)."""
+    soft = (logits / tau).softmax(dim)
+    if not hard:
+        return soft
+    one_hot = torch.zeros_like(soft).scatter_(dim, soft.argmax(dim, keepdim=True), 1.0)
+    return one_hot - soft.detach() + soft
+
+
+@contextlib.contextmanager
+def deterministic_layers() -> Iterator[None]:
+    """Dropout off and Gumbel gates without noise, for the CPU-GPU agreement runs only."""
+    dropouts = [nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout]
+    saved = {cls: cls.forward for cls in dropouts}
+    gumbel = F.gumbel_softmax
+    try:
+        for cls in dropouts:
+            cls.forward = lambda self, x: x
+        F.gumbel_softmax = noiseless_gumbel_softmax
+        yield
+    finally:
+        for cls, forward in saved.items():
+            cls.forward = forward
+        F.gumbel_softmax = gumbel
+
+
 def first_epoch(record: RunRecord) -> dict[str, float]:
     entry = record.history[0]
     accuracy = [m["accuracy"] for m in entry["val"].values()]
@@ -151,10 +182,11 @@ def mean_test_accuracy(record: RunRecord) -> float:
 
 def check_method(method: str, device: str, out: Path, tiny: bool, sampler: UtilisationSampler) -> dict[str, Any]:
     """One method's two checks."""
-    one = {
-        side: train(multimnist_config(method, side, 1, tiny), out / method / f"epoch1-{side}")
-        for side in ("cpu", device)
-    }
+    with deterministic_layers():
+        one = {
+            side: train(multimnist_config(method, side, 1, tiny), out / method / f"epoch1-{side}")
+            for side in ("cpu", device)
+        }
     sampler.start()
     started = time.perf_counter()
     full = train(multimnist_config(method, device, 2 if tiny else None, tiny), out / method / "full")

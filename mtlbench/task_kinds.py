@@ -43,6 +43,7 @@ class TaskKind:
     evaluator: Callable[[TaskSpec], Any]
     saliency: Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]
     outputs: Callable[[int], int]  # the head's width from the task's number of classes
+    labelled: Callable[[torch.Tensor], torch.Tensor] = lambda target: target >= 0  # which labels are present
     single_output: bool = False
     dense: bool = False
     label_problem: Callable[[TaskSpec, np.ndarray], str | None] = lambda task, labels: None
@@ -83,6 +84,11 @@ def _binary_loss(task: TaskSpec, output: torch.Tensor, target: torch.Tensor) -> 
         return F.binary_cross_entropy_with_logits(output, target.float())
     per = F.binary_cross_entropy_with_logits(output, target.clamp_min(0).float(), reduction="none")
     return masked_mean(per, target >= 0)
+
+
+def _present(target: torch.Tensor) -> torch.Tensor:
+    """A regression target is present unless NaN."""
+    return ~torch.isnan(target)
 
 
 def squared_error(kind: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -328,6 +334,7 @@ for _kind in (
         RegressionEvaluator,
         _raw_output,
         _one,
+        labelled=_present,
         single_output=True,
     ),
     TaskKind(

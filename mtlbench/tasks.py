@@ -86,7 +86,8 @@ class TaskSpec:
 
 
 def labels_complete(task: TaskSpec, *targets: torch.Tensor) -> bool:
-    """No label of these target tensors is missing (-1, NaN; a dense task's pixels are always masked)."""
+    """No label of these target tensors is missing, as the task's kind defines a present label (-1 for a class,
+    NaN for a regression target); a dense task's pixels are always masked."""
     if task.spec.dense:
         return False
-    return all(bool((~torch.isnan(t)).all()) if t.is_floating_point() else bool((t >= 0).all()) for t in targets)
+    return all(bool(task.spec.labelled(t).all()) for t in targets)

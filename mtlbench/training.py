@@ -90,13 +90,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build(cfg: dict[str, Any]) -> tuple[DatasetBundle, MTLArchitecture, UpdateRule]:
-    """Dataset, model and update rule of a resolved config; the model's initialisation depends on `seed` only."""
+def build(cfg: dict[str, Any], device: torch.device | str = "cpu") -> tuple[DatasetBundle, MTLArchitecture, UpdateRule]:
+    """Dataset, model and update rule of a resolved config; the model's initialisation depends on `seed` only.
+    The model is on `device` before the rule binds to it, so that what a rule makes of its own (SRDML's relation
+    weights, uncertainty weighting's log-variances, their optimisers' state) is made there."""
     get_method(cfg["method"])  # registers user components named as package.module:Name
     bundle = load_dataset(cfg)
     seed_everything(cfg["seed"])
     arch_cls = ARCHITECTURES.get(cfg["arch"]["name"])
-    model = arch_cls(bundle.tasks, bundle.network, **component_kwargs(cfg["arch"]))
+    model = arch_cls(bundle.tasks, bundle.network, **component_kwargs(cfg["arch"])).to(device)
     rule = UPDATE_RULES.get(cfg["rule"]["name"])(**component_kwargs(cfg["rule"]))
     rule.network_lr = cfg["train"]["lr"]
     rule.bind(model, bundle.tasks)
@@ -179,16 +181,19 @@ def evaluate_per_task(
     """`evaluate` by each task's evaluator, in batches of `size`."""
     model.eval()
     evaluators = [t.evaluator() for t in tasks]
-    loss_sums = torch.zeros(len(tasks), dtype=torch.float64, device=device)  # read once, after the split
-    count = 0
+    batch_losses, sizes = [], []  # read once, after the split
     for x, targets in iterate_batches(data, size, False, None, device):
         outputs = model(x)
-        loss_sums += task_losses(outputs, targets, tasks).double() * len(x)
+        batch_losses.append(task_losses(outputs, targets, tasks))
+        sizes.append(len(x))
         for ev, out, tgt in zip(evaluators, outputs, targets, strict=True):
             ev.update(out, tgt)
-        count += len(x)
     model.train()
-    return {t.name: ev.compute() for t, ev in zip(tasks, evaluators, strict=True)}, (loss_sums / count).tolist()
+    loss_sums = [0.0] * len(tasks)
+    for losses, n in zip(torch.stack(batch_losses).tolist(), sizes, strict=True):
+        loss_sums = [s + loss * n for s, loss in zip(loss_sums, losses, strict=True)]
+    metrics = {t.name: ev.compute() for t, ev in zip(tasks, evaluators, strict=True)}
+    return metrics, [s / sum(sizes) for s in loss_sums]
 
 
 def stackable_regression(task: TaskSpec) -> bool:
@@ -204,12 +209,12 @@ def evaluate_regression_split(
     numbers as the per-task evaluators give."""
     model.eval()
     outputs = model(data.x)
-    losses = task_losses(outputs, data.targets, tasks).double() * len(data) / len(data)
+    losses = task_losses(outputs, data.targets, tasks)
     err = torch.cat(outputs, 1).T.contiguous().float() - torch.stack(data.targets).float()
-    mse, mae = torch.stack([(err**2).mean(1), err.abs().mean(1)]).tolist()
+    losses, mse, mae = torch.stack([losses, (err**2).mean(1), err.abs().mean(1)]).tolist()
     model.train()
     metrics = {t.name: {"mse": m, "mae": a} for t, m, a in zip(tasks, mse, mae, strict=True)}
-    return metrics, losses.tolist()
+    return metrics, [loss * len(data) / len(data) for loss in losses]
 
 
 def selection_score(
@@ -322,14 +327,14 @@ class StepTimer:
     epoch (`seconds`), so timing never makes a step wait for the device; on the CPU the clock is read."""
 
     def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
+        self.cuda, self.device = device.type == "cuda", device
         self.steps, self._seconds, self._start = 0, 0.0, 0.0
         self._events: list[tuple[Any, Any]] = []
 
     def __enter__(self) -> StepTimer:
         if self.cuda:
             self._events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
-            self._events[-1][0].record()
+            self._events[-1][0].record(torch.cuda.current_stream(self.device))
         else:
             self._start = time.perf_counter()
         return self
@@ -337,7 +342,7 @@ class StepTimer:
     def __exit__(self, *exc: object) -> None:
         self.steps += 1
         if self.cuda:
-            self._events[-1][1].record()
+            self._events[-1][1].record(torch.cuda.current_stream(self.device))
         else:
             self._seconds += time.perf_counter() - self._start
 
@@ -592,10 +597,9 @@ class Trainer:
         with self.clock("data"):
             load_dataset(cfg)
         with self.clock("build"):
-            bundle, model, rule = build(cfg)
+            bundle, model, rule = build(cfg, device)
         total = plan_epochs(rule, tc.epochs, cfg["method"])
         first_active = check_budget(rule, total, cfg["method"])
-        model.to(device)
         apply_memory_format(model, tc.memory_format, device)
         train_all = bundle.train.to(device) if hasattr(bundle.train, "to") else bundle.train
         run = RunState(

@@ -294,3 +294,22 @@ def test_tuned_static_weights_train_the_chosen_weights_on_every_training_sample(
     tuning = record.schedule.stages[next(iter(record.schedule.stages))]
     assert seen[:tuning] == [8] * tuning  # 10 training samples, 20% held out
     assert seen[tuning:] == [10] * (len(seen) - tuning)
+
+
+def test_dsmtl_al_shares_its_first_public_layer_only_where_that_changes_nothing():
+    """The search computes the first public layer once for all tasks when the layer draws nothing and keeps no
+    running statistics (MultiLeNet's first stage); with dropout or BatchNorm there, once per task as before."""
+    from torch import nn
+
+    from mtlbench.nets import Network
+
+    tasks = [TaskSpec("left", "classification", 10), TaskSpec("right", "classification", 10)]
+    assert DSMTLArchitectureLearning(tasks, MULTILENET)._share_first_public
+    for layer in (nn.BatchNorm2d(10), nn.Dropout2d(0.1)):
+
+        def stages(layer=layer):
+            first, *rest = MULTILENET.make_encoder()
+            return nn.Sequential(nn.Sequential(first, layer), *rest)
+
+        network = Network(stages, MULTILENET.make_head, MULTILENET.input_shape)
+        assert not DSMTLArchitectureLearning(tasks, network)._share_first_public

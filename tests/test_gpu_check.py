@@ -38,3 +38,22 @@ def test_the_shell_script_installs_nothing_where_the_packages_are_there(tmp_path
     result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "gpu_check.csv").exists() and "agree on the first epoch: all" in result.stdout
+
+
+def test_the_agreement_runs_draw_no_random_numbers():
+    """Dropout is off and the Gumbel gates are noiseless inside `deterministic_layers` (the CUDA generator would
+    draw other numbers than the CPU's), and both are restored after it."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from mtlbench.gpu_check import deterministic_layers
+
+    x, logits = torch.ones(4, 8), torch.tensor([[0.3, -0.2]])
+    with deterministic_layers():
+        assert torch.equal(nn.Dropout(0.5).train()(x), x) and torch.equal(nn.Dropout2d(0.5).train()(x[None]), x[None])
+        draws = {tuple(F.gumbel_softmax(logits, tau=0.1, hard=True)[0].tolist()) for _ in range(20)}
+        assert draws == {(1.0, 0.0)}
+    torch.manual_seed(0)
+    assert not torch.equal(nn.Dropout(0.5).train()(x), x)
+    assert len({tuple(F.gumbel_softmax(logits, tau=0.1, hard=True)[0].tolist()) for _ in range(50)}) == 2

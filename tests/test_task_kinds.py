@@ -118,3 +118,14 @@ def test_a_new_task_kind_is_one_registration(monkeypatch):
         TASK_KINDS.pop("ordinal", None)
     with pytest.raises(ValueError, match="unknown task kind 'ordinal'"):
         TaskSpec("grade", "ordinal")
+
+
+def test_a_present_label_is_what_the_kind_says_whatever_the_dtype():
+    """A binary task's -1 is a missing label also when its targets are floats (the kind decides, not the dtype)."""
+    binary, regression = TaskSpec("b", "binary"), TaskSpec("r", "regression")
+    assert not labels_complete(binary, torch.tensor([1.0, 0.0, -1.0])) and labels_complete(
+        binary, torch.tensor([1.0, 0.0])
+    )
+    assert labels_complete(regression, torch.tensor([-1.0, 2.0])) and not labels_complete(
+        regression, torch.tensor([float("nan")])
+    )
