@@ -31,6 +31,15 @@ class MetricSpec:
     higher_is_better: bool
 
 
+def _raw_output(output: torch.Tensor, target: torch.Tensor, which: str) -> torch.Tensor:
+    """A single-output or dense regression task's saliency scalar: its output itself."""
+    return output
+
+
+def _one(num_classes: int) -> int:
+    return 1
+
+
 @dataclass(frozen=True)
 class TaskKind:
     """One kind of task. `loss(task, output, target)` gets the head's output squeezed (`single_output` heads
@@ -41,8 +50,8 @@ class TaskKind:
     metrics: tuple[MetricSpec, ...]
     loss: Callable[[TaskSpec, torch.Tensor, torch.Tensor], torch.Tensor]
     evaluator: Callable[[TaskSpec], Any]
-    saliency: Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]
-    outputs: Callable[[int], int]  # the head's width from the task's number of classes
+    saliency: Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor] = _raw_output
+    outputs: Callable[[int], int] = _one  # the head's width from the task's number of classes
     labelled: Callable[[torch.Tensor], torch.Tensor] = lambda target: target >= 0  # which labels are present
     single_output: bool = False
     dense: bool = False
@@ -151,10 +160,6 @@ def _segmentation_saliency(output: torch.Tensor, target: torch.Tensor, which: st
     """Each pixel's class logit as a multi-class task's; unlabelled pixels contribute 0 with `label`."""
     per = _class_saliency(output, target, which)
     return per * (target >= 0) if which == "label" else per
-
-
-def _raw_output(output: torch.Tensor, target: torch.Tensor, which: str) -> torch.Tensor:
-    return output
 
 
 # --- evaluators: exact split metrics, accumulated on the host after each batch -------------------------------
@@ -297,12 +302,12 @@ def _normals_label_problem(task: TaskSpec, labels: np.ndarray) -> str | None:
     return None if labels.shape[0] == 3 else f"has shape {labels.shape}, expected (3, H, W)"
 
 
+def _metrics(higher_is_better: bool, *names: str) -> tuple[MetricSpec, ...]:
+    return tuple(MetricSpec(name, higher_is_better) for name in names)
+
+
 def _classes(num_classes: int) -> int:
     return num_classes
-
-
-def _one(num_classes: int) -> int:
-    return 1
 
 
 def _three(num_classes: int) -> int:
@@ -311,35 +316,26 @@ def _three(num_classes: int) -> int:
 
 for _kind in (
     TaskKind(
-        "classification",
-        (MetricSpec("accuracy", True),),
-        _class_loss,
-        ClassificationEvaluator,
-        _class_saliency,
-        _classes,
+        "classification", _metrics(True, "accuracy"), _class_loss, ClassificationEvaluator, _class_saliency, _classes
     ),
     TaskKind(
         "binary",
-        tuple(MetricSpec(m, True) for m in ("accuracy", "auc", "precision", "recall")),
+        _metrics(True, "accuracy", "auc", "precision", "recall"),
         _binary_loss,
         BinaryEvaluator,
-        _raw_output,
-        _one,
         single_output=True,
     ),
     TaskKind(
         "regression",
-        (MetricSpec("mse", False), MetricSpec("mae", False)),
+        _metrics(False, "mse", "mae"),
         _regression_loss,
         RegressionEvaluator,
-        _raw_output,
-        _one,
         labelled=_present,
         single_output=True,
     ),
     TaskKind(
         "segmentation",
-        (MetricSpec("miou", True), MetricSpec("pixel_acc", True)),
+        _metrics(True, "miou", "pixel_acc"),
         _class_loss,
         SegmentationEvaluator,
         _segmentation_saliency,
@@ -347,28 +343,13 @@ for _kind in (
         dense=True,
         label_problem=_class_label_problem,
     ),
-    TaskKind(
-        "depth",
-        (MetricSpec("abs_err", False), MetricSpec("rel_err", False)),
-        _depth_loss,
-        DepthEvaluator,
-        _raw_output,
-        _one,
-        dense=True,
-    ),
+    TaskKind("depth", _metrics(False, "abs_err", "rel_err"), _depth_loss, DepthEvaluator, dense=True),
     TaskKind(
         "normals",
-        (
-            MetricSpec("mean_angle", False),
-            MetricSpec("median_angle", False),
-            MetricSpec("within_11.25", True),
-            MetricSpec("within_22.5", True),
-            MetricSpec("within_30", True),
-        ),
+        _metrics(False, "mean_angle", "median_angle") + _metrics(True, "within_11.25", "within_22.5", "within_30"),
         _normals_loss,
         NormalsEvaluator,
-        _raw_output,
-        _three,
+        outputs=_three,
         dense=True,
         label_problem=_normals_label_problem,
     ),
