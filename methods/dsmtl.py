@@ -215,7 +215,7 @@ class DSMTLArchitectureLearning(MTLArchitecture):
 
     def _derived_encoding(self, t: int, x: torch.Tensor) -> torch.Tensor:
         h = x
-        for s, private in enumerate(cast(list[int], self._choices)[t]):
+        for s, private in enumerate(cast(list[list[int]], self._choices)[t]):
             h = (self.private_layer(t, s) if private == 1 else self.public[s])(h)
         return h
 

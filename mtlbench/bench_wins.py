@@ -70,11 +70,12 @@ def dsmtl_al_search_pair(batch_size: int = 256) -> Pair:
     def prepared(shared: bool):
         bundle, model, rule = build(cfg)
         if not shared:
-            model.forward = types.MethodType(per_task_first_stage, model)
+            model.forward = types.MethodType(per_task_first_stage, model)  # type: ignore[method-assign]
         data = rule.prepare(bundle.train)
         rule.plan(cfg["train"]["epochs"])
         rule.on_epoch_start(0)  # the search
-        x, targets = next(iterate_batches(data, batch_size, True, torch.Generator().manual_seed(0), "cpu"))
+        cpu = torch.device("cpu")
+        x, targets = next(iterate_batches(data, batch_size, True, torch.Generator().manual_seed(0), cpu))
         optimizer = make_optimizer(model.param_groups(cfg["train"]["lr"]), train_config(cfg))
         return model, x, rule_step(model, rule, optimizer, x, targets).step
 
@@ -117,9 +118,9 @@ def run_cpu_wins(out_dir: Path | None = None, rounds: int = 30) -> pd.DataFrame:
     """Per change: median seconds before and after (quartiles in the rounds), the speed-up (before / after) and
     whether the numbers are the same; written to `cpu_wins.csv` under `out_dir` when given."""
     pairs = {change: make() for change, make in PAIRS.items()}
-    steps = {
-        f"{change} | {side}": pair[i] for change, pair in pairs.items() for i, side in enumerate(("before", "after"))
-    }
+    steps: dict[str, Step] = {}
+    for change, (before_step, after_step, _) in pairs.items():
+        steps[f"{change} | before"], steps[f"{change} | after"] = before_step, after_step
     summary = summarise_rounds(interleaved_rounds(steps, rounds)).set_index("method")
     rows = []
     for change, (_, _, same) in pairs.items():

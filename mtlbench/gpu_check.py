@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -63,7 +63,7 @@ class UtilisationSampler:
     failing that, nvidia-smi; `mean()` of the samples since `start()`."""
 
     def __init__(self, period: float = 0.2):
-        self.period, self.samples = period, []
+        self.period, self.samples = period, cast(list[float], [])
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

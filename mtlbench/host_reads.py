@@ -23,6 +23,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import torch
@@ -75,7 +76,7 @@ def suite_location() -> str:
     """`path:function` of the innermost function of the suite's own code on the stack (this module and
     comprehensions excluded), or
     `torch.optim:function` for a read inside one of PyTorch's optimisers."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         path = Path(frame.f_code.co_filename).resolve()
         if path.is_relative_to(_OPTIM):

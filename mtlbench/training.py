@@ -140,8 +140,8 @@ def _build_dataset(name: str, kwargs: dict[str, Any], data_seed: int) -> Dataset
 def with_label_completeness(bundle: DatasetBundle) -> DatasetBundle:
     """The bundle with each task's `labels_complete` decided once, for the whole dataset: when every split is
     held as tensors and no label of the task is missing, its loss is the plain mean (no mask at every step)."""
-    splits = (bundle.train, bundle.val, bundle.test)
-    if not all(isinstance(s, TensorTaskData) for s in splits):
+    splits = [s for s in (bundle.train, bundle.val, bundle.test) if isinstance(s, TensorTaskData)]
+    if len(splits) < 3:
         return bundle
     bundle.tasks = [
         replace(task, labels_complete=labels_complete(task, *(s.targets[i] for s in splits)))
@@ -394,9 +394,12 @@ class RunState:
     val: Any
     progress: Progress = field(default_factory=Progress)
     resumed_from: int = 0
-    optimizer: torch.optim.Optimizer | None = None
-    scheduler: Any = None
     tracker: Any = None
+    optimizer: torch.optim.Optimizer = field(init=False)
+    scheduler: Any = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fresh_optimizer()
 
     @property
     def tasks(self) -> list[TaskSpec]:
@@ -615,7 +618,6 @@ class Trainer:
             train_carved=rule.prepare(train_all),  # what is left after a hold-out, for the stages using one
             val=device_split(bundle.val, device),
         )
-        run.fresh_optimizer()
         if checkpoint is not None:
             run.resume(checkpoint)
         self._open_tracking(run)
