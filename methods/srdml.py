@@ -281,17 +281,17 @@ class SaliencyRegularized(RegularisedRule):
         aggregator_params: dict | None = None,
     ):
         term = SaliencyRegulariser(
-            lam,
-            reduce,
-            dist,
-            reduce_batch,
-            saliency_of,
-            warmup_fraction,
-            omega_optimizer,
-            omega_lr,
-            reset_omega_optimizer,
-            warmup_batch_size,
-            fresh_optimizer_after_warmup,
+            lam=lam,
+            reduce=reduce,
+            dist=dist,
+            reduce_batch=reduce_batch,
+            saliency_of=saliency_of,
+            warmup_fraction=warmup_fraction,
+            omega_optimizer=omega_optimizer,
+            omega_lr=omega_lr,
+            reset_omega_optimizer=reset_omega_optimizer,
+            warmup_batch_size=warmup_batch_size,
+            fresh_optimizer_after_warmup=fresh_optimizer_after_warmup,
         )
         super().__init__(term, aggregator, aggregator_params)
 

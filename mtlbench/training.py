@@ -48,6 +48,7 @@ from mtlbench.record import (
 )
 from mtlbench.registry import ARCHITECTURES, DATASETS, UPDATE_RULES
 from mtlbench.schedule import Stage, Stages
+from mtlbench.task_kinds import RegressionEvaluator
 from mtlbench.tasks import TaskSpec, labels_complete
 from mtlbench.tracking import (
     epoch_metrics,
@@ -197,7 +198,8 @@ def evaluate_per_task(
 
 
 def stackable_regression(task: TaskSpec) -> bool:
-    return task.kind == "regression" and task.labels_complete
+    """A task whose metrics are the regression evaluator's (mse, mae), with every label present."""
+    return task.spec.evaluator is RegressionEvaluator and task.labels_complete
 
 
 @torch.no_grad()
@@ -214,7 +216,7 @@ def evaluate_regression_split(
     losses, mse, mae = torch.stack([losses, (err**2).mean(1), err.abs().mean(1)]).tolist()
     model.train()
     metrics = {t.name: {"mse": m, "mae": a} for t, m, a in zip(tasks, mse, mae, strict=True)}
-    return metrics, [loss * len(data) / len(data) for loss in losses]
+    return metrics, [loss * len(data) / len(data) for loss in losses]  # the per-task path's sum / count, exactly
 
 
 def selection_score(

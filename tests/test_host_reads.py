@@ -36,7 +36,6 @@ def _run_state(dataset: str, method: str) -> RunState:
     first = check_budget(rule, total, method)
     run = RunState("-", tc, bundle, model, rule, torch.device("cpu"), total, first, bundle.train, None, bundle.val)
     run.train_carved = rule.prepare(bundle.train)
-    run.fresh_optimizer()
     return run
 
 

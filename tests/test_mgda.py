@@ -200,3 +200,14 @@ def test_head_update_own_gives_each_head_its_task_gradient_and_scaled_alpha_time
             (task,) = [t for t in range(len(per_task)) if per_task[t][i].abs().sum() > 0]  # one head, one task
             expected = per_task[task][i] * (1.0 if head_update == "own" else float(alpha[task]))
         assert torch.allclose(got[id(p)], expected, atol=1e-6, rtol=1e-4), (i, head_update)
+
+
+def test_the_two_task_weight_of_a_nan_gram_matrix_stays_nan():
+    """Decided on the device (no host branch), a non-finite Gram matrix still gives a non-finite weight (the
+    loop then ends the run diverged), and identical vectors still give 0.5."""
+    from baselines.mgda import _pair_weight
+
+    nan, one = torch.tensor(float("nan")), torch.tensor(1.0)
+    assert torch.isnan(_pair_weight(nan, one, one))
+    assert float(_pair_weight(one, one, one)) == 0.5
+    assert float(_pair_weight(torch.tensor(1.0), torch.tensor(0.0), torch.tensor(3.0))) == 0.75

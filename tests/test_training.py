@@ -422,3 +422,22 @@ def test_a_user_rule_breaking_a_promise_fails_in_its_first_epoch_naming_it(tmp_p
         _train(tmp_path, kind, dataset="synthetic_relations", method="bad_rules_module:Bad", **{"train.epochs": 200})
     assert not (tmp_path / kind / "record.json").exists()
     assert len(validations) <= 1  # in the first of 200 epochs
+
+
+def test_a_rules_own_parameters_are_made_on_the_models_device():
+    """`build(cfg, device)` moves the model before the rule binds, so what a rule makes of its own (SRDML's
+    relation weights, uncertainty weighting's log-variances, GradNorm's and FAMO's weights) is made on the
+    training device (here PyTorch's `meta` device stands in for a GPU); bound first and moved after, these stayed
+    on the CPU and the first GPU step failed."""
+    from mtlbench.registry import METHODS
+    from mtlbench.training import build
+
+    sizes = {"tracking.enabled": False, "dataset.n_train": 64, "dataset.n_val": 16, "dataset.n_test": 16}
+    with_parameters = []
+    for method in METHODS.names():
+        _, model, rule = build(resolve_config("multimnist", method, 0, sizes), "meta")
+        assert {p.device.type for p in model.parameters()} == {"meta"}
+        if rule.parameters():
+            with_parameters.append(method)
+            assert {p.device.type for p in rule.parameters()} == {"meta"}, method
+    assert {"srdml", "uw", "gradnorm", "famo"} <= set(with_parameters)
